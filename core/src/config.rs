@@ -1,0 +1,673 @@
+//! Settings: embedded defaults, then `tollgate.toml`, then environment variables.
+//!
+//! Every setting is declared once in [`SETTINGS`] with its file key, its
+//! environment variable, its default and one line of documentation; the same
+//! table feeds parsing, error messages and `docs/configuration.md` (a test keeps
+//! the document in step with the table). Invalid values stop start-up with one
+//! line that names the setting, where the value came from and what is wrong.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One setting: where it is read from and what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingSpec {
+    /// Key in `tollgate.toml`.
+    pub key: &'static str,
+    /// Environment variable that overrides the file.
+    pub env: &'static str,
+    /// Default, as text; empty means unset.
+    pub default: &'static str,
+    /// What the setting does.
+    pub doc: &'static str,
+}
+
+/// Every setting Tollgate reads, in the order the docs list them.
+pub const SETTINGS: &[SettingSpec] = &[
+    SettingSpec {
+        key: "data_dir",
+        env: "TOLLGATE_DATA_DIR",
+        default: "./data",
+        doc: "Directory for the embedded SQLite store, the embedded usage store and demo state; created when missing.",
+    },
+    SettingSpec {
+        key: "database_url",
+        env: "DATABASE_URL",
+        default: "",
+        doc: "Control-plane database. Unset: SQLite file `tollgate.db` in the data dir. `sqlite://PATH` or `postgres://user@host/db` to choose.",
+    },
+    SettingSpec {
+        key: "clickhouse_url",
+        env: "CLICKHOUSE_URL",
+        default: "",
+        doc: "ClickHouse HTTP endpoint for usage events, e.g. `http://127.0.0.1:8123`. Unset: embedded usage store `usage.db` in the data dir.",
+    },
+    SettingSpec {
+        key: "clickhouse_database",
+        env: "TOLLGATE_CLICKHOUSE_DATABASE",
+        default: "tollgate",
+        doc: "ClickHouse database that holds Tollgate's tables; created by `tollgate migrate`.",
+    },
+    SettingSpec {
+        key: "clickhouse_user",
+        env: "TOLLGATE_CLICKHOUSE_USER",
+        default: "",
+        doc: "ClickHouse user name (unset: the server's default user).",
+    },
+    SettingSpec {
+        key: "clickhouse_password",
+        env: "TOLLGATE_CLICKHOUSE_PASSWORD",
+        default: "",
+        doc: "ClickHouse password.",
+    },
+    SettingSpec {
+        key: "clickhouse_validation",
+        env: "TOLLGATE_CLICKHOUSE_VALIDATION",
+        default: "false",
+        doc: "Let the ClickHouse client check row types against the server schema. Needs ClickHouse 24.x or later; keep false for older servers.",
+    },
+    SettingSpec {
+        key: "gateway_addr",
+        env: "TOLLGATE_GATEWAY_ADDR",
+        default: "0.0.0.0:8000",
+        doc: "Address the gateway listens on.",
+    },
+    SettingSpec {
+        key: "portal_addr",
+        env: "TOLLGATE_PORTAL_ADDR",
+        default: "0.0.0.0:8080",
+        doc: "Address the developer portal listens on.",
+    },
+    SettingSpec {
+        key: "admin_addr",
+        env: "TOLLGATE_ADMIN_ADDR",
+        default: "127.0.0.1:8001",
+        doc: "Address the admin REST API listens on (loopback by default).",
+    },
+    SettingSpec {
+        key: "admin_token",
+        env: "TOLLGATE_ADMIN_TOKEN",
+        default: "",
+        doc: "Bearer token for the admin REST API, at least 16 characters. Unset: the admin API refuses every call (`up --demo` generates one).",
+    },
+    SettingSpec {
+        key: "public_gateway_url",
+        env: "TOLLGATE_PUBLIC_GATEWAY_URL",
+        default: "",
+        doc: "Gateway URL shown to developers (portal, demo output). Unset: derived from `gateway_addr`.",
+    },
+    SettingSpec {
+        key: "upstream_timeout_ms",
+        env: "TOLLGATE_UPSTREAM_TIMEOUT_MS",
+        default: "30000",
+        doc: "How long the gateway waits for an upstream's response headers before answering 504.",
+    },
+    SettingSpec {
+        key: "upstream_connect_timeout_ms",
+        env: "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_MS",
+        default: "5000",
+        doc: "How long the gateway waits for a TCP connection to an upstream.",
+    },
+    SettingSpec {
+        key: "config_poll_interval_ms",
+        env: "TOLLGATE_CONFIG_POLL_INTERVAL_MS",
+        default: "500",
+        doc: "How often the gateway checks the configuration version in the database (the safety net behind LISTEN/NOTIFY).",
+    },
+    SettingSpec {
+        key: "usage_flush_interval_ms",
+        env: "TOLLGATE_USAGE_FLUSH_INTERVAL_MS",
+        default: "1000",
+        doc: "Longest time a usage event waits in memory before it is written to the usage store.",
+    },
+    SettingSpec {
+        key: "usage_batch_size",
+        env: "TOLLGATE_USAGE_BATCH_SIZE",
+        default: "10000",
+        doc: "Most usage events written in one insert.",
+    },
+    SettingSpec {
+        key: "usage_queue_capacity",
+        env: "TOLLGATE_USAGE_QUEUE_CAPACITY",
+        default: "100000",
+        doc: "Usage events held in memory while the writer is busy; beyond it events are dropped and counted.",
+    },
+    SettingSpec {
+        key: "node_name",
+        env: "TOLLGATE_NODE_NAME",
+        default: "",
+        doc: "Name of this node in usage events. Unset: the host name.",
+    },
+    SettingSpec {
+        key: "log",
+        env: "TOLLGATE_LOG",
+        default: "info",
+        doc: "Log filter, in `tracing` env-filter syntax (e.g. `info,tollgate_gateway=debug`).",
+    },
+];
+
+/// Typed, validated settings.
+#[derive(Clone)]
+pub struct Settings {
+    /// Directory for embedded stores and demo state.
+    pub data_dir: PathBuf,
+    /// Control-plane database URL (`sqlite://…` or `postgres://…`), resolved.
+    pub database_url: String,
+    /// ClickHouse endpoint; `None` means the embedded usage store.
+    pub clickhouse_url: Option<String>,
+    /// ClickHouse database name.
+    pub clickhouse_database: String,
+    /// ClickHouse user.
+    pub clickhouse_user: Option<String>,
+    /// ClickHouse password.
+    pub clickhouse_password: Option<String>,
+    /// Row-type validation in the ClickHouse client.
+    pub clickhouse_validation: bool,
+    /// Gateway listener.
+    pub gateway_addr: SocketAddr,
+    /// Portal listener.
+    pub portal_addr: SocketAddr,
+    /// Admin API listener.
+    pub admin_addr: SocketAddr,
+    /// Admin API bearer token.
+    pub admin_token: Option<String>,
+    /// Gateway URL shown to developers.
+    pub public_gateway_url: Option<String>,
+    /// Upstream response-header timeout.
+    pub upstream_timeout: Duration,
+    /// Upstream connect timeout.
+    pub upstream_connect_timeout: Duration,
+    /// Configuration poll interval.
+    pub config_poll_interval: Duration,
+    /// Usage writer flush interval.
+    pub usage_flush_interval: Duration,
+    /// Usage writer batch size.
+    pub usage_batch_size: usize,
+    /// Usage queue capacity.
+    pub usage_queue_capacity: usize,
+    /// Node name in usage events.
+    pub node_name: String,
+    /// Log filter.
+    pub log: String,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets stay out of logs.
+        f.debug_struct("Settings")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("clickhouse_url", &self.clickhouse_url)
+            .field("gateway_addr", &self.gateway_addr)
+            .field("portal_addr", &self.portal_addr)
+            .field("admin_addr", &self.admin_addr)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Default,
+    File(PathBuf),
+    Env,
+}
+
+/// A setting that could not be read; its `Display` is the one line shown to the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    message: String,
+}
+
+impl ConfigError {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// Raw values by file key, each with its source.
+struct Layers {
+    values: BTreeMap<&'static str, (String, Source)>,
+}
+
+impl Layers {
+    fn spec(key: &str) -> &'static SettingSpec {
+        SETTINGS
+            .iter()
+            .find(|s| s.key == key)
+            .expect("every key read is declared in SETTINGS")
+    }
+
+    /// The name of a setting as the operator wrote it.
+    fn name(&self, key: &str) -> String {
+        let spec = Self::spec(key);
+        match &self.values.get(key).map(|v| &v.1) {
+            Some(Source::Env) => spec.env.to_owned(),
+            Some(Source::File(p)) => format!("{key} (in {})", p.display()),
+            _ => key.to_owned(),
+        }
+    }
+
+    fn raw(&self, key: &str) -> Option<&str> {
+        self.values
+            .get(key)
+            .map(|(v, _)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn invalid(&self, key: &str, value: &str, what: &str) -> ConfigError {
+        ConfigError::new(format!(
+            "invalid setting {}: {value:?} {what}",
+            self.name(key)
+        ))
+    }
+
+    fn string(&self, key: &str) -> Option<String> {
+        self.raw(key).map(str::to_owned)
+    }
+
+    fn addr(&self, key: &str) -> Result<SocketAddr, ConfigError> {
+        let v = self.raw(key).unwrap_or(Self::spec(key).default);
+        v.parse().map_err(|_| {
+            self.invalid(
+                key,
+                v,
+                "is not a socket address; expected IP:PORT such as 0.0.0.0:8000",
+            )
+        })
+    }
+
+    fn millis(&self, key: &str) -> Result<Duration, ConfigError> {
+        let v = self.raw(key).unwrap_or(Self::spec(key).default);
+        match v.parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err(self.invalid(
+                key,
+                v,
+                "is not a duration; expected a whole number of milliseconds above 0",
+            )),
+        }
+    }
+
+    fn count(&self, key: &str) -> Result<usize, ConfigError> {
+        let v = self.raw(key).unwrap_or(Self::spec(key).default);
+        match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(self.invalid(key, v, "is not a count; expected a whole number above 0")),
+        }
+    }
+
+    fn flag(&self, key: &str) -> Result<bool, ConfigError> {
+        let v = self.raw(key).unwrap_or(Self::spec(key).default);
+        match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(self.invalid(key, v, "is not a boolean; expected true or false")),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads settings: defaults, then the file (the given path, or `./tollgate.toml`
+    /// when present), then the process environment.
+    pub fn load(config_path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(config_path, std::env::vars())
+    }
+
+    /// Like [`Settings::load`] with an explicit environment (tests pass their own).
+    pub fn load_from(
+        config_path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut layers = Layers {
+            values: SETTINGS
+                .iter()
+                .map(|s| (s.key, (s.default.to_owned(), Source::Default)))
+                .collect(),
+        };
+
+        let file = match config_path {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from("tollgate.toml")).filter(|p| p.is_file()),
+        };
+        if let Some(path) = file {
+            read_file(&path, &mut layers)?;
+        }
+
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        for spec in SETTINGS {
+            let value = env.get(spec.env).or_else(|| {
+                // DATABASE_URL and CLICKHOUSE_URL are also accepted with the prefix.
+                if spec.env.starts_with("TOLLGATE_") {
+                    None
+                } else {
+                    env.get(&format!("TOLLGATE_{}", spec.env))
+                }
+            });
+            if let Some(v) = value {
+                layers.values.insert(spec.key, (v.clone(), Source::Env));
+            }
+        }
+
+        Self::from_layers(&layers)
+    }
+
+    fn from_layers(l: &Layers) -> Result<Self, ConfigError> {
+        let data_dir = PathBuf::from(l.raw("data_dir").unwrap_or("./data"));
+
+        let database_url = match l.string("database_url") {
+            None => format!("sqlite://{}", data_dir.join("tollgate.db").display()),
+            Some(url)
+                if url.starts_with("postgres://")
+                    || url.starts_with("postgresql://")
+                    || url.starts_with("sqlite:") =>
+            {
+                url
+            }
+            Some(url) => {
+                return Err(l.invalid(
+                    "database_url",
+                    &url,
+                    "is not a supported database URL; expected sqlite://PATH or postgres://USER@HOST/DB",
+                ));
+            }
+        };
+
+        let clickhouse_url = match l.string("clickhouse_url") {
+            None => None,
+            Some(u) => match url::Url::parse(&u) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {
+                    Some(u.trim_end_matches('/').to_owned())
+                }
+                _ => {
+                    return Err(l.invalid(
+                        "clickhouse_url",
+                        &u,
+                        "is not an HTTP URL; expected http://HOST:8123",
+                    ));
+                }
+            },
+        };
+
+        let clickhouse_database = l
+            .string("clickhouse_database")
+            .unwrap_or_else(|| "tollgate".to_owned());
+        if !is_identifier(&clickhouse_database) {
+            return Err(l.invalid(
+                "clickhouse_database",
+                &clickhouse_database,
+                "is not a database name; use letters, digits and underscores, starting with a letter",
+            ));
+        }
+
+        let admin_token = l.string("admin_token");
+        if let Some(t) = &admin_token {
+            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError::new(format!(
+                    "invalid setting {}: the token must be at least 16 characters without spaces (generate one with `openssl rand -hex 24`)",
+                    l.name("admin_token")
+                )));
+            }
+        }
+
+        let public_gateway_url = match l.string("public_gateway_url") {
+            None => None,
+            Some(u) => match url::Url::parse(&u) {
+                Ok(p) if matches!(p.scheme(), "http" | "https") => {
+                    Some(u.trim_end_matches('/').to_owned())
+                }
+                _ => {
+                    return Err(l.invalid("public_gateway_url", &u, "is not an http(s) URL"));
+                }
+            },
+        };
+
+        let log = l.string("log").unwrap_or_else(|| "info".to_owned());
+        let node_name = l.string("node_name").unwrap_or_else(default_node_name);
+
+        Ok(Self {
+            data_dir,
+            database_url,
+            clickhouse_url,
+            clickhouse_database,
+            clickhouse_user: l.string("clickhouse_user"),
+            clickhouse_password: l.string("clickhouse_password"),
+            clickhouse_validation: l.flag("clickhouse_validation")?,
+            gateway_addr: l.addr("gateway_addr")?,
+            portal_addr: l.addr("portal_addr")?,
+            admin_addr: l.addr("admin_addr")?,
+            admin_token,
+            public_gateway_url,
+            upstream_timeout: l.millis("upstream_timeout_ms")?,
+            upstream_connect_timeout: l.millis("upstream_connect_timeout_ms")?,
+            config_poll_interval: l.millis("config_poll_interval_ms")?,
+            usage_flush_interval: l.millis("usage_flush_interval_ms")?,
+            usage_batch_size: l.count("usage_batch_size")?,
+            usage_queue_capacity: l.count("usage_queue_capacity")?,
+            node_name,
+            log,
+        })
+    }
+
+    /// Settings for tests and embedding: defaults with the data dir given and all
+    /// listeners on loopback port 0.
+    pub fn for_data_dir(data_dir: &Path) -> Self {
+        let mut s = Self::load_from(None, []).expect("embedded defaults are valid");
+        s.data_dir = data_dir.to_path_buf();
+        s.database_url = format!("sqlite://{}", data_dir.join("tollgate.db").display());
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
+        s.gateway_addr = any;
+        s.portal_addr = any;
+        s.admin_addr = any;
+        s
+    }
+
+    /// True when the control plane is on PostgreSQL.
+    pub fn uses_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+
+    /// The gateway URL to show to developers.
+    pub fn gateway_url(&self, bound: SocketAddr) -> String {
+        self.public_gateway_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", display_addr(bound)))
+    }
+}
+
+/// An address as a client would dial it: `0.0.0.0` becomes `127.0.0.1`.
+pub fn display_addr(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "tollgate".to_owned())
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 64
+}
+
+fn read_file(path: &Path, layers: &mut Layers) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(format!(
+            "cannot read configuration file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let msg = e.message().to_owned();
+        ConfigError::new(format!(
+            "configuration file {} is not valid TOML: {msg}",
+            path.display()
+        ))
+    })?;
+    for (key, value) in table {
+        let Some(spec) = SETTINGS.iter().find(|s| s.key == key) else {
+            return Err(ConfigError::new(format!(
+                "unknown setting {key:?} in {}; see docs/configuration.md for the list",
+                path.display()
+            )));
+        };
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            other => {
+                return Err(ConfigError::new(format!(
+                    "invalid setting {key} (in {}): expected a string, number or boolean, got {}",
+                    path.display(),
+                    other.type_str()
+                )));
+            }
+        };
+        layers
+            .values
+            .insert(spec.key, (text, Source::File(path.to_path_buf())));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let s = Settings::load_from(None, []).unwrap();
+        assert_eq!(s.gateway_addr.to_string(), "0.0.0.0:8000");
+        assert_eq!(s.portal_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.admin_addr.to_string(), "127.0.0.1:8001");
+        assert_eq!(s.data_dir, PathBuf::from("./data"));
+        assert_eq!(s.database_url, "sqlite://./data/tollgate.db");
+        assert!(s.clickhouse_url.is_none());
+        assert!(s.admin_token.is_none());
+        assert_eq!(s.usage_flush_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "gateway_addr = \"127.0.0.1:9000\"\nupstream_timeout_ms = 250\ndata_dir = \"/srv/tg\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(&path),
+            env(&[("TOLLGATE_GATEWAY_ADDR", "127.0.0.1:9100")]),
+        )
+        .unwrap();
+        assert_eq!(s.gateway_addr.to_string(), "127.0.0.1:9100");
+        assert_eq!(s.upstream_timeout, Duration::from_millis(250));
+        assert_eq!(s.database_url, "sqlite:///srv/tg/tollgate.db");
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting() {
+        let err = Settings::load_from(None, env(&[("TOLLGATE_GATEWAY_ADDR", "nonsense")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid setting TOLLGATE_GATEWAY_ADDR:"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+
+        let err = Settings::load_from(None, env(&[("DATABASE_URL", "mysql://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+
+        let err = Settings::load_from(None, env(&[("TOLLGATE_ADMIN_TOKEN", "short")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("TOLLGATE_ADMIN_TOKEN") && err.contains("16"),
+            "{err}"
+        );
+
+        let err = Settings::load_from(None, env(&[("TOLLGATE_USAGE_BATCH_SIZE", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TOLLGATE_USAGE_BATCH_SIZE"), "{err}");
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "gateway_port = 3\n").unwrap();
+        let err = Settings::load_from(Some(&path), [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown setting \"gateway_port\""), "{err}");
+
+        std::fs::write(&path, "admin_addr = \"x\"\n").unwrap();
+        let err = Settings::load_from(Some(&path), [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin_addr (in "), "{err}");
+
+        let missing = dir.path().join("nope.toml");
+        let err = Settings::load_from(Some(&missing), [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read configuration file"), "{err}");
+    }
+
+    #[test]
+    fn docs_list_every_setting() {
+        let doc = include_str!("../../docs/configuration.md");
+        for s in SETTINGS {
+            assert!(
+                doc.contains(&format!("`{}`", s.env)),
+                "docs/configuration.md lacks {}",
+                s.env
+            );
+            assert!(
+                doc.contains(&format!("`{}`", s.key)),
+                "docs/configuration.md lacks {}",
+                s.key
+            );
+        }
+    }
+}

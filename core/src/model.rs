@@ -1,0 +1,544 @@
+//! The entities of the control plane, as stored and as shown on the admin API,
+//! and the inputs that create or change them.
+
+use serde::{Deserialize, Serialize};
+use tollgate_billing::{BillingInterval, Money};
+
+use crate::error::ValidationError;
+use crate::time::Timestamp;
+use crate::validate;
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The lowercase text stored and shown.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses stored text.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// What a person may do.
+    Role {
+        /// Builds on the APIs: apps, keys, subscriptions.
+        Developer = "developer",
+        /// Publishes APIs and plans, manages everything.
+        Admin = "admin",
+        /// Reads usage and revenue.
+        Analyst = "analyst",
+    }
+}
+
+text_enum! {
+    /// Who can see an API in the portal.
+    Visibility {
+        /// Listed in the catalog for everyone.
+        Public = "public",
+        /// Hidden from the catalog; callable with a subscription.
+        Private = "private",
+    }
+}
+
+text_enum! {
+    /// Whether a plan can be subscribed to.
+    PlanStatus {
+        /// Being prepared; not offered.
+        Draft = "draft",
+        /// Offered to developers.
+        Active = "active",
+        /// No longer offered; existing subscriptions continue.
+        Archived = "archived",
+    }
+}
+
+text_enum! {
+    /// Life of an API key.
+    KeyStatus {
+        /// Accepted by the gateway (until it expires).
+        Active = "active",
+        /// Refused by the gateway for good.
+        Revoked = "revoked",
+    }
+}
+
+text_enum! {
+    /// Life of a subscription; only `active` ones admit calls.
+    SubscriptionStatus {
+        /// Calls are admitted.
+        Active = "active",
+        /// Waiting for approval.
+        Pending = "pending",
+        /// Temporarily refused (e.g. unpaid).
+        Suspended = "suspended",
+        /// Ended for good.
+        Cancelled = "cancelled",
+    }
+}
+
+/// A developer, admin or analyst.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// `usr_…`
+    pub id: String,
+    /// Unique, stored lowercase.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// What the person may do.
+    pub role: Role,
+    /// When the account was created.
+    pub created_at: Timestamp,
+    /// When the account last changed.
+    pub updated_at: Timestamp,
+}
+
+/// Input for a new user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// E-mail address (unique, case-insensitive).
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Role; developers by default.
+    #[serde(default)]
+    pub role: Option<Role>,
+}
+
+impl NewUser {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate::email("email", &self.email)?;
+        validate::name("name", &self.name)
+    }
+}
+
+/// A published API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Api {
+    /// `api_…`
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Unique URL-safe name.
+    pub slug: String,
+    /// Path prefix on the gateway, e.g. `/weather`.
+    pub base_path: String,
+    /// Upstream base URLs; calls are spread over them.
+    pub upstreams: Vec<String>,
+    /// Who sees the API in the portal.
+    pub visibility: Visibility,
+    /// The API's OpenAPI 3 document, if published.
+    pub openapi: Option<serde_json::Value>,
+    /// When the API was created.
+    pub created_at: Timestamp,
+    /// When the API last changed.
+    pub updated_at: Timestamp,
+}
+
+/// Input for a new API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewApi {
+    /// Display name.
+    pub name: String,
+    /// Unique URL-safe name.
+    pub slug: String,
+    /// Path prefix on the gateway.
+    pub base_path: String,
+    /// One or more upstream base URLs.
+    pub upstreams: Vec<String>,
+    /// Public unless said otherwise.
+    #[serde(default)]
+    pub visibility: Option<Visibility>,
+    /// OpenAPI 3 document.
+    #[serde(default)]
+    pub openapi: Option<serde_json::Value>,
+}
+
+impl NewApi {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate::name("name", &self.name)?;
+        validate::slug("slug", &self.slug)?;
+        validate::base_path("base_path", &self.base_path)?;
+        check_upstreams(&self.upstreams)?;
+        if let Some(doc) = &self.openapi {
+            check_openapi(doc)?;
+        }
+        Ok(())
+    }
+}
+
+/// Changes to an API; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiPatch {
+    /// New display name.
+    pub name: Option<String>,
+    /// New slug.
+    pub slug: Option<String>,
+    /// New base path.
+    pub base_path: Option<String>,
+    /// New upstream list (replaces the old one).
+    pub upstreams: Option<Vec<String>>,
+    /// New visibility.
+    pub visibility: Option<Visibility>,
+    /// New OpenAPI document; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    pub openapi: Option<Option<serde_json::Value>>,
+}
+
+impl ApiPatch {
+    /// Checks every field present.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(v) = &self.name {
+            validate::name("name", v)?;
+        }
+        if let Some(v) = &self.slug {
+            validate::slug("slug", v)?;
+        }
+        if let Some(v) = &self.base_path {
+            validate::base_path("base_path", v)?;
+        }
+        if let Some(v) = &self.upstreams {
+            check_upstreams(v)?;
+        }
+        if let Some(Some(doc)) = &self.openapi {
+            check_openapi(doc)?;
+        }
+        Ok(())
+    }
+}
+
+/// Tells "field absent" (outer `None`) from "field is null" (`Some(None)`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn check_upstreams(upstreams: &[String]) -> Result<(), ValidationError> {
+    if upstreams.is_empty() {
+        return Err(ValidationError::new(
+            "upstreams",
+            "must list at least one upstream URL, e.g. [\"http://127.0.0.1:9000\"]",
+        ));
+    }
+    if upstreams.len() > 64 {
+        return Err(ValidationError::new(
+            "upstreams",
+            "must list at most 64 URLs",
+        ));
+    }
+    for (i, u) in upstreams.iter().enumerate() {
+        validate::upstream(&format!("upstreams[{i}]"), u)?;
+    }
+    Ok(())
+}
+
+fn check_openapi(doc: &serde_json::Value) -> Result<(), ValidationError> {
+    let version = doc.get("openapi").and_then(|v| v.as_str());
+    match version {
+        Some(v) if v.starts_with("3.") => Ok(()),
+        _ => Err(ValidationError::new(
+            "openapi",
+            "must be an OpenAPI 3 document (an object with \"openapi\": \"3.x.y\")",
+        )),
+    }
+}
+
+/// A plan: which APIs it covers and what it costs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// `plan_…`
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Slugs of the APIs the plan covers.
+    pub apis: Vec<String>,
+    /// Price per billing interval.
+    pub price: Money,
+    /// How often the price is charged and included calls renew.
+    pub billing_interval: BillingInterval,
+    /// Calls included per period; `None` means unlimited.
+    pub included_calls: Option<i64>,
+    /// Whether the plan is offered.
+    pub status: PlanStatus,
+    /// When the plan was created.
+    pub created_at: Timestamp,
+    /// When the plan last changed.
+    pub updated_at: Timestamp,
+}
+
+/// Input for a new plan.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPlan {
+    /// Display name.
+    pub name: String,
+    /// Slugs of the covered APIs.
+    pub apis: Vec<String>,
+    /// Price in minor units (cents); free when absent.
+    #[serde(default)]
+    pub price_minor: Option<i64>,
+    /// ISO currency; USD when absent.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// Monthly when absent.
+    #[serde(default)]
+    pub billing_interval: Option<BillingInterval>,
+    /// Included calls per period; unlimited when absent.
+    #[serde(default)]
+    pub included_calls: Option<i64>,
+    /// Active when absent.
+    #[serde(default)]
+    pub status: Option<PlanStatus>,
+}
+
+impl NewPlan {
+    /// Checks every field except that the APIs exist (the store does that).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate::name("name", &self.name)?;
+        check_plan_apis(&self.apis)?;
+        check_price(self.price_minor, self.currency.as_deref())?;
+        check_included(self.included_calls)
+    }
+}
+
+/// Changes to a plan; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanPatch {
+    /// New display name.
+    pub name: Option<String>,
+    /// New list of covered API slugs (replaces the old one).
+    pub apis: Option<Vec<String>>,
+    /// New price in minor units.
+    pub price_minor: Option<i64>,
+    /// New currency.
+    pub currency: Option<String>,
+    /// New interval.
+    pub billing_interval: Option<BillingInterval>,
+    /// New included calls; `null` means unlimited.
+    #[serde(default, deserialize_with = "present")]
+    pub included_calls: Option<Option<i64>>,
+    /// New status.
+    pub status: Option<PlanStatus>,
+}
+
+impl PlanPatch {
+    /// Checks every field present.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(v) = &self.name {
+            validate::name("name", v)?;
+        }
+        if let Some(v) = &self.apis {
+            check_plan_apis(v)?;
+        }
+        check_price(self.price_minor, self.currency.as_deref())?;
+        check_included(self.included_calls.flatten())
+    }
+}
+
+fn check_plan_apis(apis: &[String]) -> Result<(), ValidationError> {
+    if apis.is_empty() {
+        return Err(ValidationError::new(
+            "apis",
+            "must list at least one API slug the plan covers",
+        ));
+    }
+    for (i, s) in apis.iter().enumerate() {
+        validate::slug(&format!("apis[{i}]"), s)?;
+    }
+    Ok(())
+}
+
+fn check_price(price: Option<i64>, currency: Option<&str>) -> Result<(), ValidationError> {
+    if let Some(p) = price {
+        if p < 0 {
+            return Err(ValidationError::new(
+                "price_minor",
+                "must be zero or more (in the currency's minor unit, e.g. cents)",
+            ));
+        }
+    }
+    if let Some(c) = currency {
+        c.parse::<tollgate_billing::Currency>()
+            .map_err(|e| ValidationError::new("currency", e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn check_included(included: Option<i64>) -> Result<(), ValidationError> {
+    match included {
+        Some(n) if n < 0 => Err(ValidationError::new(
+            "included_calls",
+            "must be zero or more; leave it out (or null) for unlimited calls",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A developer's application; keys and subscriptions belong to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct App {
+    /// `app_…`
+    pub id: String,
+    /// The owning developer.
+    pub developer_id: String,
+    /// Display name.
+    pub name: String,
+    /// When the app was created.
+    pub created_at: Timestamp,
+    /// When the app last changed.
+    pub updated_at: Timestamp,
+}
+
+/// Input for a new app.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewApp {
+    /// The owning developer's id.
+    pub developer_id: String,
+    /// Display name.
+    pub name: String,
+}
+
+impl NewApp {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.developer_id.trim().is_empty() {
+            return Err(ValidationError::new("developer_id", "must not be empty"));
+        }
+        validate::name("name", &self.name)
+    }
+}
+
+/// An API key as stored: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKey {
+    /// `key_…`
+    pub id: String,
+    /// The app the key belongs to.
+    pub app_id: String,
+    /// The visible start of the key, e.g. `tg_live_AbCd`.
+    pub prefix: String,
+    /// Active or revoked.
+    pub status: KeyStatus,
+    /// When the key was created.
+    pub created_at: Timestamp,
+    /// When the gateway last accepted the key (updated every few seconds).
+    pub last_used_at: Option<Timestamp>,
+    /// When the key stops working, if ever.
+    pub expires_at: Option<Timestamp>,
+    /// When the key was revoked.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A subscription of an app to a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Subscription {
+    /// `sub_…`
+    pub id: String,
+    /// The subscribing app.
+    pub app_id: String,
+    /// The plan.
+    pub plan_id: String,
+    /// Only active subscriptions admit calls.
+    pub status: SubscriptionStatus,
+    /// When the subscription was created.
+    pub created_at: Timestamp,
+    /// When the subscription last changed.
+    pub updated_at: Timestamp,
+}
+
+/// Input for a new subscription.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSubscription {
+    /// The subscribing app.
+    pub app_id: String,
+    /// The plan.
+    pub plan_id: String,
+    /// Active when absent.
+    #[serde(default)]
+    pub status: Option<SubscriptionStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_input_is_checked_field_by_field() {
+        let mut api = NewApi {
+            name: "Weather".into(),
+            slug: "weather".into(),
+            base_path: "/weather".into(),
+            upstreams: vec!["http://127.0.0.1:9000".into()],
+            visibility: None,
+            openapi: None,
+        };
+        assert!(api.validate().is_ok());
+        api.upstreams.push("nope".into());
+        assert_eq!(api.validate().unwrap_err().field, "upstreams[1]");
+        api.upstreams.clear();
+        assert_eq!(api.validate().unwrap_err().field, "upstreams");
+        api.upstreams = vec!["http://x".into()];
+        api.openapi = Some(serde_json::json!({"swagger": "2.0"}));
+        assert_eq!(api.validate().unwrap_err().field, "openapi");
+    }
+
+    #[test]
+    fn patch_tells_null_from_absent() {
+        let p: ApiPatch = serde_json::from_str(r#"{"openapi": null}"#).unwrap();
+        assert_eq!(p.openapi, Some(None));
+        let p: ApiPatch = serde_json::from_str(r#"{}"#).unwrap();
+        assert_eq!(p.openapi, None);
+    }
+
+    #[test]
+    fn plan_input_is_checked() {
+        let plan: NewPlan =
+            serde_json::from_str(r#"{"name":"Free","apis":["weather"],"price_minor":-5}"#).unwrap();
+        assert_eq!(plan.validate().unwrap_err().field, "price_minor");
+        let plan: NewPlan =
+            serde_json::from_str(r#"{"name":"Free","apis":[],"currency":"usd"}"#).unwrap();
+        assert_eq!(plan.validate().unwrap_err().field, "apis");
+        let plan: NewPlan =
+            serde_json::from_str(r#"{"name":"Free","apis":["a"],"currency":"dollars"}"#).unwrap();
+        assert_eq!(plan.validate().unwrap_err().field, "currency");
+    }
+
+    #[test]
+    fn enums_round_trip_text() {
+        for s in SubscriptionStatus::ALL {
+            assert_eq!(SubscriptionStatus::parse(s.as_str()), Some(*s));
+        }
+        assert_eq!(Role::parse("root"), None);
+    }
+}

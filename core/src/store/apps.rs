@@ -1,0 +1,85 @@
+//! Developers' applications.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, ts};
+use crate::error::{StoreError, StoreResult, ValidationError};
+use crate::id::{IdKind, new_id};
+use crate::model::{App, NewApp};
+use crate::time::Timestamp;
+
+fn app(row: &AnyRow) -> StoreResult<App> {
+    Ok(App {
+        id: row.try_get("id")?,
+        developer_id: row.try_get("developer_id")?,
+        name: row.try_get("name")?,
+        created_at: ts(row, "created_at")?,
+        updated_at: ts(row, "updated_at")?,
+    })
+}
+
+impl Store {
+    /// Creates an app for an existing developer.
+    pub async fn create_app(&self, input: NewApp) -> StoreResult<App> {
+        input.validate()?;
+        let owner = sqlx::query("SELECT id FROM users WHERE id = $1")
+            .bind(&input.developer_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if owner.is_none() {
+            return Err(ValidationError::new(
+                "developer_id",
+                format!("no developer has the id {:?}", input.developer_id),
+            )
+            .into());
+        }
+        let now = Timestamp::now();
+        let a = App {
+            id: new_id(IdKind::App),
+            developer_id: input.developer_id,
+            name: input.name.trim().to_owned(),
+            created_at: now,
+            updated_at: now,
+        };
+        sqlx::query(
+            "INSERT INTO apps (id, developer_id, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&a.id)
+        .bind(&a.developer_id)
+        .bind(&a.name)
+        .bind(now.0)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(a)
+    }
+
+    /// One app by id.
+    pub async fn get_app(&self, id: &str) -> StoreResult<App> {
+        let row = sqlx::query("SELECT * FROM apps WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("app", id))?;
+        app(&row)
+    }
+
+    /// Apps, all or one developer's, oldest first.
+    pub async fn list_apps(&self, developer_id: Option<&str>) -> StoreResult<Vec<App>> {
+        let rows = match developer_id {
+            Some(dev) => {
+                sqlx::query("SELECT * FROM apps WHERE developer_id = $1 ORDER BY created_at, id")
+                    .bind(dev)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM apps ORDER BY created_at, id")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(app).collect()
+    }
+}

@@ -1,0 +1,123 @@
+//! Everything the gateway serves from, read in one go.
+
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::{Store, apis::api, opt_ts, text_enum};
+use crate::error::{StoreError, StoreResult};
+use crate::key::KeyHash;
+use crate::model::{Api, SubscriptionStatus};
+use crate::time::Timestamp;
+
+/// An active key with its owner, as the gateway needs it.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// Key id.
+    pub id: String,
+    /// SHA-256 of the key.
+    pub hash: KeyHash,
+    /// Visible prefix, for usage events.
+    pub prefix: String,
+    /// Owning app.
+    pub app_id: String,
+    /// The app's developer.
+    pub developer_id: String,
+    /// When the key stops working.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A subscription that is not cancelled, with the APIs its plan covers.
+#[derive(Debug, Clone)]
+pub struct SubscriptionRecord {
+    /// Subscription id.
+    pub id: String,
+    /// Subscribing app.
+    pub app_id: String,
+    /// Plan id.
+    pub plan_id: String,
+    /// Active, pending or suspended.
+    pub status: SubscriptionStatus,
+    /// Ids of the APIs the plan covers.
+    pub api_ids: Vec<String>,
+}
+
+/// The configuration the gateway serves, at one version.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayConfig {
+    /// Version read before the data, so a change made meanwhile triggers another load.
+    pub version: i64,
+    /// Every API.
+    pub apis: Vec<Api>,
+    /// Active keys.
+    pub keys: Vec<KeyRecord>,
+    /// Subscriptions that are not cancelled.
+    pub subscriptions: Vec<SubscriptionRecord>,
+}
+
+impl Store {
+    /// Reads the whole gateway configuration.
+    pub async fn load_gateway_config(&self) -> StoreResult<GatewayConfig> {
+        let version = self.config_version().await?;
+        let apis = sqlx::query("SELECT * FROM apis ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(api)
+            .collect::<StoreResult<Vec<_>>>()?;
+
+        let key_rows = sqlx::query(
+            "SELECT k.id, k.key_hash, k.prefix, k.app_id, a.developer_id, k.expires_at \
+             FROM api_keys k JOIN apps a ON a.id = k.app_id WHERE k.status = 'active'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut keys = Vec::with_capacity(key_rows.len());
+        for row in &key_rows {
+            let hash: String = row.try_get("key_hash")?;
+            keys.push(KeyRecord {
+                id: row.try_get("id")?,
+                hash: KeyHash::from_hex(&hash)
+                    .ok_or_else(|| StoreError::Corrupt("api_keys.key_hash".into()))?,
+                prefix: row.try_get("prefix")?,
+                app_id: row.try_get("app_id")?,
+                developer_id: row.try_get("developer_id")?,
+                expires_at: opt_ts(row, "expires_at")?,
+            });
+        }
+
+        let sub_rows = sqlx::query(
+            "SELECT id, app_id, plan_id, status FROM subscriptions WHERE status <> 'cancelled' ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let coverage = sqlx::query("SELECT plan_id, api_id FROM plan_apis ORDER BY plan_id")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut apis_of_plan: HashMap<String, Vec<String>> = HashMap::new();
+        for c in &coverage {
+            apis_of_plan
+                .entry(c.try_get(0)?)
+                .or_default()
+                .push(c.try_get(1)?);
+        }
+        let mut subscriptions = Vec::with_capacity(sub_rows.len());
+        for row in &sub_rows {
+            let plan_id: String = row.try_get("plan_id")?;
+            let api_ids = apis_of_plan.get(&plan_id).cloned().unwrap_or_default();
+            subscriptions.push(SubscriptionRecord {
+                id: row.try_get("id")?,
+                app_id: row.try_get("app_id")?,
+                plan_id,
+                status: text_enum(row, "status", SubscriptionStatus::parse)?,
+                api_ids,
+            });
+        }
+        Ok(GatewayConfig {
+            version,
+            apis,
+            keys,
+            subscriptions,
+        })
+    }
+}

@@ -1,0 +1,410 @@
+use std::time::Duration;
+
+use tollgate_core::key::KeyHash;
+use tollgate_core::model::*;
+use tollgate_core::time::Timestamp;
+use tollgate_core::{Store, StoreError};
+
+use crate::on_both;
+
+fn new_api(slug: &str) -> NewApi {
+    NewApi {
+        name: format!("API {slug}"),
+        slug: slug.to_owned(),
+        base_path: format!("/{slug}"),
+        upstreams: vec!["http://127.0.0.1:9000".to_owned()],
+        visibility: None,
+        openapi: None,
+    }
+}
+
+fn new_plan(name: &str, apis: &[&str]) -> NewPlan {
+    NewPlan {
+        name: name.to_owned(),
+        apis: apis.iter().map(|s| (*s).to_owned()).collect(),
+        price_minor: None,
+        currency: None,
+        billing_interval: None,
+        included_calls: None,
+        status: None,
+    }
+}
+
+async fn developer(store: &Store, email: &str) -> User {
+    store
+        .create_user(NewUser {
+            email: email.to_owned(),
+            name: "Ada".to_owned(),
+            role: None,
+        })
+        .await
+        .unwrap()
+}
+
+async fn apis_crud(store: Store) {
+    let mut input = new_api("weather");
+    input.openapi = Some(serde_json::json!({"openapi": "3.0.3", "info": {"title": "W"}}));
+    let api = store.create_api(input).await.unwrap();
+    assert!(api.id.starts_with("api_"));
+    assert_eq!(api.visibility, Visibility::Public);
+    assert_eq!(store.get_api(&api.id).await.unwrap(), api);
+    assert_eq!(store.get_api_by_slug("weather").await.unwrap().id, api.id);
+
+    let mut same_slug = new_api("weather");
+    same_slug.base_path = "/weather2".into();
+    let dup = store.create_api(same_slug).await.unwrap_err();
+    assert!(
+        matches!(&dup, StoreError::Conflict(m) if m.contains("slug weather")),
+        "{dup:?}"
+    );
+    let mut same_path = new_api("other");
+    same_path.base_path = "/weather".into();
+    let dup = store.create_api(same_path).await.unwrap_err();
+    assert!(
+        matches!(&dup, StoreError::Conflict(m) if m.contains("base_path /weather")),
+        "{dup:?}"
+    );
+
+    let patched = store
+        .update_api(
+            &api.id,
+            serde_json::from_value(serde_json::json!({
+                "name": "Weather v2", "upstreams": ["http://a:1", "http://b:2"], "openapi": null
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.name, "Weather v2");
+    assert_eq!(patched.upstreams.len(), 2);
+    assert_eq!(patched.openapi, None);
+    assert_eq!(store.get_api(&api.id).await.unwrap(), patched);
+
+    store.create_api(new_api("maps")).await.unwrap();
+    let names: Vec<_> = store
+        .list_apis()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.slug)
+        .collect();
+    assert_eq!(names, ["maps", "weather"]);
+
+    store.delete_api(&api.id).await.unwrap();
+    assert!(matches!(
+        store.get_api(&api.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.delete_api(&api.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.update_api("api_missing", ApiPatch::default()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+on_both!(apis_crud_and_conflicts, super::apis_crud);
+
+async fn plans_crud(store: Store) {
+    store.create_api(new_api("weather")).await.unwrap();
+    store.create_api(new_api("maps")).await.unwrap();
+    let mut input = new_plan("Pro", &["weather", "maps"]);
+    input.price_minor = Some(4900);
+    input.currency = Some("eur".into());
+    input.included_calls = Some(100_000);
+    let plan = store.create_plan(input).await.unwrap();
+    assert_eq!(plan.apis, ["maps", "weather"]);
+    assert_eq!(plan.price.to_string(), "49.00 EUR");
+    assert_eq!(plan.included_calls, Some(100_000));
+    assert_eq!(plan.status, PlanStatus::Active);
+
+    let err = store
+        .create_plan(new_plan("Bad", &["nope"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Invalid(v) if v.field == "apis[0]"),
+        "{err:?}"
+    );
+
+    let patched = store
+        .update_plan(
+            &plan.id,
+            serde_json::from_value(serde_json::json!({"apis": ["maps"], "included_calls": null}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.apis, ["maps"]);
+    assert_eq!(patched.included_calls, None);
+    assert_eq!(patched.price.amount_minor, 4900);
+    assert_eq!(store.list_plans().await.unwrap(), vec![patched.clone()]);
+
+    // Deleting an API takes it out of the plan.
+    let maps = store.get_api_by_slug("maps").await.unwrap();
+    store.delete_api(&maps.id).await.unwrap();
+    assert!(store.get_plan(&plan.id).await.unwrap().apis.is_empty());
+
+    store.delete_plan(&plan.id).await.unwrap();
+    assert!(matches!(
+        store.get_plan(&plan.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+on_both!(plans_crud_and_coverage, super::plans_crud);
+
+async fn users_and_apps(store: Store) {
+    let dev = developer(&store, "Ada@Example.com").await;
+    assert_eq!(dev.email, "ada@example.com");
+    assert_eq!(dev.role, Role::Developer);
+    let err = store
+        .create_user(NewUser {
+            email: "ADA@example.com".into(),
+            name: "x".into(),
+            role: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)));
+    store
+        .create_user(NewUser {
+            email: "boss@example.com".into(),
+            name: "B".into(),
+            role: Some(Role::Admin),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_users(Role::Developer).await.unwrap(),
+        vec![dev.clone()]
+    );
+    assert_eq!(
+        store
+            .find_user_by_email("ADA@EXAMPLE.COM")
+            .await
+            .unwrap()
+            .map(|u| u.id),
+        Some(dev.id.clone())
+    );
+
+    let app = store
+        .create_app(NewApp {
+            developer_id: dev.id.clone(),
+            name: "Mobile".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.get_app(&app.id).await.unwrap(), app);
+    assert_eq!(
+        store.list_apps(Some(&dev.id)).await.unwrap(),
+        vec![app.clone()]
+    );
+    assert!(store.list_apps(Some("usr_other")).await.unwrap().is_empty());
+    let err = store
+        .create_app(NewApp {
+            developer_id: "usr_nope".into(),
+            name: "X".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid(v) if v.field == "developer_id"));
+}
+on_both!(users_and_apps, super::users_and_apps);
+
+async fn keys_lifecycle(store: Store) {
+    let dev = developer(&store, "k@example.com").await;
+    let app = store
+        .create_app(NewApp {
+            developer_id: dev.id.clone(),
+            name: "A".into(),
+        })
+        .await
+        .unwrap();
+    let issued = store.issue_key(&app.id, None).await.unwrap();
+    assert!(issued.secret.starts_with(&issued.record.prefix));
+    let found = store
+        .find_key_by_hash(KeyHash::of(&issued.secret))
+        .await
+        .unwrap();
+    assert_eq!(found, Some(issued.record.clone()));
+    assert_eq!(
+        store
+            .find_key_by_hash(KeyHash::of("tg_live_wrong"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.list_keys(&app.id).await.unwrap(),
+        vec![issued.record.clone()]
+    );
+
+    let past = Timestamp(Timestamp::now().0 - 1000);
+    assert!(matches!(
+        store.issue_key(&app.id, Some(past)).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.issue_key("app_nope", None).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let at = Timestamp::now();
+    store
+        .touch_keys(&[issued.record.id.clone()], at)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_key(&issued.record.id).await.unwrap().last_used_at,
+        Some(at)
+    );
+
+    let before = store.config_version().await.unwrap();
+    let revoked = store.revoke_key(&issued.record.id).await.unwrap();
+    assert_eq!(revoked.status, KeyStatus::Revoked);
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(store.config_version().await.unwrap(), before + 1);
+    // Revoking again is a no-op and bumps nothing.
+    store.revoke_key(&issued.record.id).await.unwrap();
+    assert_eq!(store.config_version().await.unwrap(), before + 1);
+    assert!(store.load_gateway_config().await.unwrap().keys.is_empty());
+}
+on_both!(keys_lifecycle, super::keys_lifecycle);
+
+async fn subscriptions_lifecycle(store: Store) {
+    let api = store.create_api(new_api("weather")).await.unwrap();
+    let plan = store
+        .create_plan(new_plan("Free", &["weather"]))
+        .await
+        .unwrap();
+    let dev = developer(&store, "s@example.com").await;
+    let app = store
+        .create_app(NewApp {
+            developer_id: dev.id.clone(),
+            name: "A".into(),
+        })
+        .await
+        .unwrap();
+    let sub = store
+        .create_subscription(NewSubscription {
+            app_id: app.id.clone(),
+            plan_id: plan.id.clone(),
+            status: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(sub.status, SubscriptionStatus::Active);
+    let dup = store
+        .create_subscription(NewSubscription {
+            app_id: app.id.clone(),
+            plan_id: plan.id.clone(),
+            status: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(dup, StoreError::Conflict(_)));
+    let bad = store
+        .create_subscription(NewSubscription {
+            app_id: "app_x".into(),
+            plan_id: plan.id.clone(),
+            status: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(&bad, StoreError::Invalid(v) if v.field == "app_id"));
+
+    let config = store.load_gateway_config().await.unwrap();
+    assert_eq!(config.subscriptions.len(), 1);
+    assert_eq!(config.subscriptions[0].api_ids, vec![api.id.clone()]);
+
+    let suspended = store
+        .set_subscription_status(&sub.id, SubscriptionStatus::Suspended)
+        .await
+        .unwrap();
+    assert_eq!(suspended.status, SubscriptionStatus::Suspended);
+    assert!(matches!(
+        store.delete_plan(&plan.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .set_subscription_status(&sub.id, SubscriptionStatus::Cancelled)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .set_subscription_status(&sub.id, SubscriptionStatus::Active)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        store
+            .load_gateway_config()
+            .await
+            .unwrap()
+            .subscriptions
+            .is_empty()
+    );
+    assert_eq!(
+        store.list_subscriptions(Some(&app.id)).await.unwrap().len(),
+        1
+    );
+
+    store
+        .update_plan(
+            &plan.id,
+            PlanPatch {
+                status: Some(PlanStatus::Archived),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let refused = store
+        .create_subscription(NewSubscription {
+            app_id: app.id.clone(),
+            plan_id: plan.id.clone(),
+            status: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(&refused, StoreError::Invalid(v) if v.field == "plan_id"));
+}
+on_both!(subscriptions_lifecycle, super::subscriptions_lifecycle);
+
+async fn changes_are_published(store: Store) {
+    let mut rx = store.subscribe_changes();
+    let start = *rx.borrow_and_update();
+    store.create_api(new_api("weather")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(1), rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*rx.borrow(), start + 1);
+
+    // A change through a second handle (another process) reaches the first by
+    // LISTEN/NOTIFY on PostgreSQL or by polling on SQLite.
+    let watcher = store.watch_remote_changes(Duration::from_millis(100));
+    let url = store_url(&store).await;
+    let other = Store::open(&url).await.unwrap();
+    other.create_api(new_api("maps")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(1), rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*rx.borrow(), start + 2);
+    watcher.abort();
+    other.close().await;
+}
+on_both!(changes_reach_other_handles, super::changes_are_published);
+
+async fn store_url(store: &Store) -> String {
+    store.url().to_owned()
+}
+
+async fn migrations_are_idempotent(store: Store) {
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+}
+on_both!(migrations_are_idempotent, super::migrations_are_idempotent);

@@ -1,0 +1,107 @@
+//! Upstream servers for gateway tests, each on its own loopback port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+
+/// A running upstream; the server stops when this is dropped.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests served so far.
+    pub hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests served so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// An upstream that answers every request with JSON describing it:
+    /// `{"method","path","query","headers":{..},"body"}`.
+    pub async fn echo() -> Self {
+        Self::start(Duration::ZERO).await
+    }
+
+    /// An echo upstream that waits `delay` before answering.
+    pub async fn slow(delay: Duration) -> Self {
+        Self::start(delay).await
+    }
+
+    async fn start(delay: Duration) -> Self {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let app = Router::new()
+            .fallback(echo)
+            .with_state((hits.clone(), delay));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("bound address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, hits, task }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn echo(
+    State((hits, delay)): State<(Arc<AtomicUsize>, Duration)>,
+    req: Request,
+) -> impl IntoResponse {
+    hits.fetch_add(1, Ordering::SeqCst);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let (parts, body) = req.into_parts();
+    let body: Bytes = axum::body::to_bytes(body, 10 << 20)
+        .await
+        .unwrap_or_default();
+    let headers: serde_json::Map<String, serde_json::Value> = header_map(&parts.headers);
+    axum::Json(serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    }))
+}
+
+fn header_map(h: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    h.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                serde_json::Value::String(v.to_str().unwrap_or("").to_owned()),
+            )
+        })
+        .collect()
+}
+
+/// A loopback address nothing listens on (bound, then released).
+pub async fn closed_port() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    l.local_addr().expect("bound address")
+}
