@@ -1,1 +1,17 @@
-//! placeholder
+//! Usage metering: the event the gateway emits for every call it answers, the
+//! bounded queue and batching writer that carry events off the request path,
+//! the two usage stores (embedded SQLite and ClickHouse) and the usage queries.
+
+pub mod clickhouse;
+pub mod embedded;
+pub mod error;
+pub mod event;
+pub mod query;
+pub mod store;
+pub mod writer;
+
+pub use error::UsageError;
+pub use event::UsageEvent;
+pub use query::{ApiUsage, LatencyMs, SummaryQuery, UsageSummary};
+pub use store::UsageStore;
+pub use writer::{UsageRecorder, UsageStats, UsageWriter};

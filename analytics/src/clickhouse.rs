@@ -1,0 +1,281 @@
+//! The ClickHouse usage store.
+//!
+//! Written for both Debian's ClickHouse 18.16 (used in tests) and current
+//! releases: RowBinary inserts with row validation switchable by configuration,
+//! client-side `?` binds, `quantiles(...)(toFloat64(x))` so the result type is
+//! the same on every version, and no SQL newer than 18.16.
+
+use ::clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+
+use crate::error::UsageError;
+use crate::event::UsageEvent;
+use crate::query::{ApiUsage, LatencyMs, SummaryQuery, UsageSummary};
+
+/// Schema files, applied in order and recorded in `tollgate_migrations`.
+const MIGRATIONS: &[(u32, &str, &str)] = &[(
+    1,
+    "0001_usage_events.sql",
+    include_str!("../../migrations/clickhouse/0001_usage_events.sql"),
+)];
+
+/// Usage events in ClickHouse.
+#[derive(Clone)]
+pub struct ClickHouseStore {
+    client: Client,
+    server: Client,
+    url: String,
+    database: String,
+}
+
+impl std::fmt::Debug for ClickHouseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseStore")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Row, Serialize)]
+struct EventRow<'a> {
+    #[serde(with = "::clickhouse::serde::uuid")]
+    event_id: uuid::Uuid,
+    event_time: u32,
+    timestamp_ms: u64,
+    node: &'a str,
+    api_id: &'a str,
+    api_slug: &'a str,
+    route: &'a str,
+    method: &'a str,
+    status: u16,
+    latency_us: u32,
+    upstream_latency_us: u32,
+    bytes_in: u64,
+    bytes_out: u64,
+    app_id: &'a str,
+    key_prefix: &'a str,
+    developer_id: &'a str,
+    plan_id: &'a str,
+    subscription_id: &'a str,
+    client_ip: &'a str,
+    error_code: &'a str,
+}
+
+impl<'a> From<&'a UsageEvent> for EventRow<'a> {
+    fn from(e: &'a UsageEvent) -> Self {
+        Self {
+            event_id: e.id,
+            event_time: (e.timestamp_ms / 1000) as u32,
+            timestamp_ms: e.timestamp_ms,
+            node: &e.node,
+            api_id: &e.api_id,
+            api_slug: &e.api_slug,
+            route: &e.route,
+            method: &e.method,
+            status: e.status,
+            latency_us: e.latency_us,
+            upstream_latency_us: e.upstream_latency_us,
+            bytes_in: e.bytes_in,
+            bytes_out: e.bytes_out,
+            app_id: &e.app_id,
+            key_prefix: &e.key_prefix,
+            developer_id: &e.developer_id,
+            plan_id: &e.plan_id,
+            subscription_id: &e.subscription_id,
+            client_ip: &e.client_ip,
+            error_code: &e.error_code,
+        }
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct ApiRow {
+    api_slug: String,
+    calls: u64,
+    errors: u64,
+    q: Vec<f64>,
+}
+
+#[derive(Row, Deserialize)]
+struct ClassRow {
+    class: u16,
+    n: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct VersionRow {
+    version: u32,
+}
+
+impl ClickHouseStore {
+    /// A store on `url`, database `database` (created by [`ClickHouseStore::migrate`]).
+    pub fn new(
+        url: &str,
+        database: &str,
+        user: Option<&str>,
+        password: Option<&str>,
+        validation: bool,
+    ) -> Self {
+        let mut server = Client::default().with_url(url).with_validation(validation);
+        if let Some(u) = user {
+            server = server.with_user(u);
+        }
+        if let Some(p) = password {
+            server = server.with_password(p);
+        }
+        Self {
+            client: server.clone().with_database(database),
+            server,
+            url: url.to_owned(),
+            database: database.to_owned(),
+        }
+    }
+
+    /// `URL/database`, for logs.
+    pub fn describe(&self) -> String {
+        format!("{}/{}", self.url, self.database)
+    }
+
+    /// Creates the database and applies schema files not yet applied.
+    pub async fn migrate(&self) -> Result<(), UsageError> {
+        // The database name was checked to be an identifier by the settings.
+        self.server
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
+            .execute()
+            .await?;
+        self.client
+            .query(
+                "CREATE TABLE IF NOT EXISTS tollgate_migrations (version UInt32, name String, \
+                 applied_at DateTime('UTC')) ENGINE = MergeTree ORDER BY version",
+            )
+            .execute()
+            .await?;
+        let applied: Vec<u32> = self
+            .client
+            .query("SELECT version FROM tollgate_migrations ORDER BY version")
+            .fetch_all::<VersionRow>()
+            .await?
+            .into_iter()
+            .map(|r| r.version)
+            .collect();
+        for (version, file, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            for statement in statements(sql) {
+                self.client
+                    .query(&statement)
+                    .execute()
+                    .await
+                    .map_err(|source| UsageError::ClickHouseMigration { file, source })?;
+            }
+            self.client
+                .query("INSERT INTO tollgate_migrations (version, name, applied_at) VALUES (?, ?, now())")
+                .bind(*version)
+                .bind(*file)
+                .execute()
+                .await?;
+            tracing::info!(file, "applied ClickHouse migration");
+        }
+        Ok(())
+    }
+
+    /// Writes a batch in one INSERT.
+    pub async fn insert(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self.client.insert::<EventRow<'_>>("usage_events").await?;
+        for e in events {
+            insert.write(&EventRow::from(e)).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Totals, per-API latency quantiles and status classes over a range.
+    pub async fn summary(&self, q: &SummaryQuery) -> Result<UsageSummary, UsageError> {
+        let filter = if q.api.is_some() {
+            " AND api_slug = ?"
+        } else {
+            ""
+        };
+        let from = q.from_ms.max(0) as u64;
+        let to = q.to_ms.max(0) as u64;
+        let mut per_api = self
+            .client
+            .query(&format!(
+                "SELECT api_slug, count() AS calls, countIf(status >= 400) AS errors, \
+             quantiles(0.5, 0.95, 0.99)(toFloat64(latency_us)) AS q \
+             FROM usage_events WHERE timestamp_ms >= ? AND timestamp_ms < ?{filter} \
+             GROUP BY api_slug ORDER BY calls DESC, api_slug"
+            ))
+            .bind(from)
+            .bind(to);
+        let mut per_class = self
+            .client
+            .query(&format!(
+                "SELECT toUInt16(intDiv(status, 100)) AS class, count() AS n \
+             FROM usage_events WHERE timestamp_ms >= ? AND timestamp_ms < ?{filter} \
+             GROUP BY class ORDER BY class"
+            ))
+            .bind(from)
+            .bind(to);
+        if let Some(api) = &q.api {
+            per_api = per_api.bind(api.as_str());
+            per_class = per_class.bind(api.as_str());
+        }
+        let by_api = per_api
+            .fetch_all::<ApiRow>()
+            .await?
+            .into_iter()
+            .map(|r| {
+                let at = |i: usize| r.q.get(i).copied().unwrap_or(0.0) / 1000.0;
+                ApiUsage {
+                    api: Some(r.api_slug.clone()).filter(|s| !s.is_empty()),
+                    calls: r.calls,
+                    errors: r.errors,
+                    latency_ms: LatencyMs {
+                        p50: at(0),
+                        p95: at(1),
+                        p99: at(2),
+                    },
+                }
+            })
+            .collect();
+        let classes = per_class
+            .fetch_all::<ClassRow>()
+            .await?
+            .into_iter()
+            .map(|r| (r.class, r.n))
+            .collect();
+        Ok(UsageSummary::assemble(q, by_api, classes))
+    }
+}
+
+/// Splits a schema file into statements: `--` comments dropped, `;` separated.
+fn statements(sql: &str) -> Vec<String> {
+    let without_comments: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn schema_files_split_into_statements() {
+        let s = super::statements(
+            "-- c\nCREATE TABLE a (x UInt8) ENGINE = Memory;\n\n-- d\nSELECT 1\n",
+        );
+        assert_eq!(s, ["CREATE TABLE a (x UInt8) ENGINE = Memory", "SELECT 1"]);
+    }
+}

@@ -1,0 +1,160 @@
+//! The embedded usage store: a SQLite file for single-node use.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::error::UsageError;
+use crate::event::UsageEvent;
+use crate::query::{ApiUsage, LatencyMs, SummaryQuery, UsageSummary};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/embedded-usage");
+
+/// Usage events in a SQLite file.
+#[derive(Clone, Debug)]
+pub struct EmbeddedStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+/// Rows per INSERT statement (19 columns each, well under SQLite's bind limit).
+const ROWS_PER_STATEMENT: usize = 500;
+
+impl EmbeddedStore {
+    /// Opens (creating when missing) the store at `path`.
+    pub async fn open(path: &Path) -> Result<Self, UsageError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file the events live in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Applies the schema.
+    pub async fn migrate(&self) -> Result<(), UsageError> {
+        MIGRATIONS.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Writes a batch in one transaction; an event already stored (same id) is skipped.
+    pub async fn insert(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT OR IGNORE INTO usage_events (id, timestamp_ms, node, api_id, api_slug, route, method, \
+                 status, latency_us, upstream_latency_us, bytes_in, bytes_out, app_id, key_prefix, \
+                 developer_id, plan_id, subscription_id, client_ip, error_code) ",
+            );
+            qb.push_values(chunk, |mut b, e| {
+                b.push_bind(e.id.to_string())
+                    .push_bind(e.timestamp_ms as i64)
+                    .push_bind(&e.node)
+                    .push_bind(&e.api_id)
+                    .push_bind(&e.api_slug)
+                    .push_bind(&e.route)
+                    .push_bind(&e.method)
+                    .push_bind(i64::from(e.status))
+                    .push_bind(i64::from(e.latency_us))
+                    .push_bind(i64::from(e.upstream_latency_us))
+                    .push_bind(e.bytes_in as i64)
+                    .push_bind(e.bytes_out as i64)
+                    .push_bind(&e.app_id)
+                    .push_bind(&e.key_prefix)
+                    .push_bind(&e.developer_id)
+                    .push_bind(&e.plan_id)
+                    .push_bind(&e.subscription_id)
+                    .push_bind(&e.client_ip)
+                    .push_bind(&e.error_code);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Totals with exact nearest-rank latency percentiles per API.
+    pub async fn summary(&self, q: &SummaryQuery) -> Result<UsageSummary, UsageError> {
+        // Nearest rank: the p-th percentile is the smallest value whose rank r
+        // (1-based, by latency) satisfies r >= p * n.
+        let rows = sqlx::query(
+            "WITH f AS (
+                 SELECT api_slug, status, latency_us FROM usage_events
+                 WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2 AND (?3 IS NULL OR api_slug = ?3)
+             ), r AS (
+                 SELECT api_slug, status, latency_us,
+                        ROW_NUMBER() OVER (PARTITION BY api_slug ORDER BY latency_us) AS rn,
+                        COUNT(*) OVER (PARTITION BY api_slug) AS n
+                 FROM f
+             )
+             SELECT api_slug, MAX(n) AS calls, SUM(status >= 400) AS errors,
+                    MIN(CASE WHEN rn * 100 >= n * 50 THEN latency_us END) AS p50,
+                    MIN(CASE WHEN rn * 100 >= n * 95 THEN latency_us END) AS p95,
+                    MIN(CASE WHEN rn * 100 >= n * 99 THEN latency_us END) AS p99
+             FROM r GROUP BY api_slug ORDER BY calls DESC, api_slug",
+        )
+        .bind(q.from_ms)
+        .bind(q.to_ms)
+        .bind(q.api.as_deref())
+        .fetch_all(&self.pool)
+        .await?;
+        let ms = |us: i64| us as f64 / 1000.0;
+        let by_api = rows
+            .iter()
+            .map(|r| -> Result<ApiUsage, sqlx::Error> {
+                let slug: String = r.try_get("api_slug")?;
+                Ok(ApiUsage {
+                    api: Some(slug).filter(|s| !s.is_empty()),
+                    calls: r.try_get::<i64, _>("calls")? as u64,
+                    errors: r.try_get::<i64, _>("errors")? as u64,
+                    latency_ms: LatencyMs {
+                        p50: ms(r.try_get("p50")?),
+                        p95: ms(r.try_get("p95")?),
+                        p99: ms(r.try_get("p99")?),
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let classes = sqlx::query(
+            "SELECT status / 100 AS class, COUNT(*) AS n FROM usage_events
+             WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2 AND (?3 IS NULL OR api_slug = ?3)
+             GROUP BY class ORDER BY class",
+        )
+        .bind(q.from_ms)
+        .bind(q.to_ms)
+        .bind(q.api.as_deref())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("class")? as u16,
+                r.try_get::<i64, _>("n")? as u64,
+            ))
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+
+        Ok(UsageSummary::assemble(q, by_api, classes))
+    }
+}

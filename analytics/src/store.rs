@@ -1,0 +1,74 @@
+//! The usage store: embedded SQLite or ClickHouse, chosen by configuration.
+
+use tollgate_core::Settings;
+
+use crate::clickhouse::ClickHouseStore;
+use crate::embedded::EmbeddedStore;
+use crate::error::UsageError;
+use crate::event::UsageEvent;
+use crate::query::{SummaryQuery, UsageSummary};
+
+/// Where usage events are kept and queried.
+#[derive(Clone, Debug)]
+pub enum UsageStore {
+    /// SQLite file `usage.db` in the data dir (single node).
+    Embedded(EmbeddedStore),
+    /// A ClickHouse server.
+    ClickHouse(ClickHouseStore),
+}
+
+impl UsageStore {
+    /// Opens the store the settings choose, without migrating.
+    pub async fn connect(settings: &Settings) -> Result<Self, UsageError> {
+        Ok(match &settings.clickhouse_url {
+            Some(url) => Self::ClickHouse(ClickHouseStore::new(
+                url,
+                &settings.clickhouse_database,
+                settings.clickhouse_user.as_deref(),
+                settings.clickhouse_password.as_deref(),
+                settings.clickhouse_validation,
+            )),
+            None => Self::Embedded(EmbeddedStore::open(&settings.data_dir.join("usage.db")).await?),
+        })
+    }
+
+    /// Opens the store and applies its schema.
+    pub async fn open(settings: &Settings) -> Result<Self, UsageError> {
+        let store = Self::connect(settings).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Creates or updates the schema.
+    pub async fn migrate(&self) -> Result<(), UsageError> {
+        match self {
+            Self::Embedded(s) => s.migrate().await,
+            Self::ClickHouse(s) => s.migrate().await,
+        }
+    }
+
+    /// Writes a batch; replaying a batch never counts an event twice in the
+    /// embedded store (ClickHouse deduplication comes with the durable spool).
+    pub async fn insert(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
+        match self {
+            Self::Embedded(s) => s.insert(events).await,
+            Self::ClickHouse(s) => s.insert(events).await,
+        }
+    }
+
+    /// Totals, per-API latency and status classes over a range.
+    pub async fn summary(&self, q: &SummaryQuery) -> Result<UsageSummary, UsageError> {
+        match self {
+            Self::Embedded(s) => s.summary(q).await,
+            Self::ClickHouse(s) => s.summary(q).await,
+        }
+    }
+
+    /// A short name for logs and the start-up banner.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Embedded(s) => format!("embedded ({})", s.path().display()),
+            Self::ClickHouse(s) => format!("clickhouse ({})", s.describe()),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Usage store tests: the same cases against the embedded store and ClickHouse,
+//! expecting the same answers.
+
+use std::time::Duration;
+
+use tollgate_analytics::writer::WriterSettings;
+use tollgate_analytics::{SummaryQuery, UsageEvent, UsageStore, UsageWriter};
+use tollgate_core::Settings;
+use tollgate_testkit::TestClickHouse;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Embedded,
+    ClickHouse,
+}
+
+async fn with_usage_store<F, Fut>(kind: Kind, body: F)
+where
+    F: FnOnce(UsageStore) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::for_data_dir(dir.path());
+    let ch = match kind {
+        Kind::Embedded => None,
+        Kind::ClickHouse => {
+            let ch = TestClickHouse::new().await;
+            settings.clickhouse_url = Some(ch.url.clone());
+            settings.clickhouse_database = ch.database.clone();
+            Some(ch)
+        }
+    };
+    let store = UsageStore::open(&settings).await.expect("open usage store");
+    body(store).await;
+    if let Some(ch) = ch {
+        ch.cleanup().await;
+    }
+}
+
+const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn event(i: u64, api: &str, status: u16, latency_us: u32) -> UsageEvent {
+    let mut e = UsageEvent::new(T0 + i * 1000);
+    e.api_slug = api.to_owned();
+    e.api_id = format!("api_{api}");
+    e.method = "GET".into();
+    e.status = status;
+    e.latency_us = latency_us;
+    e
+}
+
+fn day() -> SummaryQuery {
+    SummaryQuery::parse(
+        Some("2026-01-01T00:00:00Z"),
+        Some("2026-01-02T00:00:00Z"),
+        None,
+    )
+    .unwrap()
+}
+
+async fn summary_counts(store: UsageStore) {
+    let mut events = Vec::new();
+    // weather: 100 calls, latencies 1..=100 ms, every 10th a 500.
+    for i in 0..100u64 {
+        let status = if i % 10 == 9 { 500 } else { 200 };
+        events.push(event(i, "weather", status, ((i + 1) * 1000) as u32));
+    }
+    // maps: 3 calls, one 401.
+    events.push(event(200, "maps", 200, 2000));
+    events.push(event(201, "maps", 401, 1000));
+    events.push(event(202, "maps", 200, 3000));
+    // no route: one 404.
+    events.push(event(300, "", 404, 100));
+    // outside the range.
+    events.push(event(90_000, "weather", 200, 1000));
+    store.insert(&events).await.unwrap();
+
+    let s = store.summary(&day()).await.unwrap();
+    assert_eq!(s.total_calls, 104);
+    assert_eq!(s.by_status_class.get("2xx"), Some(&92));
+    assert_eq!(s.by_status_class.get("4xx"), Some(&2));
+    assert_eq!(s.by_status_class.get("5xx"), Some(&10));
+    assert_eq!(s.by_api.len(), 3);
+    let weather = &s.by_api[0];
+    assert_eq!(weather.api.as_deref(), Some("weather"));
+    assert_eq!(weather.calls, 100);
+    assert_eq!(weather.errors, 10);
+    // Both stores agree within ClickHouse's interpolation on 100 points.
+    assert!(
+        (weather.latency_ms.p50 - 50.0).abs() <= 1.0,
+        "{:?}",
+        weather.latency_ms
+    );
+    assert!(
+        (weather.latency_ms.p95 - 95.0).abs() <= 1.0,
+        "{:?}",
+        weather.latency_ms
+    );
+    assert!(
+        (weather.latency_ms.p99 - 99.0).abs() <= 1.0,
+        "{:?}",
+        weather.latency_ms
+    );
+    assert_eq!(s.by_api[1].api.as_deref(), Some("maps"));
+    assert_eq!(s.by_api[1].errors, 1);
+    assert_eq!(s.by_api[2].api, None);
+
+    let only_maps = SummaryQuery::parse(
+        Some("2026-01-01T00:00:00Z"),
+        Some("2026-01-02T00:00:00Z"),
+        Some("maps"),
+    )
+    .unwrap();
+    let s = store.summary(&only_maps).await.unwrap();
+    assert_eq!(s.total_calls, 3);
+    assert_eq!(s.by_api.len(), 1);
+    assert_eq!(s.by_status_class.get("4xx"), Some(&1));
+
+    let empty = SummaryQuery::parse(
+        Some("2020-01-01T00:00:00Z"),
+        Some("2020-01-02T00:00:00Z"),
+        None,
+    )
+    .unwrap();
+    let s = store.summary(&empty).await.unwrap();
+    assert_eq!(s.total_calls, 0);
+    assert!(s.by_api.is_empty() && s.by_status_class.is_empty());
+}
+
+#[tokio::test]
+async fn summary_counts_embedded() {
+    with_usage_store(Kind::Embedded, summary_counts).await;
+}
+
+#[tokio::test]
+async fn summary_counts_clickhouse() {
+    with_usage_store(Kind::ClickHouse, summary_counts).await;
+}
+
+async fn writer_drains_on_shutdown(store: UsageStore) {
+    let (recorder, writer) = UsageWriter::start(
+        store.clone(),
+        WriterSettings {
+            flush_interval: Duration::from_secs(3600),
+            batch_size: 64,
+            queue_capacity: 10_000,
+        },
+    );
+    for i in 0..1000 {
+        recorder.record(event(i, "weather", 200, 1000));
+    }
+    writer.shutdown().await;
+    assert_eq!(store.summary(&day()).await.unwrap().total_calls, 1000);
+    // After shutdown the queue is closed: events are refused and counted.
+    recorder.record(event(1, "weather", 200, 1000));
+    assert_eq!(
+        recorder
+            .stats()
+            .dropped_stopped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn writer_drains_on_shutdown_embedded() {
+    with_usage_store(Kind::Embedded, writer_drains_on_shutdown).await;
+}
+
+#[tokio::test]
+async fn writer_drains_on_shutdown_clickhouse() {
+    with_usage_store(Kind::ClickHouse, writer_drains_on_shutdown).await;
+}
+
+async fn writer_flushes_on_interval(store: UsageStore) {
+    let (recorder, writer) = UsageWriter::start(
+        store.clone(),
+        WriterSettings {
+            flush_interval: Duration::from_millis(200),
+            batch_size: 10_000,
+            queue_capacity: 10_000,
+        },
+    );
+    for i in 0..10 {
+        recorder.record(event(i, "weather", 200, 1000));
+    }
+    let store2 = store.clone();
+    let seen = tollgate_testkit::eventually(Duration::from_secs(5), || {
+        let store = store2.clone();
+        async move {
+            let n = store.summary(&day()).await.unwrap().total_calls;
+            (n == 10).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(seen, Some(10), "events not flushed without shutdown");
+    writer.shutdown().await;
+}
+
+#[tokio::test]
+async fn writer_flushes_on_interval_embedded() {
+    with_usage_store(Kind::Embedded, writer_flushes_on_interval).await;
+}
+
+#[tokio::test]
+async fn writer_flushes_on_interval_clickhouse() {
+    with_usage_store(Kind::ClickHouse, writer_flushes_on_interval).await;
+}
+
+#[tokio::test]
+async fn embedded_replay_does_not_double_count() {
+    with_usage_store(Kind::Embedded, |store| async move {
+        let batch: Vec<_> = (0..50).map(|i| event(i, "weather", 200, 1000)).collect();
+        store.insert(&batch).await.unwrap();
+        store.insert(&batch).await.unwrap();
+        assert_eq!(store.summary(&day()).await.unwrap().total_calls, 50);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn clickhouse_migrations_are_idempotent() {
+    with_usage_store(Kind::ClickHouse, |store| async move {
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+        assert_eq!(store.summary(&day()).await.unwrap().total_calls, 0);
+    })
+    .await;
+}
