@@ -14,20 +14,20 @@ pub enum UsageStore {
     /// SQLite file `usage.db` in the data dir (single node).
     Embedded(EmbeddedStore),
     /// A ClickHouse server.
-    ClickHouse(ClickHouseStore),
+    ClickHouse(Box<ClickHouseStore>),
 }
 
 impl UsageStore {
     /// Opens the store the settings choose, without migrating.
     pub async fn connect(settings: &Settings) -> Result<Self, UsageError> {
         Ok(match &settings.clickhouse_url {
-            Some(url) => Self::ClickHouse(ClickHouseStore::new(
+            Some(url) => Self::ClickHouse(Box::new(ClickHouseStore::new(
                 url,
                 &settings.clickhouse_database,
                 settings.clickhouse_user.as_deref(),
                 settings.clickhouse_password.as_deref(),
                 settings.clickhouse_validation,
-            )),
+            ))),
             None => Self::Embedded(EmbeddedStore::open(&settings.data_dir.join("usage.db")).await?),
         })
     }

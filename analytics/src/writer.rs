@@ -70,14 +70,14 @@ impl UsageRecorder {
 
     fn warn_dropped(&self, what: &str) {
         // At most one warning every ten seconds, with the running total.
-        if let Ok(mut last) = self.last_warning.try_lock() {
-            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                *last = Some(Instant::now());
-                tracing::warn!(
-                    dropped_total = self.stats.dropped_queue_full.load(Ordering::Relaxed),
-                    "{what}"
-                );
-            }
+        if let Ok(mut last) = self.last_warning.try_lock()
+            && last.is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                dropped_total = self.stats.dropped_queue_full.load(Ordering::Relaxed),
+                "{what}"
+            );
         }
     }
 }

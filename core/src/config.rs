@@ -418,13 +418,13 @@ impl Settings {
         }
 
         let admin_token = l.string("admin_token");
-        if let Some(t) = &admin_token {
-            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(ConfigError::new(format!(
-                    "invalid setting {}: the token must be at least 16 characters without spaces (generate one with `openssl rand -hex 24`)",
-                    l.name("admin_token")
-                )));
-            }
+        if let Some(t) = &admin_token
+            && (t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(ConfigError::new(format!(
+                "invalid setting {}: the token must be at least 16 characters without spaces (generate one with `openssl rand -hex 24`)",
+                l.name("admin_token")
+            )));
         }
 
         let public_gateway_url = match l.string("public_gateway_url") {

@@ -378,13 +378,13 @@ fn check_plan_apis(apis: &[String]) -> Result<(), ValidationError> {
 }
 
 fn check_price(price: Option<i64>, currency: Option<&str>) -> Result<(), ValidationError> {
-    if let Some(p) = price {
-        if p < 0 {
-            return Err(ValidationError::new(
-                "price_minor",
-                "must be zero or more (in the currency's minor unit, e.g. cents)",
-            ));
-        }
+    if let Some(p) = price
+        && p < 0
+    {
+        return Err(ValidationError::new(
+            "price_minor",
+            "must be zero or more (in the currency's minor unit, e.g. cents)",
+        ));
     }
     if let Some(c) = currency {
         c.parse::<tollgate_billing::Currency>()

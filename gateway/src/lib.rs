@@ -1,1 +1,145 @@
-//! placeholder
+//! The data plane: answers API calls from an in-memory snapshot of the
+//! configuration, proxies them to upstreams and meters every answer.
+//!
+//! Start-up loads the snapshot from the store; afterwards the store's change
+//! signal (same process, LISTEN/NOTIFY or polling) triggers a reload in the
+//! background, and the request path never touches the database. If the database
+//! goes away the gateway keeps serving its last snapshot.
+
+pub mod error;
+pub mod metering;
+pub mod pipeline;
+pub mod proxy;
+mod reload;
+pub mod snapshot;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tollgate_analytics::UsageRecorder;
+use tollgate_core::{Settings, Store, StoreError};
+
+use crate::proxy::UpstreamClient;
+use crate::snapshot::Snapshot;
+
+/// How long in-flight calls may take to finish at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The gateway: a snapshot, an upstream client and a usage recorder.
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    client: UpstreamClient,
+    recorder: UsageRecorder,
+    upstream_timeout: Duration,
+    node: String,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("version", &self.snapshot.load().version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Loads the configuration and starts following changes. Fails if the
+    /// store cannot be read at start.
+    pub async fn start(
+        store: Store,
+        recorder: UsageRecorder,
+        settings: &Settings,
+    ) -> Result<Arc<Self>, StoreError> {
+        let config = store.load_gateway_config().await?;
+        let snapshot = Snapshot::build(&config, None);
+        tracing::info!(
+            version = snapshot.version,
+            apis = snapshot.route_count(),
+            keys = snapshot.key_count(),
+            "gateway configuration loaded"
+        );
+        let gateway = Arc::new_cyclic(|weak: &std::sync::Weak<Gateway>| {
+            let background = vec![
+                tokio::spawn(reload::follow(store.clone(), weak.clone())),
+                tokio::spawn(reload::record_key_use(store.clone(), weak.clone())),
+            ];
+            Self {
+                snapshot: ArcSwap::from_pointee(snapshot),
+                client: proxy::client(settings.upstream_connect_timeout),
+                recorder,
+                upstream_timeout: settings.upstream_timeout,
+                node: settings.node_name.clone(),
+                background,
+            }
+        });
+        Ok(gateway)
+    }
+
+    /// The configuration version being served.
+    pub fn version(&self) -> i64 {
+        self.snapshot.load().version
+    }
+
+    /// Serves calls on `listener` until `shutdown` resolves, then stops
+    /// accepting and waits (up to 30 s) for calls in flight.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let graceful = GracefulShutdown::new();
+        let builder = auto::Builder::new(TokioExecutor::new());
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off briefly.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let gateway = self.clone();
+                    let service = service_fn(move |req| {
+                        let gateway = gateway.clone();
+                        async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
+                    });
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("calls still in flight after 30 s; closing them");
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        for task in &self.background {
+            task.abort();
+        }
+    }
+}

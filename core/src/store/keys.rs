@@ -49,10 +49,10 @@ impl Store {
     ) -> StoreResult<IssuedKey> {
         self.get_app(app_id).await?;
         let now = Timestamp::now();
-        if let Some(t) = expires_at {
-            if t <= now {
-                return Err(ValidationError::new("expires_at", "must be in the future").into());
-            }
+        if let Some(t) = expires_at
+            && t <= now
+        {
+            return Err(ValidationError::new("expires_at", "must be in the future").into());
         }
         let generated = key::generate();
         let record = ApiKey {

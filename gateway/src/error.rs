@@ -1,0 +1,117 @@
+//! Every answer the gateway makes itself, and the one place that turns them
+//! into HTTP.
+//!
+//! Policy: a gateway-made response is JSON
+//! `{"error":{"code","message","request_id"}}` with a stable `code` clients can
+//! branch on and a message a person can act on. Upstream failures never leak
+//! internal detail to the client; the detail goes to the log with the request id.
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+
+/// Why the gateway answered a call itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// No API is published at this path.
+    #[error("no API is published at this path")]
+    NoRoute,
+    /// The call carried no API key.
+    #[error(
+        "this API needs an API key: send it in the x-api-key header (or apikey, or Authorization: Bearer)"
+    )]
+    MissingKey,
+    /// The key is unknown or revoked.
+    #[error("the API key is not valid; check it, or create a new one in the developer portal")]
+    InvalidKey,
+    /// The key is past its expiry.
+    #[error("the API key has expired; create a new one in the developer portal")]
+    ExpiredKey,
+    /// The key's app has no subscription covering this API.
+    #[error(
+        "your app has no subscription to a plan that includes this API; subscribe to one in the developer portal"
+    )]
+    NoSubscription,
+    /// The subscription waits for approval.
+    #[error("your app's subscription to this API is waiting for approval")]
+    SubscriptionPending,
+    /// The subscription is suspended.
+    #[error("your app's subscription to this API is suspended")]
+    SubscriptionSuspended,
+    /// The upstream could not be reached.
+    #[error("the upstream service could not be reached")]
+    UpstreamUnreachable,
+    /// The upstream did not answer in time.
+    #[error("the upstream service did not answer in time")]
+    UpstreamTimeout,
+}
+
+impl GatewayError {
+    /// HTTP status of the answer.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::MissingKey | Self::InvalidKey | Self::ExpiredKey => StatusCode::UNAUTHORIZED,
+            Self::NoSubscription | Self::SubscriptionPending | Self::SubscriptionSuspended => {
+                StatusCode::FORBIDDEN
+            }
+            Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::MissingKey => "missing_key",
+            Self::InvalidKey => "invalid_key",
+            Self::ExpiredKey => "expired_key",
+            Self::NoSubscription => "no_subscription",
+            Self::SubscriptionPending => "subscription_pending",
+            Self::SubscriptionSuspended => "subscription_suspended",
+            Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The JSON body and headers of the answer.
+    pub fn to_response(&self, request_id: &str) -> http::Response<Bytes> {
+        let body = serde_json::json!({
+            "error": {
+                "code": self.code(),
+                "message": self.to_string(),
+                "request_id": request_id,
+            }
+        });
+        let mut resp = http::Response::new(Bytes::from(body.to_string()));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if matches!(self, Self::MissingKey | Self::InvalidKey | Self::ExpiredKey) {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tollgate\""),
+            );
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_json_with_code_and_request_id() {
+        let r = GatewayError::InvalidKey.to_response("req-1");
+        assert_eq!(r.status(), 401);
+        let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(v["error"]["code"], "invalid_key");
+        assert_eq!(v["error"]["request_id"], "req-1");
+        assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(GatewayError::UpstreamTimeout.status(), 504);
+        assert_eq!(GatewayError::NoSubscription.status(), 403);
+    }
+}

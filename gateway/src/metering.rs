@@ -1,0 +1,147 @@
+//! The log phase: one usage event per answered call, emitted exactly once when
+//! the response body has been sent (or dropped, if the client went away).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Buf;
+use http_body::{Body, Frame, SizeHint};
+use tollgate_analytics::{UsageEvent, UsageRecorder};
+
+/// A request body that counts the bytes it passes on.
+#[derive(Debug)]
+pub struct CountingBody<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+}
+
+impl<B> CountingBody<B> {
+    /// Wraps `inner`, adding every data frame's length to `count`.
+    pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
+        Self { inner, count }
+    }
+}
+
+impl<B: Body + Unpin> Body for CountingBody<B>
+where
+    B::Data: Buf,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.count
+                .fetch_add(data.remaining() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What the log phase needs to finish an event.
+#[derive(Debug)]
+pub struct Meter {
+    /// The event, filled by the earlier phases.
+    pub event: UsageEvent,
+    /// When the call arrived.
+    pub started: Instant,
+    /// Request bytes, counted by the [`CountingBody`] on the way up.
+    pub bytes_in: Arc<AtomicU64>,
+    /// Where the event goes.
+    pub recorder: UsageRecorder,
+}
+
+impl Meter {
+    fn finish(mut self, bytes_out: u64) {
+        self.event.bytes_out = bytes_out;
+        self.event.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        self.event.latency_us =
+            u32::try_from(self.started.elapsed().as_micros()).unwrap_or(u32::MAX);
+        self.recorder.record(self.event);
+    }
+}
+
+/// A response body that counts bytes out and hands the usage event to the
+/// recorder when it ends or is dropped, whichever comes first.
+#[derive(Debug)]
+pub struct MeteredBody<B> {
+    inner: B,
+    bytes_out: u64,
+    meter: Option<Meter>,
+}
+
+impl<B> MeteredBody<B> {
+    /// Wraps a response body.
+    pub fn new(inner: B, meter: Meter) -> Self {
+        Self {
+            inner,
+            bytes_out: 0,
+            meter: Some(meter),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(m) = self.meter.take() {
+            m.finish(self.bytes_out);
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for MeteredBody<B>
+where
+    B::Data: Buf,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes_out += data.remaining() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finish();
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for MeteredBody<B> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

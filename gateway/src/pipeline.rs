@@ -1,0 +1,246 @@
+//! The request pipeline: every call passes these phases, in this order, over
+//! one `Arc<Snapshot>` and one [`UsageEvent`] that each phase fills in.
+//!
+//! | phase        | reads                                  | writes (event)                       | refuses with            |
+//! |--------------|----------------------------------------|--------------------------------------|-------------------------|
+//! | route        | path; snapshot routes                  | api_id, api_slug, route              | 404 `no_route`          |
+//! | authenticate | `x-api-key`, `apikey`, `Authorization` | app_id, key_prefix, developer_id     | 401 `missing_key`, `invalid_key`, `expired_key` |
+//! | authorize    | the key's access to the routed API     | plan_id, subscription_id             | 403 `no_subscription`, `subscription_pending`, `subscription_suspended` |
+//! | proxy        | a target of the API                    | upstream_latency_us                  | 502 `upstream_unreachable`, 504 `upstream_timeout` |
+//! | log          | the finished response                  | status, latency, bytes, error_code   | —                       |
+//!
+//! Rate limits, quotas and transformations slot in between authorize and proxy.
+//! Nothing here touches the database: the snapshot is all the state a call needs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, Version, header};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use tollgate_analytics::UsageEvent;
+use tollgate_core::key::KeyHash;
+use tollgate_core::model::SubscriptionStatus;
+
+use crate::Gateway;
+use crate::error::GatewayError;
+use crate::metering::{CountingBody, Meter, MeteredBody};
+use crate::proxy;
+use crate::snapshot::{Access, ApiRoute, KeyGrant, Snapshot};
+
+/// Body of every gateway response: the upstream's, or one the gateway made.
+pub type ResponseBody = MeteredBody<Either<Incoming, Full<Bytes>>>;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The caller's request id if it is sane (1-128 visible ASCII), else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get("x-request-id")
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::now_v7().simple().to_string())
+                .expect("hex is a valid header value")
+        })
+}
+
+impl Gateway {
+    /// Answers one call.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let snapshot = self.snapshot.load_full();
+        let request_id = request_id(req.headers());
+        let mut event = UsageEvent::new(now_ms());
+        event.node.clone_from(&self.node);
+        event.method = req.method().as_str().to_owned();
+        event.client_ip = client.ip().to_string();
+        let bytes_in = Arc::new(AtomicU64::new(0));
+
+        let outcome = self
+            .run_phases(&snapshot, req, &request_id, &mut event, &bytes_in)
+            .await;
+        let mut response = match outcome {
+            Ok(upstream) => upstream.map(Either::Left),
+            Err(e) => {
+                event.error_code = e.code().to_owned();
+                let rid = request_id.to_str().unwrap_or_default();
+                e.to_response(rid).map(|b| Either::Right(Full::new(b)))
+            }
+        };
+        response.headers_mut().insert("x-request-id", request_id);
+        event.status = response.status().as_u16();
+
+        // Log phase: the event is recorded when the body has been sent.
+        response.map(|body| {
+            MeteredBody::new(
+                body,
+                Meter {
+                    event,
+                    started,
+                    bytes_in,
+                    recorder: self.recorder.clone(),
+                },
+            )
+        })
+    }
+
+    async fn run_phases(
+        &self,
+        snapshot: &Snapshot,
+        req: Request<Incoming>,
+        request_id: &HeaderValue,
+        event: &mut UsageEvent,
+        bytes_in: &Arc<AtomicU64>,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        // 1. route
+        let (route, rest) = snapshot
+            .route(req.uri().path())
+            .ok_or(GatewayError::NoRoute)?;
+        event.api_id.clone_from(&route.id);
+        event.api_slug.clone_from(&route.slug);
+        event.route.clone_from(&route.base_path);
+
+        // 2. authenticate
+        let (grant, via_authorization) = authenticate(snapshot, req.headers())?;
+        event.app_id.clone_from(&grant.app_id);
+        event.key_prefix.clone_from(&grant.prefix);
+        event.developer_id.clone_from(&grant.developer_id);
+
+        // 3. authorize
+        let access = authorize(grant, route)?;
+        event.plan_id.clone_from(&access.plan_id);
+        event.subscription_id.clone_from(&access.subscription_id);
+        if !grant.used.load(Ordering::Relaxed) {
+            grant.used.store(true, Ordering::Relaxed);
+        }
+
+        // 4. proxy
+        let target = route.pick_target();
+        let uri = proxy::upstream_uri(target, rest, req.uri().query()).map_err(|e| {
+            tracing::warn!(error = %e, api = %route.slug, "cannot build the upstream URI");
+            GatewayError::UpstreamUnreachable
+        })?;
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        proxy::prepare_headers(
+            &mut parts.headers,
+            target,
+            &event.client_ip,
+            request_id,
+            via_authorization,
+        );
+        let upstream_req = Request::from_parts(parts, CountingBody::new(body, bytes_in.clone()));
+        let rid = request_id.to_str().unwrap_or_default();
+        let proxied =
+            proxy::forward(&self.client, upstream_req, self.upstream_timeout, rid).await?;
+        event.upstream_latency_us =
+            u32::try_from(proxied.upstream_latency.as_micros()).unwrap_or(u32::MAX);
+        Ok(proxied.response)
+    }
+}
+
+/// Authenticate phase: finds the presented key in the snapshot. Returns the
+/// grant and whether the key came in `Authorization` (to strip it upstream).
+fn authenticate<'s>(
+    snapshot: &'s Snapshot,
+    headers: &HeaderMap,
+) -> Result<(&'s KeyGrant, bool), GatewayError> {
+    let (key, via_authorization) = presented_key(headers).ok_or(GatewayError::MissingKey)?;
+    let grant = snapshot
+        .key(&KeyHash::of(key))
+        .ok_or(GatewayError::InvalidKey)?;
+    if grant
+        .expires_at_ms
+        .is_some_and(|expiry| now_ms() as i64 >= expiry)
+    {
+        return Err(GatewayError::ExpiredKey);
+    }
+    Ok((grant, via_authorization))
+}
+
+/// The key a call presents: `x-api-key`, then `apikey`, then `Authorization: Bearer`.
+fn presented_key(headers: &HeaderMap) -> Option<(&str, bool)> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(k) = text("x-api-key").or_else(|| text("apikey")) {
+        return Some((k, false));
+    }
+    let auth = text(header::AUTHORIZATION.as_str())?;
+    let (scheme, token) = auth.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some((token, true))
+}
+
+/// Authorize phase: the key's app must hold an active subscription to a plan
+/// that covers the routed API.
+fn authorize<'g>(grant: &'g KeyGrant, route: &ApiRoute) -> Result<&'g Access, GatewayError> {
+    let access = grant
+        .access
+        .get(&route.id)
+        .ok_or(GatewayError::NoSubscription)?;
+    match access.status {
+        SubscriptionStatus::Active => Ok(access),
+        SubscriptionStatus::Pending => Err(GatewayError::SubscriptionPending),
+        SubscriptionStatus::Suspended => Err(GatewayError::SubscriptionSuspended),
+        SubscriptionStatus::Cancelled => Err(GatewayError::NoSubscription),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_read_from_three_headers_in_order() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_key(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(presented_key(&h), Some(("abc", true)));
+        h.insert("apikey", HeaderValue::from_static("def"));
+        assert_eq!(presented_key(&h), Some(("def", false)));
+        h.insert("x-api-key", HeaderValue::from_static("ghi"));
+        assert_eq!(presented_key(&h), Some(("ghi", false)));
+
+        let mut basic = HeaderMap::new();
+        basic.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic Zm9vOmJhcg=="),
+        );
+        assert_eq!(presented_key(&basic), None);
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert("x-request-id", HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&h), "has space");
+        assert_eq!(request_id(&HeaderMap::new()).len(), 32);
+    }
+}

@@ -1,0 +1,236 @@
+//! The proxy phase: forward the call to an upstream target over a pooled
+//! keep-alive client, streaming both bodies.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::GatewayError;
+use crate::metering::CountingBody;
+use crate::snapshot::Target;
+
+/// The body sent upstream: the client's, counted.
+pub type UpstreamBody = CountingBody<Incoming>;
+
+/// Pooled HTTP/1.1 and HTTP/2 client for http and https upstreams.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+
+/// Builds the shared upstream client.
+pub fn client(connect_timeout: Duration) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
+        .expect("ring supports the default protocol versions")
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(https)
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) that never cross a proxy.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// The upstream URI for `rest` (the path after the API's base path) and the
+/// original query.
+pub fn upstream_uri(target: &Target, rest: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+    let mut path_and_query = String::with_capacity(
+        target.path.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1,
+    );
+    path_and_query.push_str(&target.path);
+    path_and_query.push_str(rest);
+    if path_and_query.is_empty() {
+        path_and_query.push('/');
+    }
+    if let Some(q) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+}
+
+/// What the proxy phase returns: the upstream's response and how long its head took.
+pub struct Proxied {
+    /// The upstream's response, headers cleaned.
+    pub response: Response<Incoming>,
+    /// Time to the response head.
+    pub upstream_latency: Duration,
+}
+
+/// Sends the prepared request upstream and waits at most `timeout` for the head.
+pub async fn forward(
+    client: &UpstreamClient,
+    req: Request<UpstreamBody>,
+    timeout: Duration,
+    request_id: &str,
+) -> Result<Proxied, GatewayError> {
+    let sent = Instant::now();
+    let target = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Err(_) => {
+            tracing::warn!(request_id, upstream = %target, timeout_ms = timeout.as_millis() as u64, "upstream timed out");
+            Err(GatewayError::UpstreamTimeout)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(request_id, upstream = %target, error = %e, source = ?std::error::Error::source(&e), "upstream unreachable");
+            Err(GatewayError::UpstreamUnreachable)
+        }
+        Ok(Ok(mut response)) => {
+            strip_hop_by_hop(response.headers_mut());
+            Ok(Proxied {
+                response,
+                upstream_latency: sent.elapsed(),
+            })
+        }
+    }
+}
+
+/// Prepares the request headers for the upstream: hop-by-hop and credential
+/// headers removed, `Host` set to the target, forwarding headers and the request
+/// id added.
+pub fn prepare_headers(
+    headers: &mut HeaderMap,
+    target: &Target,
+    client_ip: &str,
+    request_id: &HeaderValue,
+    strip_authorization: bool,
+) {
+    let original_host = headers.get(header::HOST).cloned();
+    strip_hop_by_hop(headers);
+    headers.remove("x-api-key");
+    headers.remove("apikey");
+    if strip_authorization {
+        headers.remove(header::AUTHORIZATION);
+    }
+    if let Ok(host) = HeaderValue::from_str(target.authority.as_str()) {
+        headers.insert(header::HOST, host);
+    }
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {client_ip}"),
+        None => client_ip.to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Some(h) = original_host {
+        headers.insert("x-forwarded-host", h);
+    }
+    headers.insert("x-request-id", request_id.clone());
+}
+
+/// Shared byte counter for the request body.
+pub fn counter() -> Arc<AtomicU64> {
+    Arc::new(AtomicU64::new(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str) -> Target {
+        let uri: Uri = url.parse().unwrap();
+        Target {
+            scheme: uri.scheme().unwrap().clone(),
+            authority: uri.authority().unwrap().clone(),
+            path: uri.path().trim_end_matches('/').to_owned(),
+        }
+    }
+
+    #[test]
+    fn builds_upstream_uris() {
+        let t = target("http://up:9000");
+        assert_eq!(
+            upstream_uri(&t, "/a/b", Some("x=1")).unwrap(),
+            "http://up:9000/a/b?x=1"
+        );
+        assert_eq!(upstream_uri(&t, "", None).unwrap(), "http://up:9000/");
+        let t = target("https://up/v2/");
+        assert_eq!(upstream_uri(&t, "/a", None).unwrap(), "https://up/v2/a");
+        assert_eq!(upstream_uri(&t, "", None).unwrap(), "https://up/v2");
+    }
+
+    #[test]
+    fn credentials_and_hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("secret"));
+        h.insert("apikey", HeaderValue::from_static("secret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer secret"),
+        );
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-private, keep-alive"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert(header::HOST, HeaderValue::from_static("gw.example"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        prepare_headers(
+            &mut h,
+            &target("http://up:9000"),
+            "10.0.0.1",
+            &HeaderValue::from_static("rid"),
+            true,
+        );
+        for gone in [
+            "x-api-key",
+            "apikey",
+            "authorization",
+            "connection",
+            "x-private",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+        assert_eq!(h["host"], "up:9000");
+        assert_eq!(h["x-forwarded-host"], "gw.example");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(h["x-request-id"], "rid");
+        assert_eq!(h["x-keep"], "yes");
+    }
+}

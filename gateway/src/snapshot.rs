@@ -1,0 +1,321 @@
+//! The immutable configuration the gateway serves from.
+//!
+//! Built from the store's [`GatewayConfig`] off the request path and swapped in
+//! atomically; a request holds one `Arc<Snapshot>` from start to end, so a
+//! reload never changes the rules under a call in flight.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use http::uri::{Authority, Scheme};
+use tollgate_core::key::KeyHash;
+use tollgate_core::model::SubscriptionStatus;
+use tollgate_core::store::GatewayConfig;
+
+/// One upstream target of an API.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// `host:port`.
+    pub authority: Authority,
+    /// Path prefix on the upstream, without a trailing slash (may be empty).
+    pub path: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Option<Self> {
+        let uri: http::Uri = url.parse().ok()?;
+        let path = uri.path().trim_end_matches('/').to_owned();
+        Some(Self {
+            scheme: uri.scheme()?.clone(),
+            authority: uri.authority()?.clone(),
+            path,
+        })
+    }
+}
+
+/// A published API as the router sees it.
+#[derive(Debug)]
+pub struct ApiRoute {
+    /// API id.
+    pub id: String,
+    /// API slug.
+    pub slug: String,
+    /// Path prefix on the gateway.
+    pub base_path: String,
+    /// Upstream targets, used in turn.
+    pub targets: Vec<Target>,
+    next_target: AtomicUsize,
+}
+
+impl ApiRoute {
+    /// The next target, round-robin.
+    pub fn pick_target(&self) -> &Target {
+        let i = self.next_target.fetch_add(1, Ordering::Relaxed);
+        &self.targets[i % self.targets.len()]
+    }
+}
+
+/// What a key's app may call: per API id, the best subscription covering it.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// Subscription id.
+    pub subscription_id: String,
+    /// Plan id.
+    pub plan_id: String,
+    /// Its status; only active admits calls.
+    pub status: SubscriptionStatus,
+}
+
+/// An accepted key and what it grants.
+#[derive(Debug)]
+pub struct KeyGrant {
+    /// Key id.
+    pub key_id: String,
+    /// Visible prefix.
+    pub prefix: String,
+    /// Owning app.
+    pub app_id: String,
+    /// The app's developer.
+    pub developer_id: String,
+    /// Expiry, milliseconds since the epoch.
+    pub expires_at_ms: Option<i64>,
+    /// Access by API id, shared by every key of the app.
+    pub access: Arc<HashMap<String, Access>>,
+    /// Set when the gateway accepts the key; collected for `last_used_at`.
+    pub used: AtomicBool,
+}
+
+/// Routes and keys at one configuration version.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The configuration version this was built from.
+    pub version: i64,
+    /// Routes, longest base path first so the most specific prefix wins.
+    routes: Vec<ApiRoute>,
+    keys: HashMap<KeyHash, KeyGrant>,
+}
+
+fn rank(status: SubscriptionStatus) -> u8 {
+    match status {
+        SubscriptionStatus::Active => 3,
+        SubscriptionStatus::Pending => 2,
+        SubscriptionStatus::Suspended => 1,
+        SubscriptionStatus::Cancelled => 0,
+    }
+}
+
+impl Snapshot {
+    /// Builds a snapshot; carries over "used" marks from `previous` so no
+    /// last-used time is lost across a reload.
+    pub fn build(config: &GatewayConfig, previous: Option<&Snapshot>) -> Self {
+        let mut routes: Vec<ApiRoute> = config
+            .apis
+            .iter()
+            .filter_map(|api| {
+                let targets: Vec<Target> = api
+                    .upstreams
+                    .iter()
+                    .filter_map(|u| Target::parse(u))
+                    .collect();
+                if targets.is_empty() {
+                    tracing::warn!(api = %api.slug, "API has no usable upstream; not routed");
+                    return None;
+                }
+                Some(ApiRoute {
+                    id: api.id.clone(),
+                    slug: api.slug.clone(),
+                    base_path: api.base_path.clone(),
+                    targets,
+                    next_target: AtomicUsize::new(0),
+                })
+            })
+            .collect();
+        routes.sort_by(|a, b| {
+            b.base_path
+                .len()
+                .cmp(&a.base_path.len())
+                .then_with(|| a.base_path.cmp(&b.base_path))
+        });
+
+        let mut by_app: HashMap<&str, HashMap<String, Access>> = HashMap::new();
+        for sub in &config.subscriptions {
+            let access = by_app.entry(sub.app_id.as_str()).or_default();
+            for api_id in &sub.api_ids {
+                let better = access
+                    .get(api_id)
+                    .is_none_or(|have| rank(sub.status) > rank(have.status));
+                if better {
+                    access.insert(
+                        api_id.clone(),
+                        Access {
+                            subscription_id: sub.id.clone(),
+                            plan_id: sub.plan_id.clone(),
+                            status: sub.status,
+                        },
+                    );
+                }
+            }
+        }
+        let by_app: HashMap<&str, Arc<HashMap<String, Access>>> =
+            by_app.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        let empty = Arc::new(HashMap::new());
+
+        let keys = config
+            .keys
+            .iter()
+            .map(|k| {
+                let was_used = previous
+                    .and_then(|p| p.keys.get(&k.hash))
+                    .is_some_and(|g| g.used.load(Ordering::Relaxed));
+                (
+                    k.hash,
+                    KeyGrant {
+                        key_id: k.id.clone(),
+                        prefix: k.prefix.clone(),
+                        app_id: k.app_id.clone(),
+                        developer_id: k.developer_id.clone(),
+                        expires_at_ms: k.expires_at.map(|t| t.0),
+                        access: by_app
+                            .get(k.app_id.as_str())
+                            .cloned()
+                            .unwrap_or_else(|| empty.clone()),
+                        used: AtomicBool::new(was_used),
+                    },
+                )
+            })
+            .collect();
+
+        Self {
+            version: config.version,
+            routes,
+            keys,
+        }
+    }
+
+    /// The API whose base path is the longest prefix of `path` (on a segment
+    /// boundary), and the rest of the path after it (`""` or `/…`).
+    pub fn route<'a, 'p>(&'a self, path: &'p str) -> Option<(&'a ApiRoute, &'p str)> {
+        self.routes.iter().find_map(|r| {
+            let rest = path.strip_prefix(r.base_path.as_str())?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((r, rest))
+        })
+    }
+
+    /// The grant of a presented key.
+    pub fn key(&self, hash: &KeyHash) -> Option<&KeyGrant> {
+        self.keys.get(hash)
+    }
+
+    /// Ids of keys accepted since the last call, clearing the marks.
+    pub fn take_used_keys(&self) -> Vec<String> {
+        self.keys
+            .values()
+            .filter(|g| g.used.swap(false, Ordering::Relaxed))
+            .map(|g| g.key_id.clone())
+            .collect()
+    }
+
+    /// Number of routed APIs.
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Number of accepted keys.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_core::model::{Api, Visibility};
+    use tollgate_core::store::{KeyRecord, SubscriptionRecord};
+    use tollgate_core::time::Timestamp;
+
+    fn api(id: &str, base: &str) -> Api {
+        Api {
+            id: id.into(),
+            name: id.into(),
+            slug: id.into(),
+            base_path: base.into(),
+            upstreams: vec!["http://127.0.0.1:1/v1/".into()],
+            visibility: Visibility::Public,
+            openapi: None,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn longest_prefix_on_segment_boundary_wins() {
+        let config = GatewayConfig {
+            version: 1,
+            apis: vec![api("a", "/weather"), api("b", "/weather/v2")],
+            ..Default::default()
+        };
+        let s = Snapshot::build(&config, None);
+        assert_eq!(
+            s.route("/weather/v2/today")
+                .map(|(r, rest)| (r.id.as_str(), rest)),
+            Some(("b", "/today"))
+        );
+        assert_eq!(
+            s.route("/weather/today")
+                .map(|(r, rest)| (r.id.as_str(), rest)),
+            Some(("a", "/today"))
+        );
+        assert_eq!(
+            s.route("/weather").map(|(r, rest)| (r.id.as_str(), rest)),
+            Some(("a", ""))
+        );
+        assert!(s.route("/weatherman").is_none());
+        assert!(s.route("/").is_none());
+        assert_eq!(s.routes[0].targets[0].path, "/v1");
+    }
+
+    #[test]
+    fn keys_get_the_best_subscription_of_their_app() {
+        let hash = KeyHash::of("k");
+        let config = GatewayConfig {
+            version: 1,
+            apis: vec![api("a", "/a")],
+            keys: vec![KeyRecord {
+                id: "key_1".into(),
+                hash,
+                prefix: "tg_live_k".into(),
+                app_id: "app_1".into(),
+                developer_id: "usr_1".into(),
+                expires_at: None,
+            }],
+            subscriptions: vec![
+                SubscriptionRecord {
+                    id: "sub_s".into(),
+                    app_id: "app_1".into(),
+                    plan_id: "p1".into(),
+                    status: SubscriptionStatus::Suspended,
+                    api_ids: vec!["a".into()],
+                },
+                SubscriptionRecord {
+                    id: "sub_a".into(),
+                    app_id: "app_1".into(),
+                    plan_id: "p2".into(),
+                    status: SubscriptionStatus::Active,
+                    api_ids: vec!["a".into()],
+                },
+            ],
+        };
+        let s = Snapshot::build(&config, None);
+        let grant = s.key(&hash).unwrap();
+        assert_eq!(grant.access["a"].subscription_id, "sub_a");
+        assert!(s.key(&KeyHash::of("other")).is_none());
+
+        grant.used.store(true, Ordering::Relaxed);
+        let next = Snapshot::build(&config, Some(&s));
+        assert_eq!(next.take_used_keys(), vec!["key_1".to_owned()]);
+        assert!(next.take_used_keys().is_empty());
+    }
+}

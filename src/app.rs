@@ -1,0 +1,200 @@
+//! Starting and stopping the components of one process.
+//!
+//! Order at start: data dir, control-plane store (migrated), usage store
+//! (migrated), then the gateway (with its usage writer and change follower) and
+//! the portal and admin listeners. Order at stop: listeners stop accepting and
+//! finish calls in flight, then the usage writer drains its queue, then the
+//! store closes. Nothing is lost between the last call and the last write.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tollgate_analytics::writer::WriterSettings;
+use tollgate_analytics::{UsageStore, UsageWriter};
+use tollgate_core::config::display_addr;
+use tollgate_core::{Settings, Store};
+use tollgate_gateway::Gateway;
+use tollgate_portal::AppState;
+
+/// Which components this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Gateway, portal and admin API.
+    All,
+    /// The gateway only.
+    Gateway,
+    /// The portal and admin API only.
+    Portal,
+}
+
+impl Mode {
+    fn gateway(self) -> bool {
+        matches!(self, Self::All | Self::Gateway)
+    }
+
+    fn portal(self) -> bool {
+        matches!(self, Self::All | Self::Portal)
+    }
+}
+
+/// A running process's components.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the gateway listens.
+    pub gateway_addr: Option<SocketAddr>,
+    /// Where the portal listens.
+    pub portal_addr: Option<SocketAddr>,
+    /// Where the admin API listens.
+    pub admin_addr: Option<SocketAddr>,
+    /// The control-plane store.
+    pub store: Store,
+    /// The usage store.
+    pub usage: UsageStore,
+    /// The gateway, when this process runs one.
+    pub gateway: Option<Arc<Gateway>>,
+    shutdown: watch::Sender<bool>,
+    servers: JoinSet<()>,
+    writer: Option<UsageWriter>,
+    follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Opens both stores, applying migrations.
+pub async fn open_stores(settings: &Settings) -> anyhow::Result<(Store, UsageStore)> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
+    let store = Store::open(&settings.database_url)
+        .await
+        .context("cannot open the control-plane database (DATABASE_URL)")?;
+    let usage = UsageStore::open(settings).await.context(
+        "cannot open the usage store (CLICKHOUSE_URL, or the embedded store in the data dir)",
+    )?;
+    Ok((store, usage))
+}
+
+async fn bind(addr: SocketAddr, setting: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({setting})"))
+}
+
+/// Starts the components of `mode` on already opened stores.
+pub async fn start(
+    settings: &Settings,
+    mode: Mode,
+    store: Store,
+    usage: UsageStore,
+) -> anyhow::Result<Running> {
+    let (shutdown, _) = watch::channel(false);
+    let stopped = |rx: watch::Receiver<bool>| async move {
+        let mut rx = rx;
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut servers = JoinSet::new();
+    let mut running = Running {
+        gateway_addr: None,
+        portal_addr: None,
+        admin_addr: None,
+        store: store.clone(),
+        usage: usage.clone(),
+        gateway: None,
+        shutdown: shutdown.clone(),
+        servers: JoinSet::new(),
+        writer: None,
+        follower: None,
+    };
+
+    if mode.gateway() {
+        let listener = bind(settings.gateway_addr, "TOLLGATE_GATEWAY_ADDR").await?;
+        running.gateway_addr = Some(listener.local_addr()?);
+        let (recorder, writer) = UsageWriter::start(
+            usage.clone(),
+            WriterSettings {
+                flush_interval: settings.usage_flush_interval,
+                batch_size: settings.usage_batch_size,
+                queue_capacity: settings.usage_queue_capacity,
+            },
+        );
+        running.writer = Some(writer);
+        let gateway = Gateway::start(store.clone(), recorder, settings)
+            .await
+            .context("cannot load the gateway configuration")?;
+        running.follower = Some(store.watch_remote_changes(settings.config_poll_interval));
+        running.gateway = Some(gateway.clone());
+        servers.spawn(gateway.serve(listener, stopped(shutdown.subscribe())));
+    }
+
+    if mode.portal() {
+        let portal = bind(settings.portal_addr, "TOLLGATE_PORTAL_ADDR").await?;
+        let admin = bind(settings.admin_addr, "TOLLGATE_ADMIN_ADDR").await?;
+        running.portal_addr = Some(portal.local_addr()?);
+        running.admin_addr = Some(admin.local_addr()?);
+        let gateway_url =
+            settings.gateway_url(running.gateway_addr.unwrap_or(settings.gateway_addr));
+        let state = AppState {
+            store: store.clone(),
+            usage: usage.clone(),
+            admin_token: settings.admin_token.clone(),
+            gateway_url,
+        };
+        let site = tollgate_portal::site::router(state.clone());
+        let admin_api = tollgate_portal::admin::router(state);
+        let rx = shutdown.subscribe();
+        servers.spawn(async move {
+            if let Err(e) = axum::serve(portal, site)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+            {
+                tracing::error!(error = %e, "portal server failed");
+            }
+        });
+        let rx = shutdown.subscribe();
+        servers.spawn(async move {
+            if let Err(e) = axum::serve(admin, admin_api)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+            {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        });
+    }
+    running.servers = servers;
+    Ok(running)
+}
+
+impl Running {
+    /// Stops accepting, finishes calls in flight, drains usage, closes stores.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.servers.join_next().await.is_some() {}
+        if let Some(f) = self.follower.take() {
+            f.abort();
+        }
+        // The gateway's body wrappers hold recorders; they are done once the
+        // servers have finished their connections.
+        self.gateway = None;
+        if let Some(w) = self.writer.take() {
+            w.shutdown().await;
+        }
+        self.store.close().await;
+    }
+
+    /// The lines that tell a person where everything is.
+    pub fn banner(&self, settings: &Settings) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(a) = self.gateway_addr {
+            lines.push(format!("Gateway:   {}", settings.gateway_url(a)));
+        }
+        if let Some(a) = self.portal_addr {
+            lines.push(format!("Portal:    http://{}", display_addr(a)));
+        }
+        if let Some(a) = self.admin_addr {
+            lines.push(format!("Admin API: http://{}/admin", display_addr(a)));
+        }
+        lines.push(format!("Usage:     {}", self.usage.describe()));
+        lines
+    }
+}
