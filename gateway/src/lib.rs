@@ -15,7 +15,7 @@ pub mod snapshot;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -40,7 +40,7 @@ pub struct Gateway {
     recorder: UsageRecorder,
     upstream_timeout: Duration,
     node: String,
-    background: Vec<tokio::task::JoinHandle<()>>,
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -67,20 +67,25 @@ impl Gateway {
             keys = snapshot.key_count(),
             "gateway configuration loaded"
         );
-        let gateway = Arc::new_cyclic(|weak: &std::sync::Weak<Gateway>| {
-            let background = vec![
-                tokio::spawn(reload::follow(store.clone(), weak.clone())),
-                tokio::spawn(reload::record_key_use(store.clone(), weak.clone())),
-            ];
-            Self {
-                snapshot: ArcSwap::from_pointee(snapshot),
-                client: proxy::client(settings.upstream_connect_timeout),
-                recorder,
-                upstream_timeout: settings.upstream_timeout,
-                node: settings.node_name.clone(),
-                background,
-            }
+        let gateway = Arc::new(Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            client: proxy::client(settings.upstream_connect_timeout),
+            recorder,
+            upstream_timeout: settings.upstream_timeout,
+            node: settings.node_name.clone(),
+            background: Mutex::new(Vec::new()),
         });
+        // Spawned once the gateway exists: the tasks hold only a weak reference
+        // and end when the gateway is dropped.
+        let weak = Arc::downgrade(&gateway);
+        gateway
+            .background
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend([
+                tokio::spawn(reload::follow(store.clone(), weak.clone())),
+                tokio::spawn(reload::record_key_use(store, weak)),
+            ]);
         Ok(gateway)
     }
 
@@ -138,7 +143,8 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        for task in &self.background {
+        let tasks = self.background.get_mut().unwrap_or_else(|e| e.into_inner());
+        for task in tasks.drain(..) {
             task.abort();
         }
     }

@@ -1,0 +1,256 @@
+//! The gateway over real sockets: admin-API setup, proxying, every refusal,
+//! propagation of changes, and exact usage counts.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tollgate_testkit::upstream::{Upstream, closed_port};
+
+use crate::on_both_stacks;
+use crate::support::{Stack, TestApp};
+
+async fn error_code(resp: reqwest::Response) -> (u16, String, Value) {
+    let status = resp.status().as_u16();
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["request_id"], rid, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    (
+        status,
+        body["error"]["code"].as_str().unwrap().to_owned(),
+        body,
+    )
+}
+
+async fn proxies_and_refuses(stack: Stack) {
+    let app = TestApp::start(stack).await;
+    let upstream = Upstream::echo().await;
+    let p = app.provision("echo", &upstream.url()).await;
+    let mut calls = 0u64;
+
+    // A call through the gateway returns the upstream's answer.
+    let resp = app
+        .http
+        .post(app.gateway("/echo/things/42?color=blue&n=1"))
+        .header("x-api-key", &p.key)
+        .header("x-request-id", "my-request-1")
+        .header("x-custom", "kept")
+        .body("hello upstream")
+        .send()
+        .await
+        .unwrap();
+    calls += 1;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "my-request-1");
+    let echoed: Value = resp.json().await.unwrap();
+    assert_eq!(echoed["method"], "POST");
+    assert_eq!(echoed["path"], "/things/42");
+    assert_eq!(echoed["query"], "color=blue&n=1");
+    assert_eq!(echoed["body"], "hello upstream");
+    let headers = &echoed["headers"];
+    assert_eq!(headers["x-custom"], "kept");
+    assert_eq!(headers["x-request-id"], "my-request-1");
+    assert!(
+        headers.get("x-api-key").is_none(),
+        "the key reached the upstream: {headers}"
+    );
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+
+    // The key also works as `apikey` and as a bearer token, and never reaches the upstream.
+    let resp = app
+        .http
+        .get(app.gateway("/echo"))
+        .header("apikey", &p.key)
+        .send()
+        .await
+        .unwrap();
+    calls += 1;
+    assert_eq!(resp.status(), 200);
+    let echoed: Value = resp.json().await.unwrap();
+    assert_eq!(echoed["path"], "/");
+    assert!(echoed["headers"].get("apikey").is_none());
+    assert!(
+        echoed["headers"]["x-request-id"]
+            .as_str()
+            .is_some_and(|r| r.len() == 32)
+    );
+    let resp = app
+        .http
+        .get(app.gateway("/echo/b"))
+        .bearer_auth(&p.key)
+        .send()
+        .await
+        .unwrap();
+    calls += 1;
+    assert_eq!(resp.status(), 200);
+    let echoed: Value = resp.json().await.unwrap();
+    assert!(echoed["headers"].get("authorization").is_none());
+    assert_eq!(upstream.hits(), 3);
+
+    // Missing key, wrong key.
+    let (s, code, _) = error_code(app.call("/echo/x", None).await).await;
+    calls += 1;
+    assert_eq!((s, code.as_str()), (401, "missing_key"));
+    let (s, code, _) = error_code(app.call("/echo/x", Some("tg_live_notarealkey")).await).await;
+    calls += 1;
+    assert_eq!((s, code.as_str()), (401, "invalid_key"));
+
+    // Unknown path.
+    let (s, code, _) = error_code(app.call("/nothing-here", Some(&p.key)).await).await;
+    calls += 1;
+    assert_eq!((s, code.as_str()), (404, "no_route"));
+    let (s, _, _) = error_code(app.call("/echoes", Some(&p.key)).await).await;
+    calls += 1;
+    assert_eq!(s, 404, "a base path matches only on a segment boundary");
+
+    // A key whose app has no subscription to this API.
+    let other = app.provision("other", &upstream.url()).await;
+    let (s, code, _) = error_code(app.call("/echo/x", Some(&other.key)).await).await;
+    calls += 1;
+    assert_eq!((s, code.as_str()), (403, "no_subscription"));
+    assert_eq!(upstream.hits(), 3, "refused calls never reach the upstream");
+
+    // Every answered call was metered once: proxied and refused alike.
+    app.expect_usage(None, calls).await;
+    app.expect_usage(Some("echo"), calls - 2).await;
+    app.stop().await;
+}
+on_both_stacks!(proxies_and_refuses, super::proxies_and_refuses);
+
+async fn upstream_failures(stack: Stack) {
+    let app = TestApp::start(stack).await;
+    let down = closed_port().await;
+    let p = app.provision("down", &format!("http://{down}")).await;
+    let (s, code, _) = error_code(app.call("/down/x", Some(&p.key)).await).await;
+    assert_eq!((s, code.as_str()), (502, "upstream_unreachable"));
+
+    // Upstream timeout is 500 ms in tests; this upstream takes 3 s.
+    let slow = Upstream::slow(Duration::from_secs(3)).await;
+    let q = app.provision("slow", &slow.url()).await;
+    let started = std::time::Instant::now();
+    let (s, code, _) = error_code(app.call("/slow/x", Some(&q.key)).await).await;
+    assert_eq!((s, code.as_str()), (504, "upstream_timeout"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the gateway waited for the slow upstream"
+    );
+    app.expect_usage(None, 2).await;
+    app.stop().await;
+}
+on_both_stacks!(upstream_failures, super::upstream_failures);
+
+async fn changes_apply_within_a_second(stack: Stack) {
+    let app = TestApp::start(stack).await;
+    let upstream = Upstream::echo().await;
+    let p = app.provision("live", &upstream.url()).await;
+    let second = Duration::from_secs(1);
+
+    // A new key works at once (within a second).
+    let key = app
+        .create(&format!("/admin/apps/{}/keys", p.app_id), json!({}))
+        .await;
+    let key = key["key"].as_str().unwrap().to_owned();
+    assert!(
+        app.wait_status("/live/x", Some(&key), 200, second)
+            .await
+            .is_some(),
+        "new key not accepted within 1 s"
+    );
+
+    // A revoked key is refused within a second.
+    let (status, revoked) = app
+        .admin("DELETE", &format!("/admin/keys/{}", p.key_id), None)
+        .await;
+    assert_eq!((status, revoked["status"].as_str()), (200, Some("revoked")));
+    assert!(
+        app.wait_status("/live/x", Some(&p.key), 401, second)
+            .await
+            .is_some(),
+        "revoked key still accepted after 1 s"
+    );
+    assert_eq!(
+        app.call("/live/x", Some(&key)).await.status(),
+        200,
+        "other keys of the app keep working"
+    );
+
+    // A suspended subscription is refused within a second, and comes back.
+    let path = format!("/admin/subscriptions/{}", p.subscription_id);
+    let (status, _) = app
+        .admin("PATCH", &path, Some(json!({"status": "suspended"})))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        app.wait_status("/live/x", Some(&key), 403, second)
+            .await
+            .is_some(),
+        "suspension not applied within 1 s"
+    );
+    let resp = app.call("/live/x", Some(&key)).await;
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "subscription_suspended"
+    );
+    app.admin("PATCH", &path, Some(json!({"status": "active"})))
+        .await;
+    assert!(
+        app.wait_status("/live/x", Some(&key), 200, second)
+            .await
+            .is_some()
+    );
+
+    // A new API is routed within a second.
+    let (status, _) = app
+        .admin(
+            "PATCH",
+            &format!("/admin/plans/{}", p.plan_id),
+            Some(json!({"apis": ["live"]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    app.create("/admin/apis", json!({"name": "Fresh", "slug": "fresh", "base_path": "/fresh", "upstreams": [upstream.url()]}))
+        .await;
+    app.admin(
+        "PATCH",
+        &format!("/admin/plans/{}", p.plan_id),
+        Some(json!({"apis": ["live", "fresh"]})),
+    )
+    .await;
+    assert!(
+        app.wait_status("/fresh/y", Some(&key), 200, second)
+            .await
+            .is_some(),
+        "new API not routed within 1 s"
+    );
+    app.stop().await;
+}
+on_both_stacks!(
+    changes_apply_within_a_second,
+    super::changes_apply_within_a_second
+);
+
+async fn keeps_serving_when_the_database_goes_away(stack: Stack) {
+    let app = TestApp::start(stack).await;
+    let upstream = Upstream::echo().await;
+    let p = app.provision("steady", &upstream.url()).await;
+    assert_eq!(app.call("/steady/x", Some(&p.key)).await.status(), 200);
+    // Close the store's pool: every later database access fails.
+    app.running.store.close().await;
+    for _ in 0..5 {
+        assert_eq!(app.call("/steady/x", Some(&p.key)).await.status(), 200);
+    }
+    assert_eq!(
+        app.call("/steady/x", Some("tg_live_wrong")).await.status(),
+        401
+    );
+    app.stop().await;
+}
+on_both_stacks!(
+    keeps_serving_when_the_database_goes_away,
+    super::keeps_serving_when_the_database_goes_away
+);

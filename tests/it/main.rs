@@ -1,0 +1,9 @@
+//! End-to-end tests of the tollgate binary's components over real sockets,
+//! against the real services: SQLite + embedded usage store, and PostgreSQL +
+//! ClickHouse. Each test runs on its own databases.
+
+mod admin;
+mod cli;
+mod gateway;
+mod multiprocess;
+mod support;
