@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::on_both_stacks;
 use crate::support::{Stack, TestApp, test_settings};
 
-fn error<'a>(body: &'a Value) -> (&'a str, Option<&'a str>) {
+fn error(body: &Value) -> (&str, Option<&str>) {
     (
         body["error"]["code"].as_str().unwrap_or_default(),
         body["error"]["field"].as_str(),

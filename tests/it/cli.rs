@@ -111,7 +111,9 @@ async fn help_and_version_explain_the_commands() {
 #[tokio::test]
 async fn invalid_configuration_gives_one_line_and_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(Vec<(&str, String)>, Vec<String>, &str)> = vec![
+    // (environment, arguments, what the one line must say)
+    type Case<'a> = (Vec<(&'a str, String)>, Vec<String>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("TOLLGATE_GATEWAY_ADDR", "nonsense".into())],
             vec![],

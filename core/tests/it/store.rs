@@ -252,7 +252,7 @@ async fn keys_lifecycle(store: Store) {
 
     let at = Timestamp::now();
     store
-        .touch_keys(&[issued.record.id.clone()], at)
+        .touch_keys(std::slice::from_ref(&issued.record.id), at)
         .await
         .unwrap();
     assert_eq!(
