@@ -254,3 +254,101 @@ on_both_stacks!(
     keeps_serving_when_the_database_goes_away,
     super::keeps_serving_when_the_database_goes_away
 );
+
+async fn usage_events_describe_each_call(stack: Stack) {
+    let app = TestApp::start(stack).await;
+    let upstream = Upstream::echo().await;
+    let p = app.provision("meter", &upstream.url()).await;
+    let resp = app
+        .http
+        .post(app.gateway("/meter/items?x=1"))
+        .header("x-api-key", &p.key)
+        .body("hello upstream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent_back = resp.bytes().await.unwrap().len() as f64;
+    let refused = app
+        .call("/meter/items", Some("tg_live_wrongwrongwrong"))
+        .await;
+    assert_eq!(refused.status(), 401);
+    let unrouted = app.call("/elsewhere", None).await;
+    assert_eq!(unrouted.status(), 404);
+
+    let events = tollgate_testkit::eventually(Duration::from_secs(3), || async {
+        let e = app.usage_events().await;
+        (e.len() >= 3).then_some(e)
+    })
+    .await
+    .expect("three usage events");
+    assert_eq!(events.len(), 3, "{events:#?}");
+    let ok = &events[0];
+    assert_eq!(ok["api_slug"], "meter");
+    assert_eq!(ok["route"], "/meter");
+    assert_eq!(ok["method"], "POST");
+    assert_eq!(ok["status"], 200.0);
+    assert_eq!(ok["bytes_in"], 14.0);
+    assert_eq!(ok["bytes_out"], sent_back);
+    assert_eq!(ok["app_id"], p.app_id.as_str());
+    assert_eq!(ok["plan_id"], p.plan_id.as_str());
+    assert_eq!(ok["subscription_id"], p.subscription_id.as_str());
+    assert!(ok["developer_id"].as_str().unwrap().starts_with("usr_"));
+    assert!(
+        p.key.starts_with(ok["key_prefix"].as_str().unwrap())
+            && ok["key_prefix"].as_str().unwrap().len() == 12
+    );
+    assert_eq!(ok["client_ip"], "127.0.0.1");
+    assert_eq!(ok["node"], "test");
+    assert_eq!(ok["error_code"], "");
+    assert!(ok["latency_us"].as_f64().unwrap() >= ok["upstream_latency_us"].as_f64().unwrap());
+    assert!(ok["upstream_latency_us"].as_f64().unwrap() > 0.0);
+
+    let bad = &events[1];
+    assert_eq!(
+        (bad["status"].as_f64(), bad["error_code"].as_str()),
+        (Some(401.0), Some("invalid_key"))
+    );
+    assert_eq!(
+        (bad["api_slug"].as_str(), bad["app_id"].as_str()),
+        (Some("meter"), Some(""))
+    );
+    let lost = &events[2];
+    assert_eq!(
+        (lost["status"].as_f64(), lost["error_code"].as_str()),
+        (Some(404.0), Some("no_route"))
+    );
+    assert_eq!(lost["api_slug"], "");
+    let ids: std::collections::HashSet<_> = events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    app.stop().await;
+}
+on_both_stacks!(
+    usage_events_describe_each_call,
+    super::usage_events_describe_each_call
+);
+
+#[tokio::test]
+async fn accepted_keys_record_their_last_use() {
+    let app = TestApp::start(Stack::Embedded).await;
+    let upstream = Upstream::echo().await;
+    let p = app.provision("used", &upstream.url()).await;
+    let (_, before) = app
+        .admin("GET", &format!("/admin/keys/{}", p.key_id), None)
+        .await;
+    assert!(before["last_used_at"].is_null());
+    assert_eq!(app.call("/used/x", Some(&p.key)).await.status(), 200);
+    // Written every 5 s, off the request path.
+    let seen = tollgate_testkit::eventually(Duration::from_secs(8), || async {
+        let (_, key) = app
+            .admin("GET", &format!("/admin/keys/{}", p.key_id), None)
+            .await;
+        key["last_used_at"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(seen.is_some(), "last_used_at was never written");
+    app.stop().await;
+}

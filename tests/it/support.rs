@@ -218,6 +218,85 @@ impl TestApp {
         body["total_calls"].as_u64().unwrap()
     }
 
+    /// Every usage event stored so far, oldest first, as JSON objects with
+    /// numbers as numbers, read straight from the usage store.
+    pub async fn usage_events(&self) -> Vec<Value> {
+        const COLUMNS: [&str; 17] = [
+            "id",
+            "node",
+            "api_slug",
+            "route",
+            "method",
+            "status",
+            "latency_us",
+            "upstream_latency_us",
+            "bytes_in",
+            "bytes_out",
+            "app_id",
+            "key_prefix",
+            "developer_id",
+            "plan_id",
+            "subscription_id",
+            "client_ip",
+            "error_code",
+        ];
+        const NUMBERS: [&str; 5] = [
+            "status",
+            "latency_us",
+            "upstream_latency_us",
+            "bytes_in",
+            "bytes_out",
+        ];
+        match &self.clickhouse {
+            Some(ch) => {
+                let select: Vec<String> = COLUMNS
+                    .iter()
+                    .map(|c| match *c {
+                        "id" => "toString(event_id) AS id".to_owned(),
+                        c if NUMBERS.contains(&c) => format!("toFloat64({c}) AS {c}"),
+                        c => c.to_owned(),
+                    })
+                    .collect();
+                let text = ch
+                    .query(&format!(
+                        "SELECT {} FROM {}.usage_events ORDER BY timestamp_ms, event_id FORMAT JSONEachRow",
+                        select.join(", "),
+                        ch.database
+                    ))
+                    .await;
+                text.lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect()
+            }
+            None => {
+                use sqlx::{Connection, Row};
+                let path = self.db.data_dir().join("usage.db");
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .unwrap();
+                let rows = sqlx::query("SELECT * FROM usage_events ORDER BY timestamp_ms, id")
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+                rows.iter()
+                    .map(|r| {
+                        let mut o = serde_json::Map::new();
+                        for c in COLUMNS {
+                            let v = if NUMBERS.contains(&c) {
+                                json!(r.get::<i64, _>(c) as f64)
+                            } else {
+                                json!(r.get::<String, _>(c))
+                            };
+                            o.insert(c.to_owned(), v);
+                        }
+                        Value::Object(o)
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// Waits until the usage summary reports exactly `n` calls (2 s at most),
     /// then checks it stays there.
     pub async fn expect_usage(&self, api: Option<&str>, n: u64) {
