@@ -179,6 +179,31 @@ async fn changes_apply_within_a_second(stack: Stack) {
         "other keys of the app keep working"
     );
 
+    // A key with an expiry works until then, and is refused as expired after.
+    let expires = (chrono::Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339();
+    let short = app
+        .create(
+            &format!("/admin/apps/{}/keys", p.app_id),
+            json!({"expires_at": expires}),
+        )
+        .await;
+    let short = short["key"].as_str().unwrap().to_owned();
+    assert!(
+        app.wait_status("/live/x", Some(&short), 200, second)
+            .await
+            .is_some()
+    );
+    assert!(
+        app.wait_status("/live/x", Some(&short), 401, Duration::from_secs(3))
+            .await
+            .is_some()
+    );
+    let resp = app.call("/live/x", Some(&short)).await;
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "expired_key"
+    );
+
     // A suspended subscription is refused within a second, and comes back.
     let path = format!("/admin/subscriptions/{}", p.subscription_id);
     let (status, _) = app

@@ -158,6 +158,11 @@ async fn users_and_apps(store: Store) {
     let dev = developer(&store, "Ada@Example.com").await;
     assert_eq!(dev.email, "ada@example.com");
     assert_eq!(dev.role, Role::Developer);
+    assert_eq!(store.get_user(&dev.id).await.unwrap(), dev);
+    assert!(matches!(
+        store.get_user("usr_nope").await,
+        Err(StoreError::NotFound { .. })
+    ));
     let err = store
         .create_user(NewUser {
             email: "ADA@example.com".into(),
@@ -349,6 +354,8 @@ async fn subscriptions_lifecycle(store: Store) {
         store.list_subscriptions(Some(&app.id)).await.unwrap().len(),
         1
     );
+    assert_eq!(store.list_subscriptions(None).await.unwrap().len(), 1);
+    assert_eq!(store.list_apps(None).await.unwrap(), vec![app.clone()]);
 
     store
         .update_plan(
