@@ -12,16 +12,19 @@ use crate::snapshot::Snapshot;
 
 /// How often accepted keys' last-used times are written.
 const KEY_USE_INTERVAL: Duration = Duration::from_secs(5);
+const RETRY_START: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Reloads the snapshot whenever the store reports a newer version; on a read
-/// failure keeps the current snapshot and retries.
+/// Reloads the snapshot whenever the store reports a newer version. On a read
+/// failure it keeps serving the current snapshot and retries with back-off
+/// (250 ms doubling to 5 s), warning once per outage.
 pub(crate) async fn follow(store: Store, gateway: Weak<Gateway>) {
     let mut changes = store.subscribe_changes();
+    let mut retry = RETRY_START;
     loop {
         let Some(gw) = gateway.upgrade() else { return };
-        let current = gw.snapshot.load().version;
         let wanted = *changes.borrow_and_update();
-        if wanted > current {
+        if wanted > gw.snapshot.load().version {
             match store.load_gateway_config().await {
                 Ok(config) => {
                     let next = Snapshot::build(&config, Some(&gw.snapshot.load()));
@@ -32,15 +35,21 @@ pub(crate) async fn follow(store: Store, gateway: Weak<Gateway>) {
                         "gateway configuration reloaded"
                     );
                     gw.snapshot.store(Arc::new(next));
-                    continue;
+                    if retry > RETRY_START {
+                        tracing::info!("configuration reloads work again");
+                    }
+                    retry = RETRY_START;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot reload the configuration; serving the last one");
+                    if retry == RETRY_START {
+                        tracing::warn!(error = %e, "cannot reload the configuration; serving the last one and retrying");
+                    }
                     drop(gw);
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    continue;
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(RETRY_MAX);
                 }
             }
+            continue;
         }
         drop(gw);
         if changes.changed().await.is_err() {
