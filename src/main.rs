@@ -8,6 +8,11 @@ use tollgate::app::{self, Mode};
 use tollgate::demo;
 use tollgate_core::Settings;
 
+// mimalloc: fewer cycles per allocation than glibc on the request path, and
+// less fragmentation under many small, short-lived allocations.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tollgate: API management with a metering gateway and a developer portal.
 ///
 /// Settings come from embedded defaults, then a TOML file (--config, or
@@ -53,10 +58,11 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = settings.workers {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

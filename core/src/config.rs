@@ -142,6 +142,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "Name of this node in usage events. Unset: the host name.",
     },
     SettingSpec {
+        key: "workers",
+        env: "TOLLGATE_WORKERS",
+        default: "0",
+        doc: "Worker threads serving requests. 0: one per CPU core.",
+    },
+    SettingSpec {
         key: "log",
         env: "TOLLGATE_LOG",
         default: "info",
@@ -190,6 +196,8 @@ pub struct Settings {
     pub usage_queue_capacity: usize,
     /// Node name in usage events.
     pub node_name: String,
+    /// Worker threads; `None` means one per CPU core.
+    pub workers: Option<usize>,
     /// Log filter.
     pub log: String,
 }
@@ -462,6 +470,10 @@ impl Settings {
             usage_batch_size: l.count("usage_batch_size")?,
             usage_queue_capacity: l.count("usage_queue_capacity")?,
             node_name,
+            workers: match l.raw("workers").unwrap_or("0") {
+                "0" => None,
+                _ => Some(l.count("workers")?),
+            },
             log,
         })
     }

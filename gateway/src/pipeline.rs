@@ -28,7 +28,7 @@ use tollgate_core::model::SubscriptionStatus;
 use crate::Gateway;
 use crate::error::GatewayError;
 use crate::metering::{CountingBody, Meter, MeteredBody};
-use crate::proxy;
+use crate::proxy::{self, ProxiedBody};
 use crate::snapshot::{Access, ApiRoute, KeyGrant, Snapshot};
 
 /// Body of every gateway response: the upstream's, or one the gateway made.
@@ -76,7 +76,7 @@ impl Gateway {
             .run_phases(&snapshot, req, &request_id, &mut event, &bytes_in)
             .await;
         let mut response = match outcome {
-            Ok(upstream) => upstream.map(Either::Left),
+            Ok(upstream) => upstream,
             Err(e) => {
                 event.error_code = e.code().to_owned();
                 let rid = request_id.to_str().unwrap_or_default();
@@ -107,7 +107,7 @@ impl Gateway {
         request_id: &HeaderValue,
         event: &mut UsageEvent,
         bytes_in: &Arc<AtomicU64>,
-    ) -> Result<Response<Incoming>, GatewayError> {
+    ) -> Result<Response<ProxiedBody>, GatewayError> {
         // 1. route
         let (route, rest) = snapshot
             .route(req.uri().path())

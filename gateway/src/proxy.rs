@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -90,10 +92,16 @@ pub fn upstream_uri(target: &Target, rest: &str, query: Option<&str>) -> Result<
         .build()
 }
 
+/// Upstream bodies up to this size are read whole before answering.
+const SMALL_BODY: usize = 16 * 1024;
+
+/// The body passed back to the client: streamed, or read whole when small.
+pub type ProxiedBody = Either<Incoming, Full<Bytes>>;
+
 /// What the proxy phase returns: the upstream's response and how long its head took.
 pub struct Proxied {
     /// The upstream's response, headers cleaned.
-    pub response: Response<Incoming>,
+    pub response: Response<ProxiedBody>,
     /// Time to the response head.
     pub upstream_latency: Duration,
 }
@@ -122,9 +130,34 @@ pub async fn forward(
         }
         Ok(Ok(mut response)) => {
             strip_hop_by_hop(response.headers_mut());
+            let upstream_latency = sent.elapsed();
+            // A small body announced by Content-Length is read whole, so the
+            // response goes out in one write instead of a head and a body.
+            let small = response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok())
+                .is_some_and(|n| n <= SMALL_BODY);
+            let response = if small {
+                let (parts, body) = response.into_parts();
+                let left = timeout.saturating_sub(upstream_latency);
+                match tokio::time::timeout(left, body.collect()).await {
+                    Ok(Ok(collected)) => {
+                        Response::from_parts(parts, Either::Right(Full::new(collected.to_bytes())))
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(request_id, upstream = %target, error = %e, "upstream body failed");
+                        return Err(GatewayError::UpstreamUnreachable);
+                    }
+                    Err(_) => return Err(GatewayError::UpstreamTimeout),
+                }
+            } else {
+                response.map(Either::Left)
+            };
             Ok(Proxied {
                 response,
-                upstream_latency: sent.elapsed(),
+                upstream_latency,
             })
         }
     }
