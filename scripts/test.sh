@@ -62,6 +62,8 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   wait_for Redis 10 redis-cli -h 127.0.0.1 -p 6379 ping
 fi
 
+export TOLLGATE_TEST_REDIS_URL=${TOLLGATE_TEST_REDIS_URL:-redis://127.0.0.1:6379}
+
 # ---- ClickHouse -------------------------------------------------------------
 CH_URL=${TOLLGATE_TEST_CLICKHOUSE_URL:-http://127.0.0.1:8123}
 if ! curl -sf "$CH_URL/?query=SELECT%201" >/dev/null 2>&1; then

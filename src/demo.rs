@@ -170,6 +170,7 @@ pub async fn seed(
                 currency: None,
                 billing_interval: None,
                 included_calls: Some(10_000),
+                rate_limits: None,
                 status: None,
             })
             .await?;

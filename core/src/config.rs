@@ -142,6 +142,24 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "Name of this node in usage events. Unset: the host name.",
     },
     SettingSpec {
+        key: "redis_url",
+        env: "TOLLGATE_REDIS_URL",
+        default: "",
+        doc: "Redis for cluster-wide rate limits, e.g. `redis://127.0.0.1:6379`. Unset: each gateway limits on its own.",
+    },
+    SettingSpec {
+        key: "redis_timeout_ms",
+        env: "TOLLGATE_REDIS_TIMEOUT_MS",
+        default: "100",
+        doc: "Longest wait for one rate-limit decision from Redis before the failure mode applies.",
+    },
+    SettingSpec {
+        key: "rate_limit_failure_mode",
+        env: "TOLLGATE_RATE_LIMIT_FAILURE_MODE",
+        default: "open",
+        doc: "When Redis cannot decide: `open` falls back to this gateway's own limits, `closed` refuses the call with 503.",
+    },
+    SettingSpec {
         key: "workers",
         env: "TOLLGATE_WORKERS",
         default: "0",
@@ -196,6 +214,12 @@ pub struct Settings {
     pub usage_queue_capacity: usize,
     /// Node name in usage events.
     pub node_name: String,
+    /// Redis URL for cluster-wide rate limits.
+    pub redis_url: Option<String>,
+    /// Timeout of one Redis rate-limit decision.
+    pub redis_timeout: Duration,
+    /// Refuse calls (true) or fall back to local limits (false) when Redis fails.
+    pub rate_limit_fail_closed: bool,
     /// Worker threads; `None` means one per CPU core.
     pub workers: Option<usize>,
     /// Log filter.
@@ -470,6 +494,29 @@ impl Settings {
             usage_batch_size: l.count("usage_batch_size")?,
             usage_queue_capacity: l.count("usage_queue_capacity")?,
             node_name,
+            redis_url: match l.string("redis_url") {
+                None => None,
+                Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => Some(u),
+                Some(u) => {
+                    return Err(l.invalid(
+                        "redis_url",
+                        &u,
+                        "is not a Redis URL; expected redis://HOST:6379",
+                    ));
+                }
+            },
+            redis_timeout: l.millis("redis_timeout_ms")?,
+            rate_limit_fail_closed: match l.raw("rate_limit_failure_mode").unwrap_or("open") {
+                "open" => false,
+                "closed" => true,
+                other => {
+                    return Err(l.invalid(
+                        "rate_limit_failure_mode",
+                        other,
+                        "is not a failure mode; expected open or closed",
+                    ));
+                }
+            },
             workers: match l.raw("workers").unwrap_or("0") {
                 "0" => None,
                 _ => Some(l.count("workers")?),

@@ -286,6 +286,8 @@ pub struct Plan {
     pub billing_interval: BillingInterval,
     /// Calls included per period; `None` means unlimited.
     pub included_calls: Option<i64>,
+    /// Rate limits every subscriber's calls pass; empty means none.
+    pub rate_limits: Vec<RateLimit>,
     /// Whether the plan is offered.
     pub status: PlanStatus,
     /// When the plan was created.
@@ -314,6 +316,9 @@ pub struct NewPlan {
     /// Included calls per period; unlimited when absent.
     #[serde(default)]
     pub included_calls: Option<i64>,
+    /// Rate limits; none when absent.
+    #[serde(default)]
+    pub rate_limits: Option<Vec<RateLimit>>,
     /// Active when absent.
     #[serde(default)]
     pub status: Option<PlanStatus>,
@@ -325,7 +330,8 @@ impl NewPlan {
         validate::name("name", &self.name)?;
         check_plan_apis(&self.apis)?;
         check_price(self.price_minor, self.currency.as_deref())?;
-        check_included(self.included_calls)
+        check_included(self.included_calls)?;
+        check_rate_limits(self.rate_limits.as_deref().unwrap_or_default())
     }
 }
 
@@ -346,6 +352,8 @@ pub struct PlanPatch {
     /// New included calls; `null` means unlimited.
     #[serde(default, deserialize_with = "present")]
     pub included_calls: Option<Option<i64>>,
+    /// New rate limits (replace the old ones; `[]` removes them).
+    pub rate_limits: Option<Vec<RateLimit>>,
     /// New status.
     pub status: Option<PlanStatus>,
 }
@@ -360,7 +368,8 @@ impl PlanPatch {
             check_plan_apis(v)?;
         }
         check_price(self.price_minor, self.currency.as_deref())?;
-        check_included(self.included_calls.flatten())
+        check_included(self.included_calls.flatten())?;
+        check_rate_limits(self.rate_limits.as_deref().unwrap_or_default())
     }
 }
 
@@ -401,6 +410,98 @@ fn check_included(included: Option<i64>) -> Result<(), ValidationError> {
         )),
         _ => Ok(()),
     }
+}
+
+text_enum! {
+    /// The window a rate limit counts over.
+    RateWindow {
+        /// One second.
+        Second = "second",
+        /// One minute.
+        Minute = "minute",
+        /// One hour.
+        Hour = "hour",
+    }
+}
+
+impl RateWindow {
+    /// Length of the window in microseconds.
+    pub fn micros(self) -> u64 {
+        match self {
+            Self::Second => 1_000_000,
+            Self::Minute => 60_000_000,
+            Self::Hour => 3_600_000_000,
+        }
+    }
+}
+
+text_enum! {
+    /// Whose calls one rate-limit budget counts.
+    RateScope {
+        /// Each API key has its own budget.
+        Key = "key",
+        /// All keys of an app share one budget (per subscription).
+        App = "app",
+    }
+}
+
+/// A rate limit of a plan: `limit` calls per `window`, at most `burst` at once,
+/// counted per key or per app. Enforced as a GCRA (a leaky bucket without
+/// fixed windows): calls are admitted at a steady rate of `limit / window`, with
+/// up to `burst` admitted back to back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Calls admitted per window.
+    pub limit: u32,
+    /// The window.
+    pub window: RateWindow,
+    /// Calls admitted back to back; the limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Whose calls share the budget; the app when absent.
+    #[serde(default = "default_scope")]
+    pub per: RateScope,
+}
+
+fn default_scope() -> RateScope {
+    RateScope::App
+}
+
+impl RateLimit {
+    /// Calls admitted back to back.
+    pub fn capacity(&self) -> u32 {
+        self.burst.unwrap_or(self.limit).max(1)
+    }
+
+    /// Microseconds between two calls at the steady rate (at least 1).
+    pub fn interval_micros(&self) -> u64 {
+        (self.window.micros() / u64::from(self.limit.max(1))).max(1)
+    }
+}
+
+fn check_rate_limits(limits: &[RateLimit]) -> Result<(), ValidationError> {
+    if limits.len() > 8 {
+        return Err(ValidationError::new(
+            "rate_limits",
+            "at most 8 rate limits per plan",
+        ));
+    }
+    for (i, l) in limits.iter().enumerate() {
+        if l.limit == 0 || l.limit > 1_000_000_000 {
+            return Err(ValidationError::new(
+                format!("rate_limits[{i}].limit"),
+                "must be between 1 and 1,000,000,000 calls per window",
+            ));
+        }
+        if l.burst.is_some_and(|b| b == 0 || b > 1_000_000_000) {
+            return Err(ValidationError::new(
+                format!("rate_limits[{i}].burst"),
+                "must be between 1 and 1,000,000,000 calls; leave it out to allow a whole window's calls at once",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A developer's application; keys and subscriptions belong to it.

@@ -37,6 +37,21 @@ pub enum GatewayError {
     /// The subscription is suspended.
     #[error("your app's subscription to this API is suspended")]
     SubscriptionSuspended,
+    /// A rate limit of the plan refused the call.
+    #[error(
+        "rate limit exceeded: at most {limit} calls in this window; retry after {retry_after_secs} s"
+    )]
+    RateLimited {
+        /// The limit that refused.
+        limit: u32,
+        /// Seconds until the budget is full again.
+        reset_secs: u64,
+        /// Seconds until a call would be admitted.
+        retry_after_secs: u64,
+    },
+    /// Redis could not decide and the failure mode is closed.
+    #[error("rate limits cannot be checked right now; retry shortly")]
+    RateLimiterUnavailable,
     /// The upstream could not be reached.
     #[error("the upstream service could not be reached")]
     UpstreamUnreachable,
@@ -54,6 +69,8 @@ impl GatewayError {
             Self::NoSubscription | Self::SubscriptionPending | Self::SubscriptionSuspended => {
                 StatusCode::FORBIDDEN
             }
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -69,6 +86,8 @@ impl GatewayError {
             Self::NoSubscription => "no_subscription",
             Self::SubscriptionPending => "subscription_pending",
             Self::SubscriptionSuspended => "subscription_suspended",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::RateLimiterUnavailable => "rate_limiter_unavailable",
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
         }
@@ -89,6 +108,24 @@ impl GatewayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        match self {
+            Self::RateLimited {
+                limit,
+                reset_secs,
+                retry_after_secs,
+            } => {
+                let h = resp.headers_mut();
+                h.insert("ratelimit-limit", HeaderValue::from(*limit));
+                h.insert("ratelimit-remaining", HeaderValue::from(0u32));
+                h.insert("ratelimit-reset", HeaderValue::from(*reset_secs));
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Self::RateLimiterUnavailable => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+            }
+            _ => {}
+        }
         if matches!(self, Self::MissingKey | Self::InvalidKey | Self::ExpiredKey) {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

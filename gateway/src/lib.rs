@@ -9,6 +9,7 @@
 pub mod error;
 pub mod metering;
 pub mod pipeline;
+pub mod policy;
 pub mod proxy;
 mod reload;
 pub mod snapshot;
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 use tollgate_analytics::UsageRecorder;
 use tollgate_core::{Settings, Store, StoreError};
 
+use crate::policy::rate_limit::{RateLimiter, RedisLimiter};
 use crate::proxy::UpstreamClient;
 use crate::snapshot::Snapshot;
 
@@ -40,6 +42,7 @@ pub struct Gateway {
     recorder: UsageRecorder,
     upstream_timeout: Duration,
     node: String,
+    rate_limiter: RateLimiter,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -67,12 +70,21 @@ impl Gateway {
             keys = snapshot.key_count(),
             "gateway configuration loaded"
         );
+        let redis = match &settings.redis_url {
+            Some(url) => Some(
+                RedisLimiter::start(url, settings.redis_timeout)
+                    .map_err(|e| StoreError::Corrupt(format!("invalid TOLLGATE_REDIS_URL: {e}")))?,
+            ),
+            None => None,
+        };
+        let rate_limiter = RateLimiter::new(redis, settings.rate_limit_fail_closed);
         let gateway = Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             client: proxy::client(settings.upstream_connect_timeout),
             recorder,
             upstream_timeout: settings.upstream_timeout,
             node: settings.node_name.clone(),
+            rate_limiter,
             background: Mutex::new(Vec::new()),
         });
         // Spawned once the gateway exists: the tasks hold only a weak reference
@@ -84,9 +96,15 @@ impl Gateway {
             .unwrap_or_else(|e| e.into_inner())
             .extend([
                 tokio::spawn(reload::follow(store.clone(), weak.clone())),
-                tokio::spawn(reload::record_key_use(store, weak)),
+                tokio::spawn(reload::record_key_use(store, weak.clone())),
+                tokio::spawn(reload::sweep_rate_limits(weak)),
             ]);
         Ok(gateway)
+    }
+
+    /// The rate limiter, for its counters.
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.rate_limiter
     }
 
     /// The configuration version being served.

@@ -6,10 +6,11 @@
 //! | route        | path; snapshot routes                  | api_id, api_slug, route              | 404 `no_route`          |
 //! | authenticate | `x-api-key`, `apikey`, `Authorization` | app_id, key_prefix, developer_id     | 401 `missing_key`, `invalid_key`, `expired_key` |
 //! | authorize    | the key's access to the routed API     | plan_id, subscription_id             | 403 `no_subscription`, `subscription_pending`, `subscription_suspended` |
+//! | rate limit   | the plan's limits; the limiter         | —                                    | 429 `rate_limited`, 503 `rate_limiter_unavailable` |
 //! | proxy        | a target of the API                    | upstream_latency_us                  | 502 `upstream_unreachable`, 504 `upstream_timeout` |
 //! | log          | the finished response                  | status, latency, bytes, error_code   | —                       |
 //!
-//! Rate limits, quotas and transformations slot in between authorize and proxy.
+//! Quotas and transformations slot in between rate limit and proxy.
 //! Nothing here touches the database: the snapshot is all the state a call needs.
 
 use std::net::SocketAddr;
@@ -23,11 +24,12 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tollgate_analytics::UsageEvent;
 use tollgate_core::key::KeyHash;
-use tollgate_core::model::SubscriptionStatus;
+use tollgate_core::model::{RateScope, SubscriptionStatus};
 
 use crate::Gateway;
 use crate::error::GatewayError;
 use crate::metering::{CountingBody, Meter, MeteredBody};
+use crate::policy::rate_limit::{Budget, Decision};
 use crate::proxy::{self, ProxiedBody};
 use crate::snapshot::{Access, ApiRoute, KeyGrant, Snapshot};
 
@@ -130,7 +132,10 @@ impl Gateway {
             grant.used.store(true, Ordering::Relaxed);
         }
 
-        // 4. proxy
+        // 4. rate limit
+        let limited = self.rate_limit(grant, access).await?;
+
+        // 5. proxy
         let target = route.pick_target();
         let uri = proxy::upstream_uri(target, rest, req.uri().query()).map_err(|e| {
             tracing::warn!(error = %e, api = %route.slug, "cannot build the upstream URI");
@@ -152,8 +157,59 @@ impl Gateway {
             proxy::forward(&self.client, upstream_req, self.upstream_timeout, rid).await?;
         event.upstream_latency_us =
             u32::try_from(proxied.upstream_latency.as_micros()).unwrap_or(u32::MAX);
-        Ok(proxied.response)
+        let mut response = proxied.response;
+        if let Some(d) = limited {
+            rate_limit_headers(response.headers_mut(), &d);
+        }
+        Ok(response)
     }
+
+    /// Rate-limit phase: every limit of the plan, counted per key or per app.
+    async fn rate_limit(
+        &self,
+        grant: &KeyGrant,
+        access: &Access,
+    ) -> Result<Option<Decision>, GatewayError> {
+        if access.rate_limits.is_empty() {
+            return Ok(None);
+        }
+        let budgets: Vec<Budget> = access
+            .rate_limits
+            .iter()
+            .enumerate()
+            .map(|(i, limit)| {
+                let counted = match limit.per {
+                    RateScope::Key => &grant.key_id,
+                    RateScope::App => &grant.app_id,
+                };
+                Budget {
+                    id: format!("{}:{i}:{counted}", access.plan_id),
+                    limit: *limit,
+                }
+            })
+            .collect();
+        match self.rate_limiter.check(&budgets).await {
+            Ok((d, _)) if d.allowed => Ok(Some(d)),
+            Ok((d, _)) => Err(GatewayError::RateLimited {
+                limit: d.limit,
+                reset_secs: ceil_secs(d.reset),
+                retry_after_secs: ceil_secs(d.retry_after).max(1),
+            }),
+            Err(_) => Err(GatewayError::RateLimiterUnavailable),
+        }
+    }
+}
+
+fn ceil_secs(d: std::time::Duration) -> u64 {
+    d.as_micros().div_ceil(1_000_000) as u64
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds) of
+/// the tightest budget.
+fn rate_limit_headers(headers: &mut HeaderMap, d: &Decision) {
+    headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(d.reset)));
 }
 
 /// Authenticate phase: finds the presented key in the snapshot. Returns the

@@ -77,3 +77,16 @@ pub(crate) async fn record_key_use(store: Store, gateway: Weak<Gateway>) {
         }
     }
 }
+
+/// Forgets full rate-limit budgets every 30 s so the local table stays small.
+pub(crate) async fn sweep_rate_limits(gateway: Weak<Gateway>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(30));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match gateway.upgrade() {
+            Some(gw) => gw.rate_limiter.local().sweep(),
+            None => return,
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use http::uri::{Authority, Scheme};
 use tollgate_core::key::KeyHash;
-use tollgate_core::model::SubscriptionStatus;
+use tollgate_core::model::{RateLimit, SubscriptionStatus};
 use tollgate_core::store::GatewayConfig;
 
 /// One upstream target of an API.
@@ -67,6 +67,8 @@ pub struct Access {
     pub plan_id: String,
     /// Its status; only active admits calls.
     pub status: SubscriptionStatus,
+    /// The plan's rate limits.
+    pub rate_limits: Arc<[RateLimit]>,
 }
 
 /// An accepted key and what it grants.
@@ -154,6 +156,7 @@ impl Snapshot {
                             subscription_id: sub.id.clone(),
                             plan_id: sub.plan_id.clone(),
                             status: sub.status,
+                            rate_limits: sub.rate_limits.clone().into(),
                         },
                     );
                 }
@@ -298,6 +301,7 @@ mod tests {
                     plan_id: "p1".into(),
                     status: SubscriptionStatus::Suspended,
                     api_ids: vec!["a".into()],
+                    rate_limits: vec![],
                 },
                 SubscriptionRecord {
                     id: "sub_a".into(),
@@ -305,6 +309,7 @@ mod tests {
                     plan_id: "p2".into(),
                     status: SubscriptionStatus::Active,
                     api_ids: vec!["a".into()],
+                    rate_limits: vec![],
                 },
             ],
         };

@@ -6,4 +6,5 @@ mod admin;
 mod cli;
 mod gateway;
 mod multiprocess;
+mod rate_limits;
 mod support;

@@ -7,7 +7,7 @@ use sqlx::Row;
 use super::{Store, apis::api, opt_ts, text_enum};
 use crate::error::{StoreError, StoreResult};
 use crate::key::KeyHash;
-use crate::model::{Api, SubscriptionStatus};
+use crate::model::{Api, RateLimit, SubscriptionStatus};
 use crate::time::Timestamp;
 
 /// An active key with its owner, as the gateway needs it.
@@ -40,6 +40,8 @@ pub struct SubscriptionRecord {
     pub status: SubscriptionStatus,
     /// Ids of the APIs the plan covers.
     pub api_ids: Vec<String>,
+    /// The plan's rate limits.
+    pub rate_limits: Vec<RateLimit>,
 }
 
 /// The configuration the gateway serves, at one version.
@@ -94,6 +96,14 @@ impl Store {
         let coverage = sqlx::query("SELECT plan_id, api_id FROM plan_apis ORDER BY plan_id")
             .fetch_all(&self.pool)
             .await?;
+        let mut limits_of_plan: HashMap<String, Vec<RateLimit>> = HashMap::new();
+        for row in sqlx::query("SELECT id, rate_limits FROM plans")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+        {
+            limits_of_plan.insert(row.try_get("id")?, super::plans::rate_limits(row)?);
+        }
         let mut apis_of_plan: HashMap<String, Vec<String>> = HashMap::new();
         for c in &coverage {
             apis_of_plan
@@ -105,11 +115,13 @@ impl Store {
         for row in &sub_rows {
             let plan_id: String = row.try_get("plan_id")?;
             let api_ids = apis_of_plan.get(&plan_id).cloned().unwrap_or_default();
+            let rate_limits = limits_of_plan.get(&plan_id).cloned().unwrap_or_default();
             subscriptions.push(SubscriptionRecord {
                 id: row.try_get("id")?,
                 app_id: row.try_get("app_id")?,
                 plan_id,
                 status: text_enum(row, "status", SubscriptionStatus::parse)?,
+                rate_limits,
                 api_ids,
             });
         }

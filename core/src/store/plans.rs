@@ -9,8 +9,18 @@ use tollgate_billing::{BillingInterval, Currency, Money};
 use super::{Store, text_enum, ts};
 use crate::error::{StoreError, StoreResult};
 use crate::id::{IdKind, new_id};
-use crate::model::{NewPlan, Plan, PlanPatch, PlanStatus};
+use crate::model::{NewPlan, Plan, PlanPatch, PlanStatus, RateLimit};
 use crate::time::Timestamp;
+
+/// Reads the `rate_limits` JSON column.
+pub(super) fn rate_limits(row: &AnyRow) -> StoreResult<Vec<RateLimit>> {
+    let text: String = row.try_get("rate_limits")?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("plans.rate_limits: {e}")))
+}
+
+fn rate_limits_json(limits: &[RateLimit]) -> String {
+    serde_json::to_string(limits).expect("rate limits always serialize")
+}
 
 fn plan(row: &AnyRow, apis: Vec<String>) -> StoreResult<Plan> {
     let currency: String = row.try_get("currency")?;
@@ -29,6 +39,7 @@ fn plan(row: &AnyRow, apis: Vec<String>) -> StoreResult<Plan> {
             .parse()
             .map_err(|e| StoreError::Corrupt(format!("plans.billing_interval: {e}")))?,
         included_calls: row.try_get("included_calls")?,
+        rate_limits: rate_limits(row)?,
         status: text_enum(row, "status", PlanStatus::parse)?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
@@ -58,13 +69,14 @@ impl Store {
             },
             billing_interval: input.billing_interval.unwrap_or(BillingInterval::Month),
             included_calls: input.included_calls,
+            rate_limits: input.rate_limits.unwrap_or_default(),
             status: input.status.unwrap_or(PlanStatus::Active),
             created_at: now,
             updated_at: now,
         };
         sqlx::query(
-            "INSERT INTO plans (id, name, price_minor, currency, billing_interval, included_calls, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO plans (id, name, price_minor, currency, billing_interval, included_calls, rate_limits, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&p.id)
         .bind(&p.name)
@@ -72,6 +84,7 @@ impl Store {
         .bind(p.price.currency.code())
         .bind(p.billing_interval.as_str())
         .bind(p.included_calls)
+        .bind(rate_limits_json(&p.rate_limits))
         .bind(p.status.as_str())
         .bind(now.0)
         .bind(now.0)
@@ -154,6 +167,9 @@ impl Store {
         if let Some(v) = patch.included_calls {
             p.included_calls = v;
         }
+        if let Some(v) = patch.rate_limits {
+            p.rate_limits = v;
+        }
         if let Some(v) = patch.status {
             p.status = v;
         }
@@ -168,7 +184,7 @@ impl Store {
         }
         sqlx::query(
             "UPDATE plans SET name = $2, price_minor = $3, currency = $4, billing_interval = $5, \
-             included_calls = $6, status = $7, updated_at = $8 WHERE id = $1",
+             included_calls = $6, rate_limits = $7, status = $8, updated_at = $9 WHERE id = $1",
         )
         .bind(id)
         .bind(&p.name)
@@ -176,6 +192,7 @@ impl Store {
         .bind(p.price.currency.code())
         .bind(p.billing_interval.as_str())
         .bind(p.included_calls)
+        .bind(rate_limits_json(&p.rate_limits))
         .bind(p.status.as_str())
         .bind(Timestamp::now().0)
         .execute(&mut *tx)

@@ -26,6 +26,7 @@ fn new_plan(name: &str, apis: &[&str]) -> NewPlan {
         currency: None,
         billing_interval: None,
         included_calls: None,
+        rate_limits: None,
         status: None,
     }
 }

@@ -1,0 +1,3 @@
+//! Policies that run between authorization and the proxy, each in its own module.
+
+pub mod rate_limit;
