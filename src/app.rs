@@ -94,6 +94,7 @@ pub async fn start(
         let _ = rx.wait_for(|s| *s).await;
     };
     let mut servers = JoinSet::new();
+    let mut registry = prometheus_client::registry::Registry::default();
     let mut running = Running {
         gateway_addr: None,
         portal_addr: None,
@@ -123,15 +124,35 @@ pub async fn start(
             .await
             .context("cannot load the gateway configuration")?;
         running.follower = Some(store.watch_remote_changes(settings.config_poll_interval));
+        gateway.register_metrics(&mut registry);
         running.gateway = Some(gateway.clone());
         servers.spawn(gateway.serve(listener, stopped(shutdown.subscribe())));
     }
 
+    // The admin listener: the admin API where the portal runs, and /metrics always.
+    let admin = bind(settings.admin_addr, "TOLLGATE_ADMIN_ADDR").await?;
+    running.admin_addr = Some(admin.local_addr()?);
+    let registry = Arc::new(registry);
+    let metrics = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    tollgate_gateway::metrics::render(&registry),
+                )
+            }
+        }),
+    );
+
+    let mut admin_router = metrics;
     if mode.portal() {
         let portal = bind(settings.portal_addr, "TOLLGATE_PORTAL_ADDR").await?;
-        let admin = bind(settings.admin_addr, "TOLLGATE_ADMIN_ADDR").await?;
         running.portal_addr = Some(portal.local_addr()?);
-        running.admin_addr = Some(admin.local_addr()?);
         let gateway_url =
             settings.gateway_url(running.gateway_addr.unwrap_or(settings.gateway_addr));
         let state = AppState {
@@ -141,7 +162,7 @@ pub async fn start(
             gateway_url,
         };
         let site = tollgate_portal::site::router(state.clone());
-        let admin_api = tollgate_portal::admin::router(state);
+        admin_router = tollgate_portal::admin::router(state).merge(admin_router);
         let rx = shutdown.subscribe();
         servers.spawn(async move {
             if let Err(e) = axum::serve(portal, site)
@@ -151,16 +172,16 @@ pub async fn start(
                 tracing::error!(error = %e, "portal server failed");
             }
         });
-        let rx = shutdown.subscribe();
-        servers.spawn(async move {
-            if let Err(e) = axum::serve(admin, admin_api)
-                .with_graceful_shutdown(stopped(rx))
-                .await
-            {
-                tracing::error!(error = %e, "admin server failed");
-            }
-        });
     }
+    let rx = shutdown.subscribe();
+    servers.spawn(async move {
+        if let Err(e) = axum::serve(admin, admin_router)
+            .with_graceful_shutdown(stopped(rx))
+            .await
+        {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
     running.servers = servers;
     Ok(running)
 }
@@ -192,7 +213,10 @@ impl Running {
             lines.push(format!("Portal:    http://{}", display_addr(a)));
         }
         if let Some(a) = self.admin_addr {
-            lines.push(format!("Admin API: http://{}/admin", display_addr(a)));
+            if self.portal_addr.is_some() {
+                lines.push(format!("Admin API: http://{}/admin", display_addr(a)));
+            }
+            lines.push(format!("Metrics:   http://{}/metrics", display_addr(a)));
         }
         lines.push(format!("Usage:     {}", self.usage.describe()));
         lines

@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod metering;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;
@@ -28,6 +29,7 @@ use tokio::net::TcpListener;
 use tollgate_analytics::UsageRecorder;
 use tollgate_core::{Settings, Store, StoreError};
 
+use crate::metrics::GatewayMetrics;
 use crate::policy::rate_limit::{RateLimiter, RedisLimiter};
 use crate::proxy::UpstreamClient;
 use crate::snapshot::Snapshot;
@@ -43,6 +45,7 @@ pub struct Gateway {
     upstream_timeout: Duration,
     node: String,
     rate_limiter: RateLimiter,
+    metrics: GatewayMetrics,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -63,7 +66,8 @@ impl Gateway {
         settings: &Settings,
     ) -> Result<Arc<Self>, StoreError> {
         let config = store.load_gateway_config().await?;
-        let snapshot = Snapshot::build(&config, None);
+        let metrics = GatewayMetrics::new();
+        let snapshot = Snapshot::build(&config, None, &metrics);
         tracing::info!(
             version = snapshot.version,
             apis = snapshot.route_count(),
@@ -85,6 +89,7 @@ impl Gateway {
             upstream_timeout: settings.upstream_timeout,
             node: settings.node_name.clone(),
             rate_limiter,
+            metrics,
             background: Mutex::new(Vec::new()),
         });
         // Spawned once the gateway exists: the tasks hold only a weak reference
@@ -100,6 +105,14 @@ impl Gateway {
                 tokio::spawn(reload::sweep_rate_limits(weak)),
             ]);
         Ok(gateway)
+    }
+
+    /// Registers the gateway's metrics (served on the admin listener's `/metrics`).
+    pub fn register_metrics(
+        self: &Arc<Self>,
+        registry: &mut prometheus_client::registry::Registry,
+    ) {
+        self.metrics.register(registry, Arc::downgrade(self));
     }
 
     /// The rate limiter, for its counters.

@@ -11,6 +11,8 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use tollgate_analytics::{UsageEvent, UsageRecorder};
 
+use crate::metrics::RouteMetrics;
+
 /// A request body that counts the bytes it passes on.
 #[derive(Debug)]
 pub struct CountingBody<B> {
@@ -66,14 +68,19 @@ pub struct Meter {
     pub bytes_in: Arc<AtomicU64>,
     /// Where the event goes.
     pub recorder: UsageRecorder,
+    /// The routed API's metrics (or the unrouted ones).
+    pub metrics: Arc<RouteMetrics>,
 }
 
 impl Meter {
     fn finish(mut self, bytes_out: u64) {
         self.event.bytes_out = bytes_out;
         self.event.bytes_in = self.bytes_in.load(Ordering::Relaxed);
-        self.event.latency_us =
-            u32::try_from(self.started.elapsed().as_micros()).unwrap_or(u32::MAX);
+        let latency = self.started.elapsed();
+        self.event.latency_us = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+        let upstream = (self.event.upstream_latency_us > 0)
+            .then(|| std::time::Duration::from_micros(u64::from(self.event.upstream_latency_us)));
+        self.metrics.observe(self.event.status, latency, upstream);
         self.recorder.record(self.event);
     }
 }

@@ -29,9 +29,22 @@ use tollgate_core::model::{RateScope, SubscriptionStatus};
 use crate::Gateway;
 use crate::error::GatewayError;
 use crate::metering::{CountingBody, Meter, MeteredBody};
+use crate::metrics::RouteMetrics;
 use crate::policy::rate_limit::{Budget, Decision};
 use crate::proxy::{self, ProxiedBody};
 use crate::snapshot::{Access, ApiRoute, KeyGrant, Snapshot};
+
+/// The per-call context the phases read and write.
+struct Call {
+    /// The caller's request id, or a new one; sent upstream and back.
+    request_id: HeaderValue,
+    /// The usage event, filled phase by phase.
+    event: UsageEvent,
+    /// Request body bytes, counted on the way up.
+    bytes_in: Arc<AtomicU64>,
+    /// The routed API's metrics (the unrouted ones until routed).
+    metrics: Arc<RouteMetrics>,
+}
 
 /// Body of every gateway response: the upstream's, or one the gateway made.
 pub type ResponseBody = MeteredBody<Either<Incoming, Full<Bytes>>>;
@@ -67,36 +80,41 @@ impl Gateway {
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let snapshot = self.snapshot.load_full();
-        let request_id = request_id(req.headers());
         let mut event = UsageEvent::new(now_ms());
         event.node.clone_from(&self.node);
         event.method = req.method().as_str().to_owned();
         event.client_ip = client.ip().to_string();
-        let bytes_in = Arc::new(AtomicU64::new(0));
+        let mut call = Call {
+            request_id: request_id(req.headers()),
+            event,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            metrics: self.metrics.unrouted().clone(),
+        };
 
-        let outcome = self
-            .run_phases(&snapshot, req, &request_id, &mut event, &bytes_in)
-            .await;
+        let outcome = self.run_phases(&snapshot, req, &mut call).await;
         let mut response = match outcome {
             Ok(upstream) => upstream,
             Err(e) => {
-                event.error_code = e.code().to_owned();
-                let rid = request_id.to_str().unwrap_or_default();
+                call.event.error_code = e.code().to_owned();
+                let rid = call.request_id.to_str().unwrap_or_default();
                 e.to_response(rid).map(|b| Either::Right(Full::new(b)))
             }
         };
-        response.headers_mut().insert("x-request-id", request_id);
-        event.status = response.status().as_u16();
+        response
+            .headers_mut()
+            .insert("x-request-id", call.request_id);
+        call.event.status = response.status().as_u16();
 
         // Log phase: the event is recorded when the body has been sent.
         response.map(|body| {
             MeteredBody::new(
                 body,
                 Meter {
-                    event,
+                    event: call.event,
                     started,
-                    bytes_in,
+                    bytes_in: call.bytes_in,
                     recorder: self.recorder.clone(),
+                    metrics: call.metrics,
                 },
             )
         })
@@ -106,14 +124,17 @@ impl Gateway {
         &self,
         snapshot: &Snapshot,
         req: Request<Incoming>,
-        request_id: &HeaderValue,
-        event: &mut UsageEvent,
-        bytes_in: &Arc<AtomicU64>,
+        call: &mut Call,
     ) -> Result<Response<ProxiedBody>, GatewayError> {
+        let event = &mut call.event;
+        let request_id = &call.request_id;
+        let bytes_in = &call.bytes_in;
+
         // 1. route
         let (route, rest) = snapshot
             .route(req.uri().path())
             .ok_or(GatewayError::NoRoute)?;
+        call.metrics = route.metrics.clone();
         event.api_id.clone_from(&route.id);
         event.api_slug.clone_from(&route.slug);
         event.route.clone_from(&route.base_path);

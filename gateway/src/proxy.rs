@@ -194,7 +194,45 @@ pub fn prepare_headers(
     if let Some(h) = original_host {
         headers.insert("x-forwarded-host", h);
     }
+    let traceparent = traceparent(headers.get("traceparent"), request_id);
+    headers.insert("traceparent", traceparent);
     headers.insert("x-request-id", request_id.clone());
+}
+
+fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The W3C `traceparent` sent upstream: the caller's trace continues with the
+/// gateway as the parent span; a call without (or with a malformed) one starts a
+/// trace whose id is the request id when that is 32 hex characters.
+pub fn traceparent(incoming: Option<&HeaderValue>, request_id: &HeaderValue) -> HeaderValue {
+    let span = format!("{:016x}", uuid::Uuid::new_v4().as_u64_pair().0 | 1);
+    if let Some(v) = incoming.and_then(|v| v.to_str().ok()) {
+        let parts: Vec<&str> = v.trim().split('-').collect();
+        let valid = parts.len() >= 4
+            && is_lower_hex(parts[0], 2)
+            && parts[0] != "ff"
+            && (parts[0] != "00" || parts.len() == 4)
+            && is_lower_hex(parts[1], 32)
+            && parts[1].bytes().any(|b| b != b'0')
+            && is_lower_hex(parts[2], 16)
+            && parts[2].bytes().any(|b| b != b'0')
+            && is_lower_hex(parts[3], 2);
+        if valid {
+            return HeaderValue::from_str(&format!("00-{}-{span}-{}", parts[1], parts[3]))
+                .expect("hex is a valid header value");
+        }
+    }
+    let trace = request_id
+        .to_str()
+        .ok()
+        .filter(|r| is_lower_hex(r, 32) && r.bytes().any(|b| b != b'0'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    HeaderValue::from_str(&format!("00-{trace}-{span}-01")).expect("hex is a valid header value")
 }
 
 /// Shared byte counter for the request body.
@@ -226,6 +264,40 @@ mod tests {
         let t = target("https://up/v2/");
         assert_eq!(upstream_uri(&t, "/a", None).unwrap(), "https://up/v2/a");
         assert_eq!(upstream_uri(&t, "", None).unwrap(), "https://up/v2");
+    }
+
+    #[test]
+    fn traceparent_continues_or_starts_a_trace() {
+        let rid = HeaderValue::from_static("0192f0c4aabbccddeeff001122334455");
+        let started = traceparent(None, &rid);
+        let s = started.to_str().unwrap();
+        assert!(s.starts_with("00-0192f0c4aabbccddeeff001122334455-"), "{s}");
+        assert!(s.ends_with("-01") && s.len() == 55, "{s}");
+
+        let incoming =
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+        let continued = traceparent(Some(&incoming), &rid);
+        let c = continued.to_str().unwrap();
+        assert!(
+            c.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && c.ends_with("-00"),
+            "{c}"
+        );
+        assert_ne!(
+            &c[36..52],
+            "00f067aa0ba902b7",
+            "the gateway is the new parent"
+        );
+
+        for bad in [
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            let t = traceparent(Some(&HeaderValue::from_static(bad)), &rid);
+            assert!(t.to_str().unwrap().starts_with("00-0192f0c4"), "{bad}");
+        }
+        let odd_rid = HeaderValue::from_static("my-request-1");
+        assert_eq!(traceparent(None, &odd_rid).to_str().unwrap().len(), 55);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub(crate) async fn follow(store: Store, gateway: Weak<Gateway>) {
         if wanted > gw.snapshot.load().version {
             match store.load_gateway_config().await {
                 Ok(config) => {
-                    let next = Snapshot::build(&config, Some(&gw.snapshot.load()));
+                    let next = Snapshot::build(&config, Some(&gw.snapshot.load()), &gw.metrics);
                     tracing::debug!(
                         version = next.version,
                         apis = next.route_count(),

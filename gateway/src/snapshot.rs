@@ -13,6 +13,8 @@ use tollgate_core::key::KeyHash;
 use tollgate_core::model::{RateLimit, SubscriptionStatus};
 use tollgate_core::store::GatewayConfig;
 
+use crate::metrics::{GatewayMetrics, RouteMetrics};
+
 /// One upstream target of an API.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -47,6 +49,8 @@ pub struct ApiRoute {
     pub base_path: String,
     /// Upstream targets, used in turn.
     pub targets: Vec<Target>,
+    /// The API's metric handles.
+    pub metrics: Arc<RouteMetrics>,
     next_target: AtomicUsize,
 }
 
@@ -112,7 +116,11 @@ fn rank(status: SubscriptionStatus) -> u8 {
 impl Snapshot {
     /// Builds a snapshot; carries over "used" marks from `previous` so no
     /// last-used time is lost across a reload.
-    pub fn build(config: &GatewayConfig, previous: Option<&Snapshot>) -> Self {
+    pub fn build(
+        config: &GatewayConfig,
+        previous: Option<&Snapshot>,
+        metrics: &GatewayMetrics,
+    ) -> Self {
         let mut routes: Vec<ApiRoute> = config
             .apis
             .iter()
@@ -131,6 +139,7 @@ impl Snapshot {
                     slug: api.slug.clone(),
                     base_path: api.base_path.clone(),
                     targets,
+                    metrics: metrics.route(&api.slug),
                     next_target: AtomicUsize::new(0),
                 })
             })
@@ -260,7 +269,7 @@ mod tests {
             apis: vec![api("a", "/weather"), api("b", "/weather/v2")],
             ..Default::default()
         };
-        let s = Snapshot::build(&config, None);
+        let s = Snapshot::build(&config, None, &GatewayMetrics::new());
         assert_eq!(
             s.route("/weather/v2/today")
                 .map(|(r, rest)| (r.id.as_str(), rest)),
@@ -313,13 +322,13 @@ mod tests {
                 },
             ],
         };
-        let s = Snapshot::build(&config, None);
+        let s = Snapshot::build(&config, None, &GatewayMetrics::new());
         let grant = s.key(&hash).unwrap();
         assert_eq!(grant.access["a"].subscription_id, "sub_a");
         assert!(s.key(&KeyHash::of("other")).is_none());
 
         grant.used.store(true, Ordering::Relaxed);
-        let next = Snapshot::build(&config, Some(&s));
+        let next = Snapshot::build(&config, Some(&s), &GatewayMetrics::new());
         assert_eq!(next.take_used_keys(), vec!["key_1".to_owned()]);
         assert!(next.take_used_keys().is_empty());
     }

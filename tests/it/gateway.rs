@@ -60,6 +60,8 @@ async fn proxies_and_refuses(stack: Stack) {
         "the key reached the upstream: {headers}"
     );
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    let trace = headers["traceparent"].as_str().unwrap();
+    assert!(trace.starts_with("00-") && trace.len() == 55, "{trace}");
 
     // The key also works as `apikey` and as a bearer token, and never reaches the upstream.
     let resp = app
@@ -375,5 +377,89 @@ async fn accepted_keys_record_their_last_use() {
     })
     .await;
     assert!(seen.is_some(), "last_used_at was never written");
+    app.stop().await;
+}
+
+/// The value of one sample in a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_calls_by_api_and_class() {
+    let app = TestApp::start(Stack::Embedded).await;
+    let upstream = Upstream::echo().await;
+    let p = app.provision("metered", &upstream.url()).await;
+    app.admin(
+        "PATCH",
+        &format!("/admin/plans/{}", p.plan_id),
+        Some(json!({"rate_limits": [{"limit": 2, "window": "hour"}]})),
+    )
+    .await;
+    app.synced().await;
+    for _ in 0..3 {
+        app.call("/metered/x", Some(&p.key)).await;
+    }
+    app.call("/metered/x", None).await;
+    app.call("/nowhere", None).await;
+    app.expect_usage(None, 5).await;
+
+    // Unauthenticated, on the admin listener.
+    let resp = app
+        .http
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = resp.text().await.unwrap();
+    let get = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("{s} missing:\n{text}"));
+    assert_eq!(
+        get(r#"tollgate_requests_total{api="metered",class="2xx"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"tollgate_requests_total{api="metered",class="4xx"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"tollgate_requests_total{api="_unrouted",class="4xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"tollgate_request_duration_seconds_count{api="metered"}"#),
+        4.0
+    );
+    assert_eq!(
+        get(r#"tollgate_upstream_duration_seconds_count{api="metered"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"tollgate_rate_limit_decisions_total{decision="allowed"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"tollgate_rate_limit_decisions_total{decision="refused"}"#),
+        1.0
+    );
+    assert_eq!(get("tollgate_usage_events_written_total"), 5.0);
+    assert_eq!(
+        get(r#"tollgate_usage_events_dropped_total{reason="queue_full"}"#),
+        0.0
+    );
+    assert_eq!(get("tollgate_usage_queue_depth"), 0.0);
+    assert_eq!(get("tollgate_config_keys"), 1.0);
+    assert_eq!(get("tollgate_config_apis"), 1.0);
     app.stop().await;
 }

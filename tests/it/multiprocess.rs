@@ -119,6 +119,24 @@ async fn two_gateways_on_one_postgres_honour_changes_within_a_second() {
         "usage from two gateways does not add up"
     );
 
+    // Each gateway process serves its own metrics on its admin listener.
+    for gw in [&gw1, &gw2] {
+        let text = http
+            .get(gw.printed("Metrics:"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(r#"tollgate_requests_total{api="shared",class="2xx"}"#))
+            .unwrap_or_else(|| panic!("no request counter:\n{text}"));
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n >= 3.0, "{line}");
+    }
+
     for p in [gw1, gw2, portal] {
         assert!(p.terminate().await.success());
     }
