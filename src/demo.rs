@@ -155,6 +155,7 @@ pub async fn seed(
                     upstreams: vec![upstream_url],
                     visibility: None,
                     openapi: Some(demo_openapi()),
+                    policies: None,
                 })
                 .await?;
         }

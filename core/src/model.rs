@@ -151,6 +151,8 @@ pub struct Api {
     pub visibility: Visibility,
     /// The API's OpenAPI 3 document, if published.
     pub openapi: Option<serde_json::Value>,
+    /// Access policies the gateway applies to every call.
+    pub policies: ApiPolicies,
     /// When the API was created.
     pub created_at: Timestamp,
     /// When the API last changed.
@@ -175,6 +177,9 @@ pub struct NewApi {
     /// OpenAPI 3 document.
     #[serde(default)]
     pub openapi: Option<serde_json::Value>,
+    /// Access policies; none when absent.
+    #[serde(default)]
+    pub policies: Option<ApiPolicies>,
 }
 
 impl NewApi {
@@ -186,6 +191,9 @@ impl NewApi {
         check_upstreams(&self.upstreams)?;
         if let Some(doc) = &self.openapi {
             check_openapi(doc)?;
+        }
+        if let Some(p) = &self.policies {
+            p.validate()?;
         }
         Ok(())
     }
@@ -208,6 +216,8 @@ pub struct ApiPatch {
     /// New OpenAPI document; `null` removes it.
     #[serde(default, deserialize_with = "present")]
     pub openapi: Option<Option<serde_json::Value>>,
+    /// New access policies (replace the old ones).
+    pub policies: Option<ApiPolicies>,
 }
 
 impl ApiPatch {
@@ -228,8 +238,118 @@ impl ApiPatch {
         if let Some(Some(doc)) = &self.openapi {
             check_openapi(doc)?;
         }
+        if let Some(p) = &self.policies {
+            p.validate()?;
+        }
         Ok(())
     }
+}
+
+/// Access policies of an API, applied by the gateway before authentication.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiPolicies {
+    /// Calls need no API key (and no subscription); they are metered anonymously.
+    #[serde(default)]
+    pub keyless: bool,
+    /// When not empty, only clients in these networks (CIDR) are served.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_allow: Vec<ipnet::IpNet>,
+    /// Clients in these networks (CIDR) are refused, even when allowed above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_deny: Vec<ipnet::IpNet>,
+    /// Cross-origin browser calls; the gateway answers preflights itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsPolicy>,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+}
+
+impl ApiPolicies {
+    /// Checks the fields serde cannot.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.ip_allow.len() + self.ip_deny.len() > 1000 {
+            return Err(ValidationError::new(
+                "policies.ip_allow",
+                "at most 1000 networks in all",
+            ));
+        }
+        if let Some(cors) = &self.cors {
+            if cors.allow_origins.is_empty() {
+                return Err(ValidationError::new(
+                    "policies.cors.allow_origins",
+                    "list at least one origin such as \"https://app.example.com\", or \"*\"",
+                ));
+            }
+            for (i, o) in cors.allow_origins.iter().enumerate() {
+                let ok = o == "*"
+                    || url::Url::parse(o).is_ok_and(|u| {
+                        matches!(u.scheme(), "http" | "https")
+                            && u.path() == "/"
+                            && !o.ends_with('/')
+                    });
+                if !ok {
+                    return Err(ValidationError::new(
+                        format!("policies.cors.allow_origins[{i}]"),
+                        format!("{o:?} is not an origin; expected scheme://host[:port] or \"*\""),
+                    ));
+                }
+            }
+            if cors.allow_credentials && cors.allow_origins.iter().any(|o| o == "*") {
+                return Err(ValidationError::new(
+                    "policies.cors.allow_credentials",
+                    "browsers refuse credentials with the origin \"*\"; list the origins instead",
+                ));
+            }
+        }
+        if self.max_body_bytes == Some(0) {
+            return Err(ValidationError::new(
+                "policies.max_body_bytes",
+                "must be at least 1; leave it out for no limit",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_cors_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_cors_headers() -> Vec<String> {
+    ["content-type", "authorization", "x-api-key"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_cors_max_age() -> u32 {
+    600
+}
+
+/// Which browser origins may call an API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsPolicy {
+    /// Origins (`https://app.example.com`) or `*`.
+    pub allow_origins: Vec<String>,
+    /// Methods allowed in cross-origin calls.
+    #[serde(default = "default_cors_methods")]
+    pub allow_methods: Vec<String>,
+    /// Request headers allowed in cross-origin calls.
+    #[serde(default = "default_cors_headers")]
+    pub allow_headers: Vec<String>,
+    /// Response headers the browser may read.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// How long browsers may cache a preflight answer, seconds.
+    #[serde(default = "default_cors_max_age")]
+    pub max_age_secs: u32,
+    /// Whether cookies and HTTP auth may be sent.
+    #[serde(default)]
+    pub allow_credentials: bool,
 }
 
 /// Tells "field absent" (outer `None`) from "field is null" (`Some(None)`).
@@ -603,6 +723,7 @@ mod tests {
             upstreams: vec!["http://127.0.0.1:9000".into()],
             visibility: None,
             openapi: None,
+            policies: None,
         };
         assert!(api.validate().is_ok());
         api.upstreams.push("nope".into());

@@ -15,6 +15,15 @@ pub enum GatewayError {
     /// No API is published at this path.
     #[error("no API is published at this path")]
     NoRoute,
+    /// The client's address is not allowed for this API.
+    #[error("your network is not allowed to call this API")]
+    IpDenied,
+    /// The request body is larger than the API accepts.
+    #[error("the request body is larger than this API accepts ({max} bytes)")]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        max: u64,
+    },
     /// The call carried no API key.
     #[error(
         "this API needs an API key: send it in the x-api-key header (or apikey, or Authorization: Bearer)"
@@ -65,6 +74,8 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::IpDenied => StatusCode::FORBIDDEN,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MissingKey | Self::InvalidKey | Self::ExpiredKey => StatusCode::UNAUTHORIZED,
             Self::NoSubscription | Self::SubscriptionPending | Self::SubscriptionSuspended => {
                 StatusCode::FORBIDDEN
@@ -80,6 +91,8 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NoRoute => "no_route",
+            Self::IpDenied => "ip_denied",
+            Self::BodyTooLarge { .. } => "body_too_large",
             Self::MissingKey => "missing_key",
             Self::InvalidKey => "invalid_key",
             Self::ExpiredKey => "expired_key",

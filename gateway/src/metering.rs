@@ -13,39 +13,62 @@ use tollgate_analytics::{UsageEvent, UsageRecorder};
 
 use crate::metrics::RouteMetrics;
 
-/// A request body that counts the bytes it passes on.
+/// A request body that counts the bytes it passes on and, with a limit, fails
+/// once more than `limit` bytes have come (the gateway then answers 413).
 #[derive(Debug)]
 pub struct CountingBody<B> {
     inner: B,
     count: Arc<AtomicU64>,
+    limit: Option<u64>,
 }
 
 impl<B> CountingBody<B> {
     /// Wraps `inner`, adding every data frame's length to `count`.
-    pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
-        Self { inner, count }
+    pub fn new(inner: B, count: Arc<AtomicU64>, limit: Option<u64>) -> Self {
+        Self {
+            inner,
+            count,
+            limit,
+        }
     }
 }
+
+/// The error a [`CountingBody`] ends with when its limit is passed.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {0} bytes")]
+pub struct BodyLimitExceeded(pub u64);
 
 impl<B: Body + Unpin> Body for CountingBody<B>
 where
     B::Data: Buf,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.count
-                .fetch_add(data.remaining() as u64, Ordering::Relaxed);
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let total = self
+                        .count
+                        .fetch_add(data.remaining() as u64, Ordering::Relaxed)
+                        + data.remaining() as u64;
+                    if let Some(limit) = self.limit
+                        && total > limit
+                    {
+                        return Poll::Ready(Some(Err(Box::new(BodyLimitExceeded(limit)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -4,16 +4,18 @@
 //! | phase        | reads                                  | writes (event)                       | refuses with            |
 //! |--------------|----------------------------------------|--------------------------------------|-------------------------|
 //! | route        | path; snapshot routes                  | api_id, api_slug, route              | 404 `no_route`          |
+//! | access       | client IP, `Origin`, `Content-Length`; the API's policies | —                 | 403 `ip_denied`, 413 `body_too_large`; answers CORS preflights (204) |
 //! | authenticate | `x-api-key`, `apikey`, `Authorization` | app_id, key_prefix, developer_id     | 401 `missing_key`, `invalid_key`, `expired_key` |
 //! | authorize    | the key's access to the routed API     | plan_id, subscription_id             | 403 `no_subscription`, `subscription_pending`, `subscription_suspended` |
 //! | rate limit   | the plan's limits; the limiter         | —                                    | 429 `rate_limited`, 503 `rate_limiter_unavailable` |
-//! | proxy        | a target of the API                    | upstream_latency_us                  | 502 `upstream_unreachable`, 504 `upstream_timeout` |
+//! | proxy        | a target of the API                    | upstream_latency_us                  | 502 `upstream_unreachable`, 504 `upstream_timeout`, 413 |
 //! | log          | the finished response                  | status, latency, bytes, error_code   | —                       |
 //!
+//! Keyless APIs skip authenticate, authorize and rate limit.
 //! Quotas and transformations slot in between rate limit and proxy.
 //! Nothing here touches the database: the snapshot is all the state a call needs.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -24,14 +26,15 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tollgate_analytics::UsageEvent;
 use tollgate_core::key::KeyHash;
-use tollgate_core::model::{RateScope, SubscriptionStatus};
+use tollgate_core::model::{ApiPolicies, RateScope, SubscriptionStatus};
 
 use crate::Gateway;
 use crate::error::GatewayError;
 use crate::metering::{CountingBody, Meter, MeteredBody};
 use crate::metrics::RouteMetrics;
+use crate::policy::access;
 use crate::policy::rate_limit::{Budget, Decision};
-use crate::proxy::{self, ProxiedBody};
+use crate::proxy::{self, Identity, ProxiedBody};
 use crate::snapshot::{Access, ApiRoute, KeyGrant, Snapshot};
 
 /// The per-call context the phases read and write.
@@ -44,6 +47,10 @@ struct Call {
     bytes_in: Arc<AtomicU64>,
     /// The routed API's metrics (the unrouted ones until routed).
     metrics: Arc<RouteMetrics>,
+    /// The client's address.
+    client: IpAddr,
+    /// The API's policies and the allowed origin, for a CORS call.
+    cors: Option<(Arc<ApiPolicies>, HeaderValue)>,
 }
 
 /// Body of every gateway response: the upstream's, or one the gateway made.
@@ -89,6 +96,8 @@ impl Gateway {
             event,
             bytes_in: Arc::new(AtomicU64::new(0)),
             metrics: self.metrics.unrouted().clone(),
+            client: client.ip(),
+            cors: None,
         };
 
         let outcome = self.run_phases(&snapshot, req, &mut call).await;
@@ -103,6 +112,11 @@ impl Gateway {
         response
             .headers_mut()
             .insert("x-request-id", call.request_id);
+        if let Some((policies, origin)) = call.cors
+            && let Some(cors) = &policies.cors
+        {
+            access::add_cors_headers(cors, origin, response.headers_mut());
+        }
         call.event.status = response.status().as_u16();
 
         // Log phase: the event is recorded when the body has been sent.
@@ -139,24 +153,46 @@ impl Gateway {
         event.api_slug.clone_from(&route.slug);
         event.route.clone_from(&route.base_path);
 
-        // 2. authenticate
-        let (grant, via_authorization) = authenticate(snapshot, req.headers())?;
-        event.app_id.clone_from(&grant.app_id);
-        event.key_prefix.clone_from(&grant.prefix);
-        event.developer_id.clone_from(&grant.developer_id);
-
-        // 3. authorize
-        let access = authorize(grant, route)?;
-        event.plan_id.clone_from(&access.plan_id);
-        event.subscription_id.clone_from(&access.subscription_id);
-        if !grant.used.load(Ordering::Relaxed) {
-            grant.used.store(true, Ordering::Relaxed);
+        // 2. access
+        let policies = &route.policies;
+        access::check_ip(policies, call.client)?;
+        if let Some(cors) = &policies.cors {
+            if let Some(answer) = access::preflight(cors, req.method(), req.headers()) {
+                return Ok(answer.map(Either::Right));
+            }
+            call.cors = access::allowed_origin(cors, req.headers()).map(|o| (policies.clone(), o));
         }
+        access::check_body_size(policies, req.headers())?;
 
-        // 4. rate limit
-        let limited = self.rate_limit(grant, access).await?;
+        let (identity, via_authorization, limited) = if policies.keyless {
+            (None, false, None)
+        } else {
+            // 3. authenticate
+            let (grant, via_authorization) = authenticate(snapshot, req.headers())?;
+            event.app_id.clone_from(&grant.app_id);
+            event.key_prefix.clone_from(&grant.prefix);
+            event.developer_id.clone_from(&grant.developer_id);
 
-        // 5. proxy
+            // 4. authorize
+            let access = authorize(grant, route)?;
+            event.plan_id.clone_from(&access.plan_id);
+            event.subscription_id.clone_from(&access.subscription_id);
+            if !grant.used.load(Ordering::Relaxed) {
+                grant.used.store(true, Ordering::Relaxed);
+            }
+
+            // 5. rate limit
+            let limited = self.rate_limit(grant, access).await?;
+            let identity = Identity {
+                app_id: &grant.app_id,
+                developer_id: &grant.developer_id,
+                plan_id: &access.plan_id,
+                subscription_id: &access.subscription_id,
+            };
+            (Some(identity), via_authorization, limited)
+        };
+
+        // 6. proxy
         let target = route.pick_target();
         let uri = proxy::upstream_uri(target, rest, req.uri().query()).map_err(|e| {
             tracing::warn!(error = %e, api = %route.slug, "cannot build the upstream URI");
@@ -171,11 +207,21 @@ impl Gateway {
             &event.client_ip,
             request_id,
             via_authorization,
+            identity,
         );
-        let upstream_req = Request::from_parts(parts, CountingBody::new(body, bytes_in.clone()));
+        let max_body = policies.max_body_bytes;
+        let body = CountingBody::new(body, bytes_in.clone(), max_body);
+        let upstream_req = Request::from_parts(parts, body);
         let rid = request_id.to_str().unwrap_or_default();
-        let proxied =
-            proxy::forward(&self.client, upstream_req, self.upstream_timeout, rid).await?;
+        let proxied = proxy::forward(&self.client, upstream_req, self.upstream_timeout, rid)
+            .await
+            .map_err(|e| match max_body {
+                // The body was cut off at the limit: the client's fault, not the upstream's.
+                Some(max) if bytes_in.load(Ordering::Relaxed) > max => {
+                    GatewayError::BodyTooLarge { max }
+                }
+                _ => e,
+            })?;
         event.upstream_latency_us =
             u32::try_from(proxied.upstream_latency.as_micros()).unwrap_or(u32::MAX);
         let mut response = proxied.response;

@@ -163,15 +163,31 @@ pub async fn forward(
     }
 }
 
+/// Who the gateway admitted a call for, told to the upstream in trusted
+/// `x-tollgate-*` headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    /// The app.
+    pub app_id: &'a str,
+    /// The app's developer.
+    pub developer_id: &'a str,
+    /// The plan.
+    pub plan_id: &'a str,
+    /// The subscription.
+    pub subscription_id: &'a str,
+}
+
 /// Prepares the request headers for the upstream: hop-by-hop and credential
-/// headers removed, `Host` set to the target, forwarding headers and the request
-/// id added.
+/// headers removed, `Host` set to the target, forwarding, tracing and identity
+/// headers added. Any `x-tollgate-*` header the client sent is removed first, so
+/// the upstream can trust the ones it gets.
 pub fn prepare_headers(
     headers: &mut HeaderMap,
     target: &Target,
     client_ip: &str,
     request_id: &HeaderValue,
     strip_authorization: bool,
+    identity: Option<Identity<'_>>,
 ) {
     let original_host = headers.get(header::HOST).cloned();
     strip_hop_by_hop(headers);
@@ -179,6 +195,26 @@ pub fn prepare_headers(
     headers.remove("apikey");
     if strip_authorization {
         headers.remove(header::AUTHORIZATION);
+    }
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-tollgate-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+    if let Some(id) = identity {
+        for (name, value) in [
+            ("x-tollgate-app-id", id.app_id),
+            ("x-tollgate-developer-id", id.developer_id),
+            ("x-tollgate-plan-id", id.plan_id),
+            ("x-tollgate-subscription-id", id.subscription_id),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name, v);
+            }
+        }
     }
     if let Ok(host) = HeaderValue::from_str(target.authority.as_str()) {
         headers.insert(header::HOST, host);
@@ -316,13 +352,25 @@ mod tests {
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert(header::HOST, HeaderValue::from_static("gw.example"));
         h.insert("x-keep", HeaderValue::from_static("yes"));
+        h.insert("x-tollgate-app-id", HeaderValue::from_static("app_spoofed"));
+        h.insert("x-tollgate-admin", HeaderValue::from_static("yes"));
+        let id = Identity {
+            app_id: "app_1",
+            developer_id: "usr_1",
+            plan_id: "plan_1",
+            subscription_id: "sub_1",
+        };
         prepare_headers(
             &mut h,
             &target("http://up:9000"),
             "10.0.0.1",
             &HeaderValue::from_static("rid"),
             true,
+            Some(id),
         );
+        assert_eq!(h["x-tollgate-app-id"], "app_1");
+        assert_eq!(h["x-tollgate-plan-id"], "plan_1");
+        assert!(!h.contains_key("x-tollgate-admin"));
         for gone in [
             "x-api-key",
             "apikey",

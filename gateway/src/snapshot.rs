@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use http::uri::{Authority, Scheme};
 use tollgate_core::key::KeyHash;
-use tollgate_core::model::{RateLimit, SubscriptionStatus};
+use tollgate_core::model::{ApiPolicies, RateLimit, SubscriptionStatus};
 use tollgate_core::store::GatewayConfig;
 
 use crate::metrics::{GatewayMetrics, RouteMetrics};
@@ -51,6 +51,8 @@ pub struct ApiRoute {
     pub targets: Vec<Target>,
     /// The API's metric handles.
     pub metrics: Arc<RouteMetrics>,
+    /// Access policies (keyless, IP lists, CORS, body size).
+    pub policies: Arc<ApiPolicies>,
     next_target: AtomicUsize,
 }
 
@@ -140,6 +142,7 @@ impl Snapshot {
                     base_path: api.base_path.clone(),
                     targets,
                     metrics: metrics.route(&api.slug),
+                    policies: Arc::new(api.policies.clone()),
                     next_target: AtomicUsize::new(0),
                 })
             })
@@ -257,6 +260,7 @@ mod tests {
             upstreams: vec!["http://127.0.0.1:1/v1/".into()],
             visibility: Visibility::Public,
             openapi: None,
+            policies: Default::default(),
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
         }

@@ -6,5 +6,6 @@ mod admin;
 mod cli;
 mod gateway;
 mod multiprocess;
+mod policies;
 mod rate_limits;
 mod support;

@@ -12,6 +12,7 @@ use crate::time::Timestamp;
 pub(super) fn api(row: &AnyRow) -> StoreResult<Api> {
     let upstreams: String = row.try_get("upstreams")?;
     let openapi: Option<String> = row.try_get("openapi")?;
+    let policies: String = row.try_get("policies")?;
     Ok(Api {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -24,6 +25,8 @@ pub(super) fn api(row: &AnyRow) -> StoreResult<Api> {
             .map(|doc| serde_json::from_str(&doc))
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("apis.openapi: {e}")))?,
+        policies: serde_json::from_str(&policies)
+            .map_err(|e| StoreError::Corrupt(format!("apis.policies: {e}")))?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
     })
@@ -62,13 +65,14 @@ impl Store {
             upstreams: input.upstreams,
             visibility: input.visibility.unwrap_or(Visibility::Public),
             openapi: input.openapi,
+            policies: input.policies.unwrap_or_default(),
             created_at: now,
             updated_at: now,
         };
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO apis (id, name, slug, base_path, upstreams, visibility, openapi, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO apis (id, name, slug, base_path, upstreams, visibility, openapi, policies, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&a.id)
         .bind(&a.name)
@@ -77,6 +81,7 @@ impl Store {
         .bind(to_json(&a.upstreams))
         .bind(a.visibility.as_str())
         .bind(a.openapi.as_ref().map(to_json))
+        .bind(to_json(&a.policies))
         .bind(now.0)
         .bind(now.0)
         .execute(&mut *tx)
@@ -137,11 +142,14 @@ impl Store {
         if let Some(v) = patch.openapi {
             a.openapi = v;
         }
+        if let Some(v) = patch.policies {
+            a.policies = v;
+        }
         a.updated_at = Timestamp::now();
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE apis SET name = $2, slug = $3, base_path = $4, upstreams = $5, visibility = $6, \
-             openapi = $7, updated_at = $8 WHERE id = $1",
+             openapi = $7, policies = $8, updated_at = $9 WHERE id = $1",
         )
         .bind(&a.id)
         .bind(&a.name)
@@ -150,6 +158,7 @@ impl Store {
         .bind(to_json(&a.upstreams))
         .bind(a.visibility.as_str())
         .bind(a.openapi.as_ref().map(to_json))
+        .bind(to_json(&a.policies))
         .bind(a.updated_at.0)
         .execute(&mut *tx)
         .await

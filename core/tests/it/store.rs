@@ -15,6 +15,7 @@ fn new_api(slug: &str) -> NewApi {
         upstreams: vec!["http://127.0.0.1:9000".to_owned()],
         visibility: None,
         openapi: None,
+        policies: None,
     }
 }
 

@@ -1,3 +1,4 @@
 //! Policies that run between authorization and the proxy, each in its own module.
 
+pub mod access;
 pub mod rate_limit;
