@@ -196,7 +196,9 @@ impl Running {
         }
         // The gateway's body wrappers hold recorders; they are done once the
         // servers have finished their connections.
-        self.gateway = None;
+        if let Some(gw) = self.gateway.take() {
+            gw.release_quotas().await;
+        }
         if let Some(w) = self.writer.take() {
             w.shutdown().await;
         }

@@ -172,6 +172,8 @@ pub async fn seed(
                 billing_interval: None,
                 included_calls: Some(10_000),
                 rate_limits: None,
+                overage: None,
+                quota_anchor: None,
                 status: None,
             })
             .await?;

@@ -13,11 +13,18 @@ use crate::event::UsageEvent;
 use crate::query::{ApiUsage, LatencyMs, SummaryQuery, UsageSummary};
 
 /// Schema files, applied in order and recorded in `tollgate_migrations`.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "0001_usage_events.sql",
-    include_str!("../../migrations/clickhouse/0001_usage_events.sql"),
-)];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "0001_usage_events.sql",
+        include_str!("../../migrations/clickhouse/0001_usage_events.sql"),
+    ),
+    (
+        2,
+        "0002_overage.sql",
+        include_str!("../../migrations/clickhouse/0002_overage.sql"),
+    ),
+];
 
 /// Usage events in ClickHouse.
 #[derive(Clone)]
@@ -60,6 +67,7 @@ struct EventRow<'a> {
     subscription_id: &'a str,
     client_ip: &'a str,
     error_code: &'a str,
+    overage: u8,
 }
 
 impl<'a> From<&'a UsageEvent> for EventRow<'a> {
@@ -85,6 +93,7 @@ impl<'a> From<&'a UsageEvent> for EventRow<'a> {
             subscription_id: &e.subscription_id,
             client_ip: &e.client_ip,
             error_code: &e.error_code,
+            overage: u8::from(e.overage),
         }
     }
 }
@@ -94,6 +103,7 @@ struct ApiRow {
     api_slug: String,
     calls: u64,
     errors: u64,
+    overage: u64,
     q: Vec<f64>,
 }
 
@@ -206,7 +216,7 @@ impl ClickHouseStore {
         let mut per_api = self
             .client
             .query(&format!(
-                "SELECT api_slug, count() AS calls, countIf(status >= 400) AS errors, \
+                "SELECT api_slug, count() AS calls, countIf(status >= 400) AS errors, countIf(overage = 1) AS overage, \
              quantiles(0.5, 0.95, 0.99)(toFloat64(latency_us)) AS q \
              FROM usage_events WHERE timestamp_ms >= ? AND timestamp_ms < ?{filter} \
              GROUP BY api_slug ORDER BY calls DESC, api_slug"
@@ -236,6 +246,7 @@ impl ClickHouseStore {
                     api: Some(r.api_slug.clone()).filter(|s| !s.is_empty()),
                     calls: r.calls,
                     errors: r.errors,
+                    overage_calls: r.overage,
                     latency_ms: LatencyMs {
                         p50: at(0),
                         p95: at(1),

@@ -22,7 +22,7 @@ pub struct EmbeddedStore {
     path: PathBuf,
 }
 
-/// Rows per INSERT statement (19 columns each, well under SQLite's bind limit).
+/// Rows per INSERT statement (20 columns each, well under SQLite's bind limit).
 const ROWS_PER_STATEMENT: usize = 500;
 
 impl EmbeddedStore {
@@ -64,7 +64,7 @@ impl EmbeddedStore {
             let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT OR IGNORE INTO usage_events (id, timestamp_ms, node, api_id, api_slug, route, method, \
                  status, latency_us, upstream_latency_us, bytes_in, bytes_out, app_id, key_prefix, \
-                 developer_id, plan_id, subscription_id, client_ip, error_code) ",
+                 developer_id, plan_id, subscription_id, client_ip, error_code, overage) ",
             );
             qb.push_values(chunk, |mut b, e| {
                 b.push_bind(e.id.to_string())
@@ -85,7 +85,8 @@ impl EmbeddedStore {
                     .push_bind(&e.plan_id)
                     .push_bind(&e.subscription_id)
                     .push_bind(&e.client_ip)
-                    .push_bind(&e.error_code);
+                    .push_bind(&e.error_code)
+                    .push_bind(i64::from(e.overage));
             });
             qb.build().execute(&mut *tx).await?;
         }
@@ -99,15 +100,15 @@ impl EmbeddedStore {
         // (1-based, by latency) satisfies r >= p * n.
         let rows = sqlx::query(
             "WITH f AS (
-                 SELECT api_slug, status, latency_us FROM usage_events
+                 SELECT api_slug, status, latency_us, overage FROM usage_events
                  WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2 AND (?3 IS NULL OR api_slug = ?3)
              ), r AS (
-                 SELECT api_slug, status, latency_us,
+                 SELECT api_slug, status, latency_us, overage,
                         ROW_NUMBER() OVER (PARTITION BY api_slug ORDER BY latency_us) AS rn,
                         COUNT(*) OVER (PARTITION BY api_slug) AS n
                  FROM f
              )
-             SELECT api_slug, MAX(n) AS calls, SUM(status >= 400) AS errors,
+             SELECT api_slug, MAX(n) AS calls, SUM(status >= 400) AS errors, SUM(overage) AS overage,
                     MIN(CASE WHEN rn * 100 >= n * 50 THEN latency_us END) AS p50,
                     MIN(CASE WHEN rn * 100 >= n * 95 THEN latency_us END) AS p95,
                     MIN(CASE WHEN rn * 100 >= n * 99 THEN latency_us END) AS p99
@@ -127,6 +128,7 @@ impl EmbeddedStore {
                     api: Some(slug).filter(|s| !s.is_empty()),
                     calls: r.try_get::<i64, _>("calls")? as u64,
                     errors: r.try_get::<i64, _>("errors")? as u64,
+                    overage_calls: r.try_get::<i64, _>("overage")? as u64,
                     latency_ms: LatencyMs {
                         p50: ms(r.try_get("p50")?),
                         p95: ms(r.try_get("p95")?),

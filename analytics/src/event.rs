@@ -45,6 +45,8 @@ pub struct UsageEvent {
     pub client_ip: String,
     /// Stable error code for gateway-made errors (`invalid_key`, …).
     pub error_code: String,
+    /// The call passed beyond a soft quota's included calls (billed as overage).
+    pub overage: bool,
 }
 
 impl UsageEvent {
@@ -70,6 +72,7 @@ impl UsageEvent {
             subscription_id: String::new(),
             client_ip: String::new(),
             error_code: String::new(),
+            overage: false,
         }
     }
 }

@@ -105,6 +105,8 @@ pub struct ApiUsage {
     pub calls: u64,
     /// Calls answered with status 400 or above.
     pub errors: u64,
+    /// Calls beyond a soft quota's included calls.
+    pub overage_calls: u64,
     /// Total latency percentiles.
     pub latency_ms: LatencyMs,
 }

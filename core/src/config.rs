@@ -160,6 +160,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "When Redis cannot decide: `open` falls back to this gateway's own limits, `closed` refuses the call with 503.",
     },
     SettingSpec {
+        key: "quota_lease_size",
+        env: "TOLLGATE_QUOTA_LEASE_SIZE",
+        default: "100",
+        doc: "Calls a gateway leases at once from a subscription's quota counter; bounds how many calls a hard quota may under-admit per gateway.",
+    },
+    SettingSpec {
         key: "workers",
         env: "TOLLGATE_WORKERS",
         default: "0",
@@ -220,6 +226,8 @@ pub struct Settings {
     pub redis_timeout: Duration,
     /// Refuse calls (true) or fall back to local limits (false) when Redis fails.
     pub rate_limit_fail_closed: bool,
+    /// Calls leased at once from a quota counter.
+    pub quota_lease_size: u32,
     /// Worker threads; `None` means one per CPU core.
     pub workers: Option<usize>,
     /// Log filter.
@@ -517,6 +525,7 @@ impl Settings {
                     ));
                 }
             },
+            quota_lease_size: u32::try_from(l.count("quota_lease_size")?).unwrap_or(u32::MAX),
             workers: match l.raw("workers").unwrap_or("0") {
                 "0" => None,
                 _ => Some(l.count("workers")?),

@@ -8,6 +8,7 @@ pub mod error;
 pub mod id;
 pub mod key;
 pub mod model;
+pub mod quota;
 pub mod store;
 pub mod time;
 pub mod validate;

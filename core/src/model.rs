@@ -408,6 +408,11 @@ pub struct Plan {
     pub included_calls: Option<i64>,
     /// Rate limits every subscriber's calls pass; empty means none.
     pub rate_limits: Vec<RateLimit>,
+    /// Calls beyond the included ones pass and are billed as overage (soft
+    /// quota); when false they are refused (hard quota).
+    pub overage: bool,
+    /// Whether quota periods follow the calendar or each subscription's start.
+    pub quota_anchor: QuotaAnchor,
     /// Whether the plan is offered.
     pub status: PlanStatus,
     /// When the plan was created.
@@ -439,6 +444,12 @@ pub struct NewPlan {
     /// Rate limits; none when absent.
     #[serde(default)]
     pub rate_limits: Option<Vec<RateLimit>>,
+    /// Soft quota (overage billed); hard when absent.
+    #[serde(default)]
+    pub overage: Option<bool>,
+    /// Calendar periods when absent.
+    #[serde(default)]
+    pub quota_anchor: Option<QuotaAnchor>,
     /// Active when absent.
     #[serde(default)]
     pub status: Option<PlanStatus>,
@@ -474,6 +485,10 @@ pub struct PlanPatch {
     pub included_calls: Option<Option<i64>>,
     /// New rate limits (replace the old ones; `[]` removes them).
     pub rate_limits: Option<Vec<RateLimit>>,
+    /// Soft (true) or hard (false) quota.
+    pub overage: Option<bool>,
+    /// New period anchor.
+    pub quota_anchor: Option<QuotaAnchor>,
     /// New status.
     pub status: Option<PlanStatus>,
 }
@@ -529,6 +544,16 @@ fn check_included(included: Option<i64>) -> Result<(), ValidationError> {
             "must be zero or more; leave it out (or null) for unlimited calls",
         )),
         _ => Ok(()),
+    }
+}
+
+text_enum! {
+    /// Where a plan's quota periods start.
+    QuotaAnchor {
+        /// On the first day of each calendar month (or year), UTC.
+        Calendar = "calendar",
+        /// On the day of the month (or year) the subscription started.
+        Subscription = "subscription",
     }
 }
 

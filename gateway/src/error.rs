@@ -58,6 +58,14 @@ pub enum GatewayError {
         /// Seconds until a call would be admitted.
         retry_after_secs: u64,
     },
+    /// The subscription's included calls for this period are used up.
+    #[error("the plan's {included} included calls for this period are used up; the quota resets at {}", reset_text(*reset_at_ms))]
+    QuotaExceeded {
+        /// Calls included per period.
+        included: i64,
+        /// When the next period starts (ms since the epoch).
+        reset_at_ms: i64,
+    },
     /// Redis could not decide and the failure mode is closed.
     #[error("rate limits cannot be checked right now; retry shortly")]
     RateLimiterUnavailable,
@@ -67,6 +75,12 @@ pub enum GatewayError {
     /// The upstream did not answer in time.
     #[error("the upstream service did not answer in time")]
     UpstreamTimeout,
+}
+
+fn reset_text(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }
 
 impl GatewayError {
@@ -80,7 +94,7 @@ impl GatewayError {
             Self::NoSubscription | Self::SubscriptionPending | Self::SubscriptionSuspended => {
                 StatusCode::FORBIDDEN
             }
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::RateLimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -100,6 +114,7 @@ impl GatewayError {
             Self::SubscriptionPending => "subscription_pending",
             Self::SubscriptionSuspended => "subscription_suspended",
             Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::RateLimiterUnavailable => "rate_limiter_unavailable",
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -132,6 +147,15 @@ impl GatewayError {
                 h.insert("ratelimit-remaining", HeaderValue::from(0u32));
                 h.insert("ratelimit-reset", HeaderValue::from(*reset_secs));
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Self::QuotaExceeded { reset_at_ms, .. } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                let secs = (reset_at_ms - now).max(0).div_euclid(1000) + 1;
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             Self::RateLimiterUnavailable => {
                 resp.headers_mut()

@@ -30,6 +30,7 @@ use tollgate_analytics::UsageRecorder;
 use tollgate_core::{Settings, Store, StoreError};
 
 use crate::metrics::GatewayMetrics;
+use crate::policy::quota::QuotaKeeper;
 use crate::policy::rate_limit::{RateLimiter, RedisLimiter};
 use crate::proxy::UpstreamClient;
 use crate::snapshot::Snapshot;
@@ -45,6 +46,7 @@ pub struct Gateway {
     upstream_timeout: Duration,
     node: String,
     rate_limiter: RateLimiter,
+    quotas: QuotaKeeper,
     metrics: GatewayMetrics,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -89,6 +91,7 @@ impl Gateway {
             upstream_timeout: settings.upstream_timeout,
             node: settings.node_name.clone(),
             rate_limiter,
+            quotas: QuotaKeeper::new(store.clone(), settings.quota_lease_size),
             metrics,
             background: Mutex::new(Vec::new()),
         });
@@ -113,6 +116,16 @@ impl Gateway {
         registry: &mut prometheus_client::registry::Registry,
     ) {
         self.metrics.register(registry, Arc::downgrade(self));
+    }
+
+    /// Gives back unused quota leases; call at shutdown, after the last call.
+    pub async fn release_quotas(&self) {
+        self.quotas.release_all().await;
+    }
+
+    /// The quota keeper, for its counters.
+    pub fn quotas(&self) -> &QuotaKeeper {
+        &self.quotas
     }
 
     /// The rate limiter, for its counters.

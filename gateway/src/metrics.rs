@@ -267,6 +267,43 @@ impl Collector for LiveCounters {
             gw.rate_limiter.local().len() as i64,
         )?;
 
+        let q = &gw.quotas.stats;
+        labelled(
+            &mut encoder,
+            "tollgate_quota_decisions",
+            "Quota decisions: within, overage (soft quota), exceeded (429), unknown (counter unreachable, admitted)",
+            &[
+                (
+                    DecisionLabels { decision: "within" },
+                    q.within.load(Relaxed),
+                ),
+                (
+                    DecisionLabels {
+                        decision: "overage",
+                    },
+                    q.overage.load(Relaxed),
+                ),
+                (
+                    DecisionLabels {
+                        decision: "exceeded",
+                    },
+                    q.exceeded.load(Relaxed),
+                ),
+                (
+                    DecisionLabels {
+                        decision: "unknown",
+                    },
+                    q.unknown.load(Relaxed),
+                ),
+            ],
+        )?;
+        counter(
+            &mut encoder,
+            "tollgate_quota_leases",
+            "Blocks of calls leased from quota counters",
+            q.leases.load(Relaxed),
+        )?;
+
         let usage = gw.recorder.stats();
         gauge(
             &mut encoder,

@@ -8,11 +8,12 @@
 //! | authenticate | `x-api-key`, `apikey`, `Authorization` | app_id, key_prefix, developer_id     | 401 `missing_key`, `invalid_key`, `expired_key` |
 //! | authorize    | the key's access to the routed API     | plan_id, subscription_id             | 403 `no_subscription`, `subscription_pending`, `subscription_suspended` |
 //! | rate limit   | the plan's limits; the limiter         | —                                    | 429 `rate_limited`, 503 `rate_limiter_unavailable` |
+//! | quota        | the plan's included calls; leased blocks | overage                            | 429 `quota_exceeded`    |
 //! | proxy        | a target of the API                    | upstream_latency_us                  | 502 `upstream_unreachable`, 504 `upstream_timeout`, 413 |
 //! | log          | the finished response                  | status, latency, bytes, error_code   | —                       |
 //!
-//! Keyless APIs skip authenticate, authorize and rate limit.
-//! Quotas and transformations slot in between rate limit and proxy.
+//! Keyless APIs skip authenticate, authorize, rate limit and quota.
+//! Transformations slot in between quota and proxy.
 //! Nothing here touches the database: the snapshot is all the state a call needs.
 
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +34,7 @@ use crate::error::GatewayError;
 use crate::metering::{CountingBody, Meter, MeteredBody};
 use crate::metrics::RouteMetrics;
 use crate::policy::access;
+use crate::policy::quota::QuotaOutcome;
 use crate::policy::rate_limit::{Budget, Decision};
 use crate::proxy::{self, Identity, ProxiedBody};
 use crate::snapshot::{Access, ApiRoute, KeyGrant, Snapshot};
@@ -183,6 +185,27 @@ impl Gateway {
 
             // 5. rate limit
             let limited = self.rate_limit(grant, access).await?;
+
+            // 6. quota
+            if let Some(rule) = &access.quota {
+                match self
+                    .quotas
+                    .check(&access.subscription_id, rule, event.timestamp_ms as i64)
+                    .await
+                {
+                    QuotaOutcome::Within | QuotaOutcome::Unknown => {}
+                    QuotaOutcome::Overage => event.overage = true,
+                    QuotaOutcome::Exceeded {
+                        reset_at_ms,
+                        included,
+                    } => {
+                        return Err(GatewayError::QuotaExceeded {
+                            included,
+                            reset_at_ms,
+                        });
+                    }
+                }
+            }
             let identity = Identity {
                 app_id: &grant.app_id,
                 developer_id: &grant.developer_id,
@@ -192,7 +215,7 @@ impl Gateway {
             (Some(identity), via_authorization, limited)
         };
 
-        // 6. proxy
+        // 7. proxy
         let target = route.pick_target();
         let uri = proxy::upstream_uri(target, rest, req.uri().query()).map_err(|e| {
             tracing::warn!(error = %e, api = %route.slug, "cannot build the upstream URI");

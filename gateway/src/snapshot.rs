@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use http::uri::{Authority, Scheme};
 use tollgate_core::key::KeyHash;
 use tollgate_core::model::{ApiPolicies, RateLimit, SubscriptionStatus};
-use tollgate_core::store::GatewayConfig;
+use tollgate_core::store::{GatewayConfig, QuotaRule};
 
 use crate::metrics::{GatewayMetrics, RouteMetrics};
 
@@ -75,6 +75,8 @@ pub struct Access {
     pub status: SubscriptionStatus,
     /// The plan's rate limits.
     pub rate_limits: Arc<[RateLimit]>,
+    /// The plan's quota, if it includes a limited number of calls.
+    pub quota: Option<QuotaRule>,
 }
 
 /// An accepted key and what it grants.
@@ -169,6 +171,7 @@ impl Snapshot {
                             plan_id: sub.plan_id.clone(),
                             status: sub.status,
                             rate_limits: sub.rate_limits.clone().into(),
+                            quota: sub.quota,
                         },
                     );
                 }
@@ -315,6 +318,7 @@ mod tests {
                     status: SubscriptionStatus::Suspended,
                     api_ids: vec!["a".into()],
                     rate_limits: vec![],
+                    quota: None,
                 },
                 SubscriptionRecord {
                     id: "sub_a".into(),
@@ -323,6 +327,7 @@ mod tests {
                     status: SubscriptionStatus::Active,
                     api_ids: vec!["a".into()],
                     rate_limits: vec![],
+                    quota: None,
                 },
             ],
         };

@@ -7,5 +7,6 @@ mod cli;
 mod gateway;
 mod multiprocess;
 mod policies;
+mod quotas;
 mod rate_limits;
 mod support;

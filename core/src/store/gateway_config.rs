@@ -7,7 +7,9 @@ use sqlx::Row;
 use super::{Store, apis::api, opt_ts, text_enum};
 use crate::error::{StoreError, StoreResult};
 use crate::key::KeyHash;
-use crate::model::{Api, RateLimit, SubscriptionStatus};
+use tollgate_billing::BillingInterval;
+
+use crate::model::{Api, QuotaAnchor, RateLimit, SubscriptionStatus};
 use crate::time::Timestamp;
 
 /// An active key with its owner, as the gateway needs it.
@@ -42,6 +44,23 @@ pub struct SubscriptionRecord {
     pub api_ids: Vec<String>,
     /// The plan's rate limits.
     pub rate_limits: Vec<RateLimit>,
+    /// The plan's quota, when it includes a limited number of calls.
+    pub quota: Option<QuotaRule>,
+}
+
+/// A subscription's quota: included calls per billing period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaRule {
+    /// Calls included per period.
+    pub included: i64,
+    /// Calls beyond pass as overage (soft) instead of being refused (hard).
+    pub overage: bool,
+    /// Month or year.
+    pub interval: BillingInterval,
+    /// Calendar periods, or periods from the subscription's start.
+    pub anchor: QuotaAnchor,
+    /// When the subscription started (ms), for anchored periods.
+    pub subscription_start: i64,
 }
 
 /// The configuration the gateway serves, at one version.
@@ -89,7 +108,7 @@ impl Store {
         }
 
         let sub_rows = sqlx::query(
-            "SELECT id, app_id, plan_id, status FROM subscriptions WHERE status <> 'cancelled' ORDER BY id",
+            "SELECT id, app_id, plan_id, status, created_at FROM subscriptions WHERE status <> 'cancelled' ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -97,12 +116,31 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         let mut limits_of_plan: HashMap<String, Vec<RateLimit>> = HashMap::new();
-        for row in sqlx::query("SELECT id, rate_limits FROM plans")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
+        let mut quota_of_plan: HashMap<String, (i64, bool, BillingInterval, QuotaAnchor)> =
+            HashMap::new();
+        for row in sqlx::query(
+            "SELECT id, rate_limits, included_calls, overage, billing_interval, quota_anchor FROM plans",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
         {
-            limits_of_plan.insert(row.try_get("id")?, super::plans::rate_limits(row)?);
+            let id: String = row.try_get("id")?;
+            if let Some(included) = row.try_get::<Option<i64>, _>("included_calls")? {
+                let interval: String = row.try_get("billing_interval")?;
+                quota_of_plan.insert(
+                    id.clone(),
+                    (
+                        included,
+                        row.try_get::<i64, _>("overage")? != 0,
+                        interval
+                            .parse()
+                            .map_err(|e| StoreError::Corrupt(format!("plans.billing_interval: {e}")))?,
+                        text_enum(row, "quota_anchor", QuotaAnchor::parse)?,
+                    ),
+                );
+            }
+            limits_of_plan.insert(id, super::plans::rate_limits(row)?);
         }
         let mut apis_of_plan: HashMap<String, Vec<String>> = HashMap::new();
         for c in &coverage {
@@ -116,12 +154,24 @@ impl Store {
             let plan_id: String = row.try_get("plan_id")?;
             let api_ids = apis_of_plan.get(&plan_id).cloned().unwrap_or_default();
             let rate_limits = limits_of_plan.get(&plan_id).cloned().unwrap_or_default();
+            let created: i64 = row.try_get("created_at")?;
+            let quota =
+                quota_of_plan
+                    .get(&plan_id)
+                    .map(|&(included, overage, interval, anchor)| QuotaRule {
+                        included,
+                        overage,
+                        interval,
+                        anchor,
+                        subscription_start: created,
+                    });
             subscriptions.push(SubscriptionRecord {
                 id: row.try_get("id")?,
                 app_id: row.try_get("app_id")?,
                 plan_id,
                 status: text_enum(row, "status", SubscriptionStatus::parse)?,
                 rate_limits,
+                quota,
                 api_ids,
             });
         }

@@ -15,6 +15,7 @@ mod changes;
 mod gateway_config;
 mod keys;
 mod plans;
+mod quotas;
 mod subscriptions;
 mod users;
 
@@ -27,8 +28,9 @@ use sqlx::{AnyPool, Row};
 use tokio::sync::watch;
 
 pub use changes::CONFIG_CHANNEL;
-pub use gateway_config::{GatewayConfig, KeyRecord, SubscriptionRecord};
+pub use gateway_config::{GatewayConfig, KeyRecord, QuotaRule, SubscriptionRecord};
 pub use keys::IssuedKey;
+pub use quotas::QuotaLease;
 
 use crate::error::{StoreError, StoreResult};
 

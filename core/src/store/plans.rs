@@ -9,7 +9,7 @@ use tollgate_billing::{BillingInterval, Currency, Money};
 use super::{Store, text_enum, ts};
 use crate::error::{StoreError, StoreResult};
 use crate::id::{IdKind, new_id};
-use crate::model::{NewPlan, Plan, PlanPatch, PlanStatus, RateLimit};
+use crate::model::{NewPlan, Plan, PlanPatch, PlanStatus, QuotaAnchor, RateLimit};
 use crate::time::Timestamp;
 
 /// Reads the `rate_limits` JSON column.
@@ -40,6 +40,8 @@ fn plan(row: &AnyRow, apis: Vec<String>) -> StoreResult<Plan> {
             .map_err(|e| StoreError::Corrupt(format!("plans.billing_interval: {e}")))?,
         included_calls: row.try_get("included_calls")?,
         rate_limits: rate_limits(row)?,
+        overage: row.try_get::<i64, _>("overage")? != 0,
+        quota_anchor: text_enum(row, "quota_anchor", QuotaAnchor::parse)?,
         status: text_enum(row, "status", PlanStatus::parse)?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
@@ -70,13 +72,16 @@ impl Store {
             billing_interval: input.billing_interval.unwrap_or(BillingInterval::Month),
             included_calls: input.included_calls,
             rate_limits: input.rate_limits.unwrap_or_default(),
+            overage: input.overage.unwrap_or(false),
+            quota_anchor: input.quota_anchor.unwrap_or(QuotaAnchor::Calendar),
             status: input.status.unwrap_or(PlanStatus::Active),
             created_at: now,
             updated_at: now,
         };
         sqlx::query(
-            "INSERT INTO plans (id, name, price_minor, currency, billing_interval, included_calls, rate_limits, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO plans (id, name, price_minor, currency, billing_interval, included_calls, rate_limits, \
+             overage, quota_anchor, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&p.id)
         .bind(&p.name)
@@ -85,6 +90,8 @@ impl Store {
         .bind(p.billing_interval.as_str())
         .bind(p.included_calls)
         .bind(rate_limits_json(&p.rate_limits))
+        .bind(i64::from(p.overage))
+        .bind(p.quota_anchor.as_str())
         .bind(p.status.as_str())
         .bind(now.0)
         .bind(now.0)
@@ -170,6 +177,12 @@ impl Store {
         if let Some(v) = patch.rate_limits {
             p.rate_limits = v;
         }
+        if let Some(v) = patch.overage {
+            p.overage = v;
+        }
+        if let Some(v) = patch.quota_anchor {
+            p.quota_anchor = v;
+        }
         if let Some(v) = patch.status {
             p.status = v;
         }
@@ -184,7 +197,8 @@ impl Store {
         }
         sqlx::query(
             "UPDATE plans SET name = $2, price_minor = $3, currency = $4, billing_interval = $5, \
-             included_calls = $6, rate_limits = $7, status = $8, updated_at = $9 WHERE id = $1",
+             included_calls = $6, rate_limits = $7, overage = $8, quota_anchor = $9, status = $10, \
+             updated_at = $11 WHERE id = $1",
         )
         .bind(id)
         .bind(&p.name)
@@ -193,6 +207,8 @@ impl Store {
         .bind(p.billing_interval.as_str())
         .bind(p.included_calls)
         .bind(rate_limits_json(&p.rate_limits))
+        .bind(i64::from(p.overage))
+        .bind(p.quota_anchor.as_str())
         .bind(p.status.as_str())
         .bind(Timestamp::now().0)
         .execute(&mut *tx)

@@ -28,6 +28,8 @@ fn new_plan(name: &str, apis: &[&str]) -> NewPlan {
         billing_interval: None,
         included_calls: None,
         rate_limits: None,
+        overage: None,
+        quota_anchor: None,
         status: None,
     }
 }
@@ -417,3 +419,68 @@ async fn migrations_are_idempotent(store: Store) {
     store.ping().await.unwrap();
 }
 on_both!(migrations_are_idempotent, super::migrations_are_idempotent);
+
+async fn quota_leases(store: Store) {
+    let period = 1_767_225_600_000;
+    let a = store
+        .lease_quota("sub_1", period, 10, Some(25))
+        .await
+        .unwrap();
+    assert_eq!((a.start, a.granted), (0, 10));
+    let b = store
+        .lease_quota("sub_1", period, 10, Some(25))
+        .await
+        .unwrap();
+    assert_eq!((b.start, b.granted), (10, 10));
+    let c = store
+        .lease_quota("sub_1", period, 10, Some(25))
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.start, c.granted),
+        (20, 5),
+        "a hard cap grants only what is left"
+    );
+    let d = store
+        .lease_quota("sub_1", period, 10, Some(25))
+        .await
+        .unwrap();
+    assert_eq!(d.granted, 0);
+    assert_eq!(store.quota_leased("sub_1", period).await.unwrap(), 25);
+    store.release_quota("sub_1", period, 4).await.unwrap();
+    assert_eq!(store.quota_leased("sub_1", period).await.unwrap(), 21);
+    let e = store
+        .lease_quota("sub_1", period, 10, Some(25))
+        .await
+        .unwrap();
+    assert_eq!((e.start, e.granted), (21, 4));
+    // Without a cap (soft quota) leases are never refused; periods are separate.
+    let f = store.lease_quota("sub_1", period, 10, None).await.unwrap();
+    assert_eq!((f.start, f.granted), (25, 10));
+    assert_eq!(store.quota_leased("sub_1", period + 1).await.unwrap(), 0);
+    assert_eq!(store.quota_leased("sub_2", period).await.unwrap(), 0);
+
+    // Concurrent leases never hand out the same calls.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.lease_quota("sub_c", period, 7, Some(40)).await.unwrap()
+        }));
+    }
+    let mut granted = 0;
+    let mut ranges = Vec::new();
+    for t in tasks {
+        let l = t.await.unwrap();
+        granted += l.granted;
+        if l.granted > 0 {
+            ranges.push((l.start, l.start + l.granted));
+        }
+    }
+    assert_eq!(granted, 40);
+    ranges.sort();
+    for w in ranges.windows(2) {
+        assert!(w[0].1 <= w[1].0, "overlapping leases {ranges:?}");
+    }
+}
+on_both!(quota_leases, super::quota_leases);

@@ -1,4 +1,5 @@
 //! Policies that run between authorization and the proxy, each in its own module.
 
 pub mod access;
+pub mod quota;
 pub mod rate_limit;
