@@ -2,7 +2,7 @@
 # Tollgate's whole test suite, on a fresh Debian machine or a developer's.
 #
 # Installs (from Debian's packages) and starts what the tests need when it is
-# missing: ClickHouse, PostgreSQL, Redis, curl. Then runs the format check,
+# missing: ClickHouse, PostgreSQL, Redis, curl, openssl (JWT test keys). Then runs the format check,
 # clippy with warnings denied, and every test: each end-to-end case runs on
 # SQLite + the embedded usage store and on PostgreSQL + ClickHouse.
 #
@@ -21,6 +21,7 @@ command -v cargo >/dev/null || { log "cargo not found: install Rust 1.95 with ru
 # ---- packages -------------------------------------------------------------
 need=()
 command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
 command -v clickhouse-server >/dev/null || need+=(clickhouse-server clickhouse-client)
 command -v psql >/dev/null || [ -d /etc/postgresql ] || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)

@@ -264,6 +264,35 @@ pub struct ApiPolicies {
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// JWT bearer tokens accepted besides API keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtPolicy>,
+}
+
+fn default_app_claim() -> String {
+    "sub".to_owned()
+}
+
+/// JWT bearer tokens an API accepts: who issues them, for whom, how to check
+/// their signature, and which claim names the Tollgate app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtPolicy {
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Required `aud` claim, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// JWKS URL for RS256 and ES256 tokens (fetched, cached, refreshed on an unknown `kid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// Name of the environment variable that holds the HS256 secret (secrets are
+    /// never stored in the database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// The claim whose value is the Tollgate app id (`app_…`); `sub` by default.
+    #[serde(default = "default_app_claim")]
+    pub app_claim: String,
 }
 
 impl ApiPolicies {
@@ -300,6 +329,48 @@ impl ApiPolicies {
                 return Err(ValidationError::new(
                     "policies.cors.allow_credentials",
                     "browsers refuse credentials with the origin \"*\"; list the origins instead",
+                ));
+            }
+        }
+        if let Some(jwt) = &self.jwt {
+            if jwt.issuer.trim().is_empty() {
+                return Err(ValidationError::new(
+                    "policies.jwt.issuer",
+                    "must name the token issuer (the iss claim)",
+                ));
+            }
+            match (&jwt.jwks_url, &jwt.secret_env) {
+                (Some(url), None) => {
+                    let ok =
+                        url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+                    if !ok {
+                        return Err(ValidationError::new(
+                            "policies.jwt.jwks_url",
+                            format!("{url:?} is not an http(s) URL"),
+                        ));
+                    }
+                }
+                (None, Some(var)) => {
+                    let ok = !var.is_empty()
+                        && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                    if !ok {
+                        return Err(ValidationError::new(
+                            "policies.jwt.secret_env",
+                            "must be the name of an environment variable, e.g. TOLLGATE_JWT_SECRET",
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(ValidationError::new(
+                        "policies.jwt",
+                        "set exactly one of jwks_url (RS256/ES256) and secret_env (HS256)",
+                    ));
+                }
+            }
+            if jwt.app_claim.is_empty() {
+                return Err(ValidationError::new(
+                    "policies.jwt.app_claim",
+                    "must name a claim, e.g. sub or client_id",
                 ));
             }
         }

@@ -32,6 +32,12 @@ pub enum GatewayError {
     /// The key is unknown or revoked.
     #[error("the API key is not valid; check it, or create a new one in the developer portal")]
     InvalidKey,
+    /// A bearer token failed verification.
+    #[error("the bearer token is not valid: {reason}")]
+    InvalidToken {
+        /// What failed.
+        reason: String,
+    },
     /// The key is past its expiry.
     #[error("the API key has expired; create a new one in the developer portal")]
     ExpiredKey,
@@ -90,7 +96,9 @@ impl GatewayError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::IpDenied => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::MissingKey | Self::InvalidKey | Self::ExpiredKey => StatusCode::UNAUTHORIZED,
+            Self::MissingKey | Self::InvalidKey | Self::ExpiredKey | Self::InvalidToken { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::NoSubscription | Self::SubscriptionPending | Self::SubscriptionSuspended => {
                 StatusCode::FORBIDDEN
             }
@@ -110,6 +118,7 @@ impl GatewayError {
             Self::MissingKey => "missing_key",
             Self::InvalidKey => "invalid_key",
             Self::ExpiredKey => "expired_key",
+            Self::InvalidToken { .. } => "invalid_token",
             Self::NoSubscription => "no_subscription",
             Self::SubscriptionPending => "subscription_pending",
             Self::SubscriptionSuspended => "subscription_suspended",
@@ -163,7 +172,10 @@ impl GatewayError {
             }
             _ => {}
         }
-        if matches!(self, Self::MissingKey | Self::InvalidKey | Self::ExpiredKey) {
+        if matches!(
+            self,
+            Self::MissingKey | Self::InvalidKey | Self::ExpiredKey | Self::InvalidToken { .. }
+        ) {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"tollgate\""),

@@ -30,6 +30,7 @@ use tollgate_analytics::UsageRecorder;
 use tollgate_core::{Settings, Store, StoreError};
 
 use crate::metrics::GatewayMetrics;
+use crate::policy::jwt::JwtVerifier;
 use crate::policy::quota::QuotaKeeper;
 use crate::policy::rate_limit::{RateLimiter, RedisLimiter};
 use crate::proxy::UpstreamClient;
@@ -47,6 +48,7 @@ pub struct Gateway {
     node: String,
     rate_limiter: RateLimiter,
     quotas: QuotaKeeper,
+    jwt: JwtVerifier,
     metrics: GatewayMetrics,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -92,6 +94,7 @@ impl Gateway {
             node: settings.node_name.clone(),
             rate_limiter,
             quotas: QuotaKeeper::new(store.clone(), settings.quota_lease_size),
+            jwt: JwtVerifier::new(),
             metrics,
             background: Mutex::new(Vec::new()),
         });

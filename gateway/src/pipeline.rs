@@ -16,6 +16,7 @@
 //! Transformations slot in between quota and proxy.
 //! Nothing here touches the database: the snapshot is all the state a call needs.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,11 +34,11 @@ use crate::Gateway;
 use crate::error::GatewayError;
 use crate::metering::{CountingBody, Meter, MeteredBody};
 use crate::metrics::RouteMetrics;
-use crate::policy::access;
 use crate::policy::quota::QuotaOutcome;
 use crate::policy::rate_limit::{Budget, Decision};
+use crate::policy::{access, jwt};
 use crate::proxy::{self, Identity, ProxiedBody};
-use crate::snapshot::{Access, ApiRoute, KeyGrant, Snapshot};
+use crate::snapshot::{Access, ApiRoute, AppGrant, KeyGrant, Snapshot};
 
 /// The per-call context the phases read and write.
 struct Call {
@@ -169,22 +170,42 @@ impl Gateway {
         let (identity, via_authorization, limited) = if policies.keyless {
             (None, false, None)
         } else {
-            // 3. authenticate
-            let (grant, via_authorization) = authenticate(snapshot, req.headers())?;
-            event.app_id.clone_from(&grant.app_id);
-            event.key_prefix.clone_from(&grant.prefix);
-            event.developer_id.clone_from(&grant.developer_id);
+            // 3. authenticate: a JWT where the API accepts them, else an API key
+            let (principal, via_authorization) =
+                match (&policies.jwt, jwt::bearer_jwt(req.headers())) {
+                    (Some(policy), Some(token)) => {
+                        let app_id = self.jwt.verify(policy, token).await?;
+                        let app =
+                            snapshot
+                                .app(&app_id)
+                                .ok_or_else(|| GatewayError::InvalidToken {
+                                    reason: format!(
+                                        "no app has the id {app_id:?} named by the token"
+                                    ),
+                                })?;
+                        (Principal::from_app(app), true)
+                    }
+                    _ => {
+                        let (grant, via) = authenticate(snapshot, req.headers())?;
+                        (Principal::from_key(grant), via)
+                    }
+                };
+            event.app_id.push_str(principal.app_id);
+            event.key_prefix.push_str(principal.key_prefix);
+            event.developer_id.push_str(principal.developer_id);
 
             // 4. authorize
-            let access = authorize(grant, route)?;
+            let access = authorize(principal.access, route)?;
             event.plan_id.clone_from(&access.plan_id);
             event.subscription_id.clone_from(&access.subscription_id);
-            if !grant.used.load(Ordering::Relaxed) {
-                grant.used.store(true, Ordering::Relaxed);
+            if let Some(used) = principal.used
+                && !used.load(Ordering::Relaxed)
+            {
+                used.store(true, Ordering::Relaxed);
             }
 
             // 5. rate limit
-            let limited = self.rate_limit(grant, access).await?;
+            let limited = self.rate_limit(&principal, access).await?;
 
             // 6. quota
             if let Some(rule) = &access.quota {
@@ -207,8 +228,8 @@ impl Gateway {
                 }
             }
             let identity = Identity {
-                app_id: &grant.app_id,
-                developer_id: &grant.developer_id,
+                app_id: principal.app_id,
+                developer_id: principal.developer_id,
                 plan_id: &access.plan_id,
                 subscription_id: &access.subscription_id,
             };
@@ -257,7 +278,7 @@ impl Gateway {
     /// Rate-limit phase: every limit of the plan, counted per key or per app.
     async fn rate_limit(
         &self,
-        grant: &KeyGrant,
+        principal: &Principal<'_>,
         access: &Access,
     ) -> Result<Option<Decision>, GatewayError> {
         if access.rate_limits.is_empty() {
@@ -269,8 +290,8 @@ impl Gateway {
             .enumerate()
             .map(|(i, limit)| {
                 let counted = match limit.per {
-                    RateScope::Key => &grant.key_id,
-                    RateScope::App => &grant.app_id,
+                    RateScope::Key => principal.key_id.unwrap_or(principal.app_id),
+                    RateScope::App => principal.app_id,
                 };
                 Budget {
                     id: format!("{}:{i}:{counted}", access.plan_id),
@@ -300,6 +321,43 @@ fn rate_limit_headers(headers: &mut HeaderMap, d: &Decision) {
     headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
     headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
     headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(d.reset)));
+}
+
+/// Who a call is made for, from an API key or a bearer token.
+struct Principal<'s> {
+    app_id: &'s str,
+    developer_id: &'s str,
+    /// The key, for per-key rate limits (tokens count per app).
+    key_id: Option<&'s str>,
+    /// The key's visible prefix; empty for tokens.
+    key_prefix: &'s str,
+    access: &'s HashMap<String, Access>,
+    /// The key's last-use mark.
+    used: Option<&'s std::sync::atomic::AtomicBool>,
+}
+
+impl<'s> Principal<'s> {
+    fn from_key(grant: &'s KeyGrant) -> Self {
+        Self {
+            app_id: &grant.app_id,
+            developer_id: &grant.developer_id,
+            key_id: Some(&grant.key_id),
+            key_prefix: &grant.prefix,
+            access: &grant.access,
+            used: Some(&grant.used),
+        }
+    }
+
+    fn from_app(app: &'s AppGrant) -> Self {
+        Self {
+            app_id: &app.app_id,
+            developer_id: &app.developer_id,
+            key_id: None,
+            key_prefix: "",
+            access: &app.access,
+            used: None,
+        }
+    }
 }
 
 /// Authenticate phase: finds the presented key in the snapshot. Returns the
@@ -341,11 +399,11 @@ fn presented_key(headers: &HeaderMap) -> Option<(&str, bool)> {
 
 /// Authorize phase: the key's app must hold an active subscription to a plan
 /// that covers the routed API.
-fn authorize<'g>(grant: &'g KeyGrant, route: &ApiRoute) -> Result<&'g Access, GatewayError> {
-    let access = grant
-        .access
-        .get(&route.id)
-        .ok_or(GatewayError::NoSubscription)?;
+fn authorize<'g>(
+    access: &'g HashMap<String, Access>,
+    route: &ApiRoute,
+) -> Result<&'g Access, GatewayError> {
+    let access = access.get(&route.id).ok_or(GatewayError::NoSubscription)?;
     match access.status {
         SubscriptionStatus::Active => Ok(access),
         SubscriptionStatus::Pending => Err(GatewayError::SubscriptionPending),

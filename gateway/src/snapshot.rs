@@ -98,6 +98,17 @@ pub struct KeyGrant {
     pub used: AtomicBool,
 }
 
+/// An app as bearer tokens name it.
+#[derive(Debug)]
+pub struct AppGrant {
+    /// App id.
+    pub app_id: String,
+    /// The app's developer.
+    pub developer_id: String,
+    /// Access by API id.
+    pub access: Arc<HashMap<String, Access>>,
+}
+
 /// Routes and keys at one configuration version.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -106,6 +117,7 @@ pub struct Snapshot {
     /// Routes, longest base path first so the most specific prefix wins.
     routes: Vec<ApiRoute>,
     keys: HashMap<KeyHash, KeyGrant>,
+    apps: HashMap<String, AppGrant>,
 }
 
 fn rank(status: SubscriptionStatus) -> u8 {
@@ -206,10 +218,29 @@ impl Snapshot {
             })
             .collect();
 
+        let apps = config
+            .apps
+            .iter()
+            .map(|(app_id, developer_id)| {
+                (
+                    app_id.clone(),
+                    AppGrant {
+                        app_id: app_id.clone(),
+                        developer_id: developer_id.clone(),
+                        access: by_app
+                            .get(app_id.as_str())
+                            .cloned()
+                            .unwrap_or_else(|| empty.clone()),
+                    },
+                )
+            })
+            .collect();
+
         Self {
             version: config.version,
             routes,
             keys,
+            apps,
         }
     }
 
@@ -225,6 +256,11 @@ impl Snapshot {
     /// The grant of a presented key.
     pub fn key(&self, hash: &KeyHash) -> Option<&KeyGrant> {
         self.keys.get(hash)
+    }
+
+    /// An app named by a bearer token.
+    pub fn app(&self, app_id: &str) -> Option<&AppGrant> {
+        self.apps.get(app_id)
     }
 
     /// Ids of keys accepted since the last call, clearing the marks.
@@ -330,10 +366,13 @@ mod tests {
                     quota: None,
                 },
             ],
+            apps: vec![("app_1".into(), "usr_1".into())],
         };
         let s = Snapshot::build(&config, None, &GatewayMetrics::new());
         let grant = s.key(&hash).unwrap();
         assert_eq!(grant.access["a"].subscription_id, "sub_a");
+        assert_eq!(s.app("app_1").unwrap().access["a"].subscription_id, "sub_a");
+        assert!(s.app("app_2").is_none());
         assert!(s.key(&KeyHash::of("other")).is_none());
 
         grant.used.store(true, Ordering::Relaxed);

@@ -105,3 +105,62 @@ pub async fn closed_port() -> SocketAddr {
         .expect("bind loopback");
     l.local_addr().expect("bound address")
 }
+
+/// A server that answers every GET with one JSON document (a JWKS, say) and
+/// counts the requests.
+#[derive(Debug)]
+pub struct JsonServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests served so far.
+    pub hits: Arc<AtomicUsize>,
+    doc: Arc<std::sync::Mutex<serde_json::Value>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JsonServer {
+    /// Serves `doc` at every path.
+    pub async fn start(doc: serde_json::Value) -> Self {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let doc = Arc::new(std::sync::Mutex::new(doc));
+        let counter = hits.clone();
+        let served = doc.clone();
+        let app = Router::new().fallback(move || {
+            let doc = served.lock().expect("not poisoned").clone();
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                axum::Json(doc)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("bound address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            hits,
+            doc,
+            task,
+        }
+    }
+
+    /// Serves `doc` from now on.
+    pub fn set(&self, doc: serde_json::Value) {
+        *self.doc.lock().expect("not poisoned") = doc;
+    }
+
+    /// Its URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for JsonServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -5,6 +5,7 @@
 mod admin;
 mod cli;
 mod gateway;
+mod jwt;
 mod multiprocess;
 mod policies;
 mod quotas;

@@ -74,6 +74,8 @@ pub struct GatewayConfig {
     pub keys: Vec<KeyRecord>,
     /// Subscriptions that are not cancelled.
     pub subscriptions: Vec<SubscriptionRecord>,
+    /// Every app with its developer: `(app_id, developer_id)`.
+    pub apps: Vec<(String, String)>,
 }
 
 impl Store {
@@ -175,8 +177,15 @@ impl Store {
                 api_ids,
             });
         }
+        let apps = sqlx::query("SELECT id, developer_id FROM apps")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("developer_id")?)))
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok(GatewayConfig {
             version,
+            apps,
             apis,
             keys,
             subscriptions,

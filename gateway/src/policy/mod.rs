@@ -1,5 +1,6 @@
 //! Policies that run between authorization and the proxy, each in its own module.
 
 pub mod access;
+pub mod jwt;
 pub mod quota;
 pub mod rate_limit;
