@@ -15,6 +15,14 @@ pub enum GatewayError {
     /// No API is published at this path.
     #[error("no API is published at this path")]
     NoRoute,
+    /// The path is documented but not for this method.
+    #[error("this operation does not take the {method} method")]
+    MethodNotAllowed {
+        /// The request's method.
+        method: String,
+        /// The methods the path takes, for `Allow`.
+        allowed: String,
+    },
     /// The client's address is not allowed for this API.
     #[error("your network is not allowed to call this API")]
     IpDenied,
@@ -94,6 +102,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::IpDenied => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MissingKey | Self::InvalidKey | Self::ExpiredKey | Self::InvalidToken { .. } => {
@@ -113,6 +122,7 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NoRoute => "no_route",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::IpDenied => "ip_denied",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::MissingKey => "missing_key",
@@ -165,6 +175,11 @@ impl GatewayError {
                 let secs = (reset_at_ms - now).max(0).div_euclid(1000) + 1;
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            Self::MethodNotAllowed { allowed, .. } => {
+                if let Ok(v) = HeaderValue::from_str(allowed) {
+                    resp.headers_mut().insert(header::ALLOW, v);
+                }
             }
             Self::RateLimiterUnavailable => {
                 resp.headers_mut()

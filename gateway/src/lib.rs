@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod proxy;
 mod reload;
+pub mod routing;
 pub mod snapshot;
 
 use std::convert::Infallible;

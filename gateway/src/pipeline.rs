@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tollgate_analytics::UsageEvent;
@@ -38,6 +38,7 @@ use crate::policy::quota::QuotaOutcome;
 use crate::policy::rate_limit::{Budget, Decision};
 use crate::policy::{access, jwt};
 use crate::proxy::{self, Identity, ProxiedBody};
+use crate::routing::OperationMatch;
 use crate::snapshot::{Access, ApiRoute, AppGrant, KeyGrant, Snapshot};
 
 /// The per-call context the phases read and write.
@@ -166,6 +167,25 @@ impl Gateway {
             call.cors = access::allowed_origin(cors, req.headers()).map(|o| (policies.clone(), o));
         }
         access::check_body_size(policies, req.headers())?;
+
+        // The operation, when the API documents its paths.
+        match route.operations.route(rest, req.method()) {
+            OperationMatch::Unrestricted => {}
+            OperationMatch::Matched(template) => {
+                if template != "/" {
+                    event.route.push_str(template);
+                }
+            }
+            OperationMatch::MethodNotAllowed { template, allowed } => {
+                event.route.push_str(template);
+                let allowed: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+                return Err(GatewayError::MethodNotAllowed {
+                    method: req.method().to_string(),
+                    allowed: allowed.join(", "),
+                });
+            }
+            OperationMatch::NotFound => return Err(GatewayError::NoRoute),
+        }
 
         let (identity, via_authorization, limited) = if policies.keyless {
             (None, false, None)

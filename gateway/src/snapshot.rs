@@ -14,6 +14,7 @@ use tollgate_core::model::{ApiPolicies, RateLimit, SubscriptionStatus};
 use tollgate_core::store::{GatewayConfig, QuotaRule};
 
 use crate::metrics::{GatewayMetrics, RouteMetrics};
+use crate::routing::Operations;
 
 /// One upstream target of an API.
 #[derive(Debug, Clone)]
@@ -53,6 +54,8 @@ pub struct ApiRoute {
     pub metrics: Arc<RouteMetrics>,
     /// Access policies (keyless, IP lists, CORS, body size).
     pub policies: Arc<ApiPolicies>,
+    /// The operations of the API's OpenAPI document.
+    pub operations: Operations,
     next_target: AtomicUsize,
 }
 
@@ -157,6 +160,7 @@ impl Snapshot {
                     targets,
                     metrics: metrics.route(&api.slug),
                     policies: Arc::new(api.policies.clone()),
+                    operations: Operations::from_openapi(api.openapi.as_ref()),
                     next_target: AtomicUsize::new(0),
                 })
             })

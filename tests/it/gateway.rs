@@ -463,3 +463,53 @@ async fn metrics_count_calls_by_api_and_class() {
     assert_eq!(get("tollgate_config_apis"), 1.0);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_follow_the_openapi_document() {
+    let app = TestApp::start(Stack::Embedded).await;
+    let upstream = Upstream::echo().await;
+    let p = app.provision("ops", &upstream.url()).await;
+    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
+    let api_id = apis["data"][0]["id"].as_str().unwrap().to_owned();
+    let doc = json!({"openapi": "3.0.3", "info": {"title": "Ops", "version": "1"}, "paths": {
+        "/users/{id}": {"get": {}, "delete": {}},
+        "/users/me": {"get": {}},
+        "/users": {"post": {}}
+    }});
+    let (s, _) = app
+        .admin(
+            "PATCH",
+            &format!("/admin/apis/{api_id}"),
+            Some(json!({"openapi": doc})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    app.synced().await;
+
+    assert_eq!(app.call("/ops/users/42", Some(&p.key)).await.status(), 200);
+    assert_eq!(app.call("/ops/users/me", Some(&p.key)).await.status(), 200);
+    let (s, code, _) = error_code(app.call("/ops/admin", Some(&p.key)).await).await;
+    assert_eq!((s, code.as_str()), (404, "no_route"));
+    let resp = app.call("/ops/users", Some(&p.key)).await;
+    assert_eq!(resp.headers()["allow"], "POST");
+    let (s, code, _) = error_code(resp).await;
+    assert_eq!((s, code.as_str()), (405, "method_not_allowed"));
+    assert_eq!(upstream.hits(), 2);
+
+    // Usage events name the operation's template.
+    let events = tollgate_testkit::eventually(Duration::from_secs(3), || async {
+        let e = app.usage_events().await;
+        (e.len() >= 4).then_some(e)
+    })
+    .await
+    .unwrap();
+    let routes: Vec<&str> = events
+        .iter()
+        .map(|e| e["route"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        routes,
+        ["/ops/users/{id}", "/ops/users/me", "/ops", "/ops/users"]
+    );
+    app.stop().await;
+}
