@@ -267,6 +267,70 @@ pub struct ApiPolicies {
     /// JWT bearer tokens accepted besides API keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtPolicy>,
+    /// How calls are spread over the upstream targets and failing ones avoided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamPolicy>,
+}
+
+text_enum! {
+    /// How a call's target is chosen among an API's upstreams.
+    Balance {
+        /// In turn.
+        RoundRobin = "round_robin",
+        /// The target with the fewest calls in flight.
+        LeastConnections = "least_connections",
+        /// The same app (or header value) always to the same target while it is healthy.
+        ConsistentHash = "consistent_hash",
+    }
+}
+
+fn default_balance() -> Balance {
+    Balance::RoundRobin
+}
+fn default_failures() -> u32 {
+    5
+}
+fn default_cooldown() -> u64 {
+    10_000
+}
+fn default_retries() -> u32 {
+    1
+}
+
+/// Load balancing, passive health and retries of an API's upstream targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamPolicy {
+    /// How targets are chosen; round robin by default.
+    #[serde(default = "default_balance")]
+    pub balance: Balance,
+    /// For consistent hashing: the request header whose value picks the target
+    /// (the app when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_header: Option<String>,
+    /// Consecutive failures (connect errors, timeouts, 502/503/504) that take a
+    /// target out of rotation; 5 by default.
+    #[serde(default = "default_failures")]
+    pub max_failures: u32,
+    /// How long a failing target stays out before one trial call; 10 s by default.
+    #[serde(default = "default_cooldown")]
+    pub cooldown_ms: u64,
+    /// Extra attempts on another target when a target cannot be reached, for
+    /// idempotent calls without a body; 1 by default.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+impl Default for UpstreamPolicy {
+    fn default() -> Self {
+        Self {
+            balance: default_balance(),
+            hash_header: None,
+            max_failures: default_failures(),
+            cooldown_ms: default_cooldown(),
+            retries: default_retries(),
+        }
+    }
 }
 
 fn default_app_claim() -> String {
@@ -374,6 +438,28 @@ impl ApiPolicies {
                 ));
             }
         }
+        if let Some(u) = &self.upstream {
+            if u.max_failures == 0 {
+                return Err(ValidationError::new(
+                    "policies.upstream.max_failures",
+                    "must be at least 1",
+                ));
+            }
+            if u.retries > 5 {
+                return Err(ValidationError::new(
+                    "policies.upstream.retries",
+                    "must be at most 5",
+                ));
+            }
+            if let Some(h) = &u.hash_header
+                && http_header_name(h).is_none()
+            {
+                return Err(ValidationError::new(
+                    "policies.upstream.hash_header",
+                    format!("{h:?} is not a header name"),
+                ));
+            }
+        }
         if self.max_body_bytes == Some(0) {
             return Err(ValidationError::new(
                 "policies.max_body_bytes",
@@ -382,6 +468,13 @@ impl ApiPolicies {
         }
         Ok(())
     }
+}
+
+fn http_header_name(h: &str) -> Option<()> {
+    (!h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    .then_some(())
 }
 
 fn default_cors_methods() -> Vec<String> {

@@ -83,6 +83,9 @@ pub enum GatewayError {
     /// Redis could not decide and the failure mode is closed.
     #[error("rate limits cannot be checked right now; retry shortly")]
     RateLimiterUnavailable,
+    /// Every upstream target is out of rotation (failing).
+    #[error("the upstream service is unavailable; retry shortly")]
+    UpstreamUnavailable,
     /// The upstream could not be reached.
     #[error("the upstream service could not be reached")]
     UpstreamUnreachable,
@@ -114,6 +117,7 @@ impl GatewayError {
             Self::RateLimited { .. } | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::RateLimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -136,6 +140,7 @@ impl GatewayError {
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::RateLimiterUnavailable => "rate_limiter_unavailable",
             Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
         }
     }

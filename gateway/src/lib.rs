@@ -6,6 +6,7 @@
 //! background, and the request path never touches the database. If the database
 //! goes away the gateway keeps serving its last snapshot.
 
+pub mod balancer;
 pub mod error;
 pub mod metering;
 pub mod metrics;

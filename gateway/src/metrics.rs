@@ -228,6 +228,33 @@ impl Collector for LiveCounters {
             snapshot.key_count() as i64,
         )?;
 
+        let mut healthy = encoder.encode_descriptor(
+            "tollgate_upstream_targets_healthy",
+            "Upstream targets in rotation (passive health), by API",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for route in snapshot.routes() {
+            let labels = ApiLabels {
+                api: route.slug.clone(),
+            };
+            ConstGauge::new(route.balancer.healthy() as i64)
+                .encode(healthy.encode_family(&labels)?)?;
+        }
+        let mut total = encoder.encode_descriptor(
+            "tollgate_upstream_targets",
+            "Upstream targets configured, by API",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for route in snapshot.routes() {
+            let labels = ApiLabels {
+                api: route.slug.clone(),
+            };
+            ConstGauge::new(route.balancer.targets.len() as i64)
+                .encode(total.encode_family(&labels)?)?;
+        }
+
         let rl = &gw.rate_limiter.stats;
         labelled(
             &mut encoder,

@@ -31,6 +31,7 @@ use tollgate_core::key::KeyHash;
 use tollgate_core::model::{ApiPolicies, RateScope, SubscriptionStatus};
 
 use crate::Gateway;
+use crate::balancer::Outcome;
 use crate::error::GatewayError;
 use crate::metering::{CountingBody, Meter, MeteredBody};
 use crate::metrics::RouteMetrics;
@@ -257,35 +258,107 @@ impl Gateway {
         };
 
         // 7. proxy
-        let target = route.pick_target();
-        let uri = proxy::upstream_uri(target, rest, req.uri().query()).map_err(|e| {
-            tracing::warn!(error = %e, api = %route.slug, "cannot build the upstream URI");
-            GatewayError::UpstreamUnreachable
-        })?;
+        let balancer = &route.balancer;
+        let hash_key = match &balancer.policy.hash_header {
+            Some(h) => req
+                .headers()
+                .get(h.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            None => identity.map(|id| id.app_id.to_owned()),
+        };
+        let rest_start = route.base_path.len();
         let (mut parts, body) = req.into_parts();
-        parts.uri = uri;
         parts.version = Version::HTTP_11;
+        let uri = parts.uri.clone();
+        let rest = &uri.path()[rest_start..];
         proxy::prepare_headers(
             &mut parts.headers,
-            target,
+            // Host is set per target below.
+            &balancer.targets[0].target,
             &event.client_ip,
             request_id,
             via_authorization,
             identity,
         );
+        // Only idempotent calls without a body are sent again after a target fails.
+        let retriable = matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
+        ) && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+            && parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|v| v.as_bytes() == b"0");
+        let retries = if retriable {
+            balancer.policy.retries as usize
+        } else {
+            0
+        };
         let max_body = policies.max_body_bytes;
-        let body = CountingBody::new(body, bytes_in.clone(), max_body);
-        let upstream_req = Request::from_parts(parts, body);
         let rid = request_id.to_str().unwrap_or_default();
-        let proxied = proxy::forward(&self.client, upstream_req, self.upstream_timeout, rid)
-            .await
-            .map_err(|e| match max_body {
-                // The body was cut off at the limit: the client's fault, not the upstream's.
-                Some(max) if bytes_in.load(Ordering::Relaxed) > max => {
-                    GatewayError::BodyTooLarge { max }
-                }
-                _ => e,
+        let mut body = Some(body);
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last_error = None;
+        let proxied = loop {
+            // No target left: the last attempt's error, or 503 if none was tried.
+            let pick = balancer.pick(hash_key.as_deref(), &tried).ok_or_else(|| {
+                last_error
+                    .take()
+                    .unwrap_or(GatewayError::UpstreamUnavailable)
             })?;
+            let target_uri = proxy::upstream_uri(pick.target, rest, uri.query()).map_err(|e| {
+                tracing::warn!(error = %e, api = %route.slug, "cannot build the upstream URI");
+                GatewayError::UpstreamUnreachable
+            })?;
+            let mut attempt = http::request::Builder::new()
+                .method(parts.method.clone())
+                .uri(target_uri)
+                .version(parts.version)
+                .body(())
+                .expect("method, URI and version are valid");
+            *attempt.headers_mut() = if retries > tried.len() {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
+            if let Ok(host) = HeaderValue::from_str(pick.target.authority.as_str()) {
+                attempt.headers_mut().insert(header::HOST, host);
+            }
+            let upstream_body = match body.take() {
+                Some(b) => Either::Left(b),
+                None => Either::Right(http_body_util::Empty::new()),
+            };
+            let upstream_req =
+                attempt.map(|()| CountingBody::new(upstream_body, bytes_in.clone(), max_body));
+            match proxy::forward(&self.client, upstream_req, self.upstream_timeout, rid).await {
+                Ok(p) => {
+                    let status = p.response.status().as_u16();
+                    let outcome = if matches!(status, 502..=504) {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    };
+                    balancer.report(pick.index, outcome);
+                    break p;
+                }
+                Err(e) => {
+                    balancer.report(pick.index, Outcome::Failure);
+                    if let Some(max) = max_body
+                        && bytes_in.load(Ordering::Relaxed) > max
+                    {
+                        // The body was cut off at the limit: the client's fault, not the upstream's.
+                        return Err(GatewayError::BodyTooLarge { max });
+                    }
+                    if e == GatewayError::UpstreamUnreachable && tried.len() < retries {
+                        tried.push(pick.index);
+                        last_error = Some(e);
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        };
         event.upstream_latency_us =
             u32::try_from(proxied.upstream_latency.as_micros()).unwrap_or(u32::MAX);
         let mut response = proxied.response;

@@ -6,13 +6,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::uri::{Authority, Scheme};
 use tollgate_core::key::KeyHash;
 use tollgate_core::model::{ApiPolicies, RateLimit, SubscriptionStatus};
 use tollgate_core::store::{GatewayConfig, QuotaRule};
 
+use crate::balancer::Balancer;
 use crate::metrics::{GatewayMetrics, RouteMetrics};
 use crate::routing::Operations;
 
@@ -48,23 +49,14 @@ pub struct ApiRoute {
     pub slug: String,
     /// Path prefix on the gateway.
     pub base_path: String,
-    /// Upstream targets, used in turn.
-    pub targets: Vec<Target>,
+    /// Upstream targets, their health and how calls are spread over them.
+    pub balancer: Arc<Balancer>,
     /// The API's metric handles.
     pub metrics: Arc<RouteMetrics>,
     /// Access policies (keyless, IP lists, CORS, body size).
     pub policies: Arc<ApiPolicies>,
     /// The operations of the API's OpenAPI document.
     pub operations: Operations,
-    next_target: AtomicUsize,
-}
-
-impl ApiRoute {
-    /// The next target, round-robin.
-    pub fn pick_target(&self) -> &Target {
-        let i = self.next_target.fetch_add(1, Ordering::Relaxed);
-        &self.targets[i % self.targets.len()]
-    }
 }
 
 /// What a key's app may call: per API id, the best subscription covering it.
@@ -144,24 +136,30 @@ impl Snapshot {
             .apis
             .iter()
             .filter_map(|api| {
-                let targets: Vec<Target> = api
+                let targets: Vec<(String, Target)> = api
                     .upstreams
                     .iter()
-                    .filter_map(|u| Target::parse(u))
+                    .filter_map(|u| Target::parse(u).map(|t| (u.clone(), t)))
                     .collect();
                 if targets.is_empty() {
                     tracing::warn!(api = %api.slug, "API has no usable upstream; not routed");
                     return None;
                 }
+                let policy = api.policies.upstream.clone().unwrap_or_default();
+                // Health state survives a reload while targets and policy stay the same.
+                let kept = previous
+                    .and_then(|p| p.routes.iter().find(|r| r.id == api.id))
+                    .map(|r| r.balancer.clone())
+                    .filter(|b| b.same_as(&api.upstreams, &policy));
+                let balancer = kept.unwrap_or_else(|| Arc::new(Balancer::new(targets, policy)));
                 Some(ApiRoute {
                     id: api.id.clone(),
                     slug: api.slug.clone(),
                     base_path: api.base_path.clone(),
-                    targets,
+                    balancer,
                     metrics: metrics.route(&api.slug),
                     policies: Arc::new(api.policies.clone()),
                     operations: Operations::from_openapi(api.openapi.as_ref()),
-                    next_target: AtomicUsize::new(0),
                 })
             })
             .collect();
@@ -276,6 +274,11 @@ impl Snapshot {
             .collect()
     }
 
+    /// The routed APIs, most specific base path first.
+    pub fn routes(&self) -> &[ApiRoute] {
+        &self.routes
+    }
+
     /// Number of routed APIs.
     pub fn route_count(&self) -> usize {
         self.routes.len()
@@ -333,7 +336,7 @@ mod tests {
         );
         assert!(s.route("/weatherman").is_none());
         assert!(s.route("/").is_none());
-        assert_eq!(s.routes[0].targets[0].path, "/v1");
+        assert_eq!(s.routes[0].balancer.targets[0].target.path, "/v1");
     }
 
     #[test]

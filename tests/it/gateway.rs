@@ -461,6 +461,14 @@ async fn metrics_count_calls_by_api_and_class() {
     assert_eq!(get("tollgate_usage_queue_depth"), 0.0);
     assert_eq!(get("tollgate_config_keys"), 1.0);
     assert_eq!(get("tollgate_config_apis"), 1.0);
+    assert_eq!(
+        get(r#"tollgate_upstream_targets_healthy{api="metered"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"tollgate_quota_decisions_total{decision="exceeded"}"#),
+        0.0
+    );
     app.stop().await;
 }
 
@@ -511,5 +519,86 @@ async fn routes_follow_the_openapi_document() {
         routes,
         ["/ops/users/{id}", "/ops/users/me", "/ops", "/ops/users"]
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_targets_are_retried_then_taken_out_of_rotation() {
+    let app = TestApp::start(Stack::Embedded).await;
+    let live = Upstream::echo().await;
+    let dead = closed_port().await;
+    let p = app.provision("lb", &live.url()).await;
+    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
+    let api_id = apis["data"][0]["id"].as_str().unwrap().to_owned();
+    let (s, b) = app
+        .admin(
+            "PATCH",
+            &format!("/admin/apis/{api_id}"),
+            Some(json!({"upstreams": [format!("http://{dead}"), live.url()],
+                        "policies": {"upstream": {"max_failures": 2, "cooldown_ms": 60000, "retries": 1}}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    app.synced().await;
+
+    // GETs that land on the dead target are retried on the live one.
+    for _ in 0..6 {
+        assert_eq!(app.call("/lb/x", Some(&p.key)).await.status(), 200);
+    }
+    assert_eq!(live.hits(), 6);
+    // A POST with a body is never sent twice: when it lands on the dead target it fails.
+    // The dead target is out of rotation by now (two failures), so it lands on the live one.
+    let resp = app
+        .http
+        .post(app.gateway("/lb/x"))
+        .header("x-api-key", &p.key)
+        .body("once")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // Consistent hashing by a header keeps a client on one target.
+    let other = Upstream::echo().await;
+    app.admin(
+        "PATCH",
+        &format!("/admin/apis/{api_id}"),
+        Some(json!({"upstreams": [live.url(), other.url()],
+                    "policies": {"upstream": {"balance": "consistent_hash", "hash_header": "x-user"}}})),
+    )
+    .await;
+    app.synced().await;
+    let (before_live, before_other) = (live.hits(), other.hits());
+    for _ in 0..10 {
+        let resp = app
+            .http
+            .get(app.gateway("/lb/x"))
+            .header("x-api-key", &p.key)
+            .header("x-user", "u-42")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let moved = (live.hits() - before_live, other.hits() - before_other);
+    assert!(
+        moved == (10, 0) || moved == (0, 10),
+        "one user, one target: {moved:?}"
+    );
+
+    // With every target failing, calls are refused at once with 503.
+    let dead2 = closed_port().await;
+    app.admin(
+        "PATCH",
+        &format!("/admin/apis/{api_id}"),
+        Some(json!({"upstreams": [format!("http://{dead}"), format!("http://{dead2}")],
+                    "policies": {"upstream": {"max_failures": 1, "cooldown_ms": 60000, "retries": 1}}})),
+    )
+    .await;
+    app.synced().await;
+    let (s, code, _) = error_code(app.call("/lb/x", Some(&p.key)).await).await;
+    assert_eq!((s, code.as_str()), (502, "upstream_unreachable"));
+    let (s, code, _) = error_code(app.call("/lb/x", Some(&p.key)).await).await;
+    assert_eq!((s, code.as_str()), (503, "upstream_unavailable"));
     app.stop().await;
 }
