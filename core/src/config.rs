@@ -166,6 +166,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "Calls a gateway leases at once from a subscription's quota counter; bounds how many calls a hard quota may under-admit per gateway.",
     },
     SettingSpec {
+        key: "access_log",
+        env: "TOLLGATE_ACCESS_LOG",
+        default: "off",
+        doc: "`json` writes one JSON object per answered call to standard output (the usage event's fields); `off` writes none.",
+    },
+    SettingSpec {
         key: "workers",
         env: "TOLLGATE_WORKERS",
         default: "0",
@@ -226,6 +232,8 @@ pub struct Settings {
     pub redis_timeout: Duration,
     /// Refuse calls (true) or fall back to local limits (false) when Redis fails.
     pub rate_limit_fail_closed: bool,
+    /// One JSON line per answered call on standard output.
+    pub access_log: bool,
     /// Calls leased at once from a quota counter.
     pub quota_lease_size: u32,
     /// Worker threads; `None` means one per CPU core.
@@ -522,6 +530,17 @@ impl Settings {
                         "rate_limit_failure_mode",
                         other,
                         "is not a failure mode; expected open or closed",
+                    ));
+                }
+            },
+            access_log: match l.raw("access_log").unwrap_or("off") {
+                "off" => false,
+                "json" => true,
+                other => {
+                    return Err(l.invalid(
+                        "access_log",
+                        other,
+                        "is not an access log format; expected json or off",
                     ));
                 }
             },

@@ -6,6 +6,7 @@
 //! background, and the request path never touches the database. If the database
 //! goes away the gateway keeps serving its last snapshot.
 
+pub mod access_log;
 pub mod balancer;
 pub mod error;
 pub mod metering;
@@ -31,6 +32,7 @@ use tokio::net::TcpListener;
 use tollgate_analytics::UsageRecorder;
 use tollgate_core::{Settings, Store, StoreError};
 
+use crate::access_log::AccessLog;
 use crate::metrics::GatewayMetrics;
 use crate::policy::jwt::JwtVerifier;
 use crate::policy::quota::QuotaKeeper;
@@ -51,6 +53,7 @@ pub struct Gateway {
     rate_limiter: RateLimiter,
     quotas: QuotaKeeper,
     jwt: JwtVerifier,
+    access_log: Option<AccessLog>,
     metrics: GatewayMetrics,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -97,6 +100,7 @@ impl Gateway {
             rate_limiter,
             quotas: QuotaKeeper::new(store.clone(), settings.quota_lease_size),
             jwt: JwtVerifier::new(),
+            access_log: settings.access_log.then(AccessLog::start),
             metrics,
             background: Mutex::new(Vec::new()),
         });

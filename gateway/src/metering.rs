@@ -11,6 +11,7 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use tollgate_analytics::{UsageEvent, UsageRecorder};
 
+use crate::access_log::AccessLog;
 use crate::metrics::RouteMetrics;
 
 /// A request body that counts the bytes it passes on and, with a limit, fails
@@ -93,6 +94,8 @@ pub struct Meter {
     pub recorder: UsageRecorder,
     /// The routed API's metrics (or the unrouted ones).
     pub metrics: Arc<RouteMetrics>,
+    /// The structured access log, when enabled.
+    pub access_log: Option<AccessLog>,
 }
 
 impl Meter {
@@ -104,6 +107,9 @@ impl Meter {
         let upstream = (self.event.upstream_latency_us > 0)
             .then(|| std::time::Duration::from_micros(u64::from(self.event.upstream_latency_us)));
         self.metrics.observe(self.event.status, latency, upstream);
+        if let Some(log) = &self.access_log {
+            log.record(&self.event);
+        }
         self.recorder.record(self.event);
     }
 }

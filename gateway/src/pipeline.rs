@@ -134,6 +134,7 @@ impl Gateway {
                     bytes_in: call.bytes_in,
                     recorder: self.recorder.clone(),
                     metrics: call.metrics,
+                    access_log: self.access_log.clone(),
                 },
             )
         })

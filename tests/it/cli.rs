@@ -31,6 +31,8 @@ pub fn tollgate() -> Command {
 pub struct Process {
     pub child: Child,
     pub lines: Vec<String>,
+    /// What it printed after "Press Ctrl-C" (access log lines, say).
+    pub later: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Process {
@@ -63,8 +65,18 @@ impl Process {
             );
         }
         // Keep draining stdout so the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = reader.next_line().await {} });
-        Self { child, lines }
+        let later = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = later.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = reader.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            child,
+            lines,
+            later,
+        }
     }
 
     /// The value printed after `label` (e.g. `Gateway:`).
@@ -351,3 +363,39 @@ async fn sigterm_drains_usage(stack: Stack) {
     }
 }
 crate::on_both_stacks!(sigterm_drains_usage, super::sigterm_drains_usage);
+
+#[tokio::test]
+async fn json_access_log_has_one_line_per_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tollgate();
+    cmd.env("TOLLGATE_DATA_DIR", dir.path())
+        .env("TOLLGATE_ACCESS_LOG", "json")
+        .arg("up");
+    let process = Process::spawn(cmd).await;
+    let gateway = process.printed("Gateway:");
+    for i in 0..3 {
+        let resp = reqwest::get(format!("{gateway}/nothing/{i}"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+    }
+    let later = process.later.clone();
+    let lines = tollgate_testkit::eventually(Duration::from_secs(3), || {
+        let later = later.clone();
+        async move {
+            let lines = later.lock().unwrap().clone();
+            (lines.len() >= 3).then_some(lines)
+        }
+    })
+    .await
+    .expect("three access log lines");
+    for line in &lines[..3] {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["status"], 404);
+        assert_eq!(v["error_code"], "no_route");
+        assert_eq!(v["method"], "GET");
+        assert!(v["id"].as_str().is_some_and(|id| id.len() == 36));
+    }
+    assert!(process.terminate().await.success());
+}
