@@ -270,6 +270,120 @@ pub struct ApiPolicies {
     /// How calls are spread over the upstream targets and failing ones avoided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamPolicy>,
+    /// Changes made to requests on the way up and to responses on the way back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<TransformPolicy>,
+}
+
+/// Header changes: removed first, then renamed, then added (replacing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOps {
+    /// Headers removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    /// Headers renamed, old name to new name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rename: std::collections::BTreeMap<String, String>,
+    /// Headers set, name to value.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub add: std::collections::BTreeMap<String, String>,
+}
+
+/// Query parameter changes: removed first, then added (replacing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryOps {
+    /// Parameters removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    /// Parameters set, name to value.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub add: std::collections::BTreeMap<String, String>,
+}
+
+/// Path rewrite of the part after the API's base path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathRewrite {
+    /// Removed from the start of the path when present, e.g. `/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<String>,
+    /// Put in front of the path, e.g. `/api`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_prefix: Option<String>,
+}
+
+/// Request and response transformations of an API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformPolicy {
+    /// Changes to the headers sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderOps>,
+    /// Changes to the headers sent back to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderOps>,
+    /// Changes to the query string sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<QueryOps>,
+    /// Rewrite of the upstream path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewrite>,
+}
+
+impl TransformPolicy {
+    fn validate(&self) -> Result<(), ValidationError> {
+        for (field, ops) in [
+            ("request_headers", &self.request_headers),
+            ("response_headers", &self.response_headers),
+        ] {
+            let Some(ops) = ops else { continue };
+            let names = ops
+                .remove
+                .iter()
+                .chain(ops.rename.keys())
+                .chain(ops.rename.values())
+                .chain(ops.add.keys());
+            for name in names {
+                if http_header_name(name).is_none() {
+                    return Err(ValidationError::new(
+                        format!("policies.transform.{field}"),
+                        format!("{name:?} is not a header name"),
+                    ));
+                }
+            }
+            for (name, value) in &ops.add {
+                if value.chars().any(|c| c.is_control()) {
+                    return Err(ValidationError::new(
+                        format!("policies.transform.{field}.add.{name}"),
+                        "header values must not contain control characters",
+                    ));
+                }
+            }
+        }
+        if let Some(p) = &self.path {
+            for (field, v) in [
+                ("strip_prefix", &p.strip_prefix),
+                ("add_prefix", &p.add_prefix),
+            ] {
+                if let Some(v) = v
+                    && (!v.starts_with('/')
+                        || v.ends_with('/')
+                        || v.contains("..")
+                        || v.chars().any(|c| c.is_whitespace() || c == '?' || c == '#'))
+                {
+                    return Err(ValidationError::new(
+                        format!("policies.transform.path.{field}"),
+                        format!(
+                            "{v:?} is not a path prefix; expected e.g. \"/v1\" (starts with /, no trailing /)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 text_enum! {
@@ -459,6 +573,9 @@ impl ApiPolicies {
                     format!("{h:?} is not a header name"),
                 ));
             }
+        }
+        if let Some(t) = &self.transform {
+            t.validate()?;
         }
         if self.max_body_bytes == Some(0) {
             return Err(ValidationError::new(

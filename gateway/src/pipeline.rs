@@ -5,17 +5,21 @@
 //! |--------------|----------------------------------------|--------------------------------------|-------------------------|
 //! | route        | path; snapshot routes                  | api_id, api_slug, route              | 404 `no_route`          |
 //! | access       | client IP, `Origin`, `Content-Length`; the API's policies | —                 | 403 `ip_denied`, 413 `body_too_large`; answers CORS preflights (204) |
-//! | authenticate | `x-api-key`, `apikey`, `Authorization` | app_id, key_prefix, developer_id     | 401 `missing_key`, `invalid_key`, `expired_key` |
+//! | operation    | path and method; the API's OpenAPI paths | route (the template)               | 404 `no_route`, 405 `method_not_allowed` |
+//! | authenticate | a JWT bearer token, or `x-api-key`, `apikey`, `Authorization` | app_id, key_prefix, developer_id | 401 `missing_key`, `invalid_key`, `expired_key`, `invalid_token` |
 //! | authorize    | the key's access to the routed API     | plan_id, subscription_id             | 403 `no_subscription`, `subscription_pending`, `subscription_suspended` |
 //! | rate limit   | the plan's limits; the limiter         | —                                    | 429 `rate_limited`, 503 `rate_limiter_unavailable` |
 //! | quota        | the plan's included calls; leased blocks | overage                            | 429 `quota_exceeded`    |
-//! | proxy        | a target of the API                    | upstream_latency_us                  | 502 `upstream_unreachable`, 504 `upstream_timeout`, 413 |
+//! | transform    | the API's header, query and path changes | —                                  | —                       |
+//! | proxy        | a target chosen by the balancer        | upstream_latency_us                  | 502 `upstream_unreachable`, 503 `upstream_unavailable`, 504 `upstream_timeout`, 413 |
 //! | log          | the finished response                  | status, latency, bytes, error_code   | —                       |
 //!
 //! Keyless APIs skip authenticate, authorize, rate limit and quota.
-//! Transformations slot in between quota and proxy.
-//! Nothing here touches the database: the snapshot is all the state a call needs.
+//! The snapshot is all the configuration a call needs; the only store access on
+//! the request path is a quota lease, once per block of calls (see
+//! [`crate::policy::quota`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -37,7 +41,7 @@ use crate::metering::{CountingBody, Meter, MeteredBody};
 use crate::metrics::RouteMetrics;
 use crate::policy::quota::QuotaOutcome;
 use crate::policy::rate_limit::{Budget, Decision};
-use crate::policy::{access, jwt};
+use crate::policy::{access, jwt, transform};
 use crate::proxy::{self, Identity, ProxiedBody};
 use crate::routing::OperationMatch;
 use crate::snapshot::{Access, ApiRoute, AppGrant, KeyGrant, Snapshot};
@@ -258,7 +262,7 @@ impl Gateway {
             (Some(identity), via_authorization, limited)
         };
 
-        // 7. proxy
+        // 8. proxy
         let balancer = &route.balancer;
         let hash_key = match &balancer.policy.hash_header {
             Some(h) => req
@@ -272,7 +276,8 @@ impl Gateway {
         let (mut parts, body) = req.into_parts();
         parts.version = Version::HTTP_11;
         let uri = parts.uri.clone();
-        let rest = &uri.path()[rest_start..];
+        let mut rest = Cow::Borrowed(&uri.path()[rest_start..]);
+        let mut query = uri.query().map(Cow::Borrowed);
         proxy::prepare_headers(
             &mut parts.headers,
             // Host is set per target below.
@@ -282,6 +287,19 @@ impl Gateway {
             via_authorization,
             identity,
         );
+        // 7. transform (request)
+        if let Some(t) = &policies.transform {
+            if let Some(ops) = &t.request_headers {
+                transform::apply_headers(&mut parts.headers, ops);
+            }
+            if let Some(ops) = &t.query {
+                query = transform::rewrite_query(query.as_deref(), ops).map(Cow::Owned);
+            }
+            if let Some(p) = &t.path {
+                rest = Cow::Owned(transform::rewrite_path(&rest, p).into_owned());
+            }
+        }
+
         // Only idempotent calls without a body are sent again after a target fails.
         let retriable = matches!(
             parts.method,
@@ -308,10 +326,11 @@ impl Gateway {
                     .take()
                     .unwrap_or(GatewayError::UpstreamUnavailable)
             })?;
-            let target_uri = proxy::upstream_uri(pick.target, rest, uri.query()).map_err(|e| {
-                tracing::warn!(error = %e, api = %route.slug, "cannot build the upstream URI");
-                GatewayError::UpstreamUnreachable
-            })?;
+            let target_uri =
+                proxy::upstream_uri(pick.target, &rest, query.as_deref()).map_err(|e| {
+                    tracing::warn!(error = %e, api = %route.slug, "cannot build the upstream URI");
+                    GatewayError::UpstreamUnreachable
+                })?;
             let mut attempt = http::request::Builder::new()
                 .method(parts.method.clone())
                 .uri(target_uri)
@@ -363,6 +382,14 @@ impl Gateway {
         event.upstream_latency_us =
             u32::try_from(proxied.upstream_latency.as_micros()).unwrap_or(u32::MAX);
         let mut response = proxied.response;
+        // 9. transform (response)
+        if let Some(ops) = policies
+            .transform
+            .as_ref()
+            .and_then(|t| t.response_headers.as_ref())
+        {
+            transform::apply_headers(response.headers_mut(), ops);
+        }
         if let Some(d) = limited {
             rate_limit_headers(response.headers_mut(), &d);
         }

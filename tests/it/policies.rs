@@ -225,3 +225,62 @@ async fn request_bodies_over_the_limit_get_413() {
     assert_eq!(resp.status(), 413);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transforms_change_headers_query_and_path() {
+    let app = TestApp::start(Stack::Embedded).await;
+    let upstream = Upstream::echo().await;
+    let p = app.provision("tx", &upstream.url()).await;
+    set_policies(
+        &app,
+        "tx",
+        json!({"transform": {
+            "request_headers": {"remove": ["x-debug"], "rename": {"x-client": "x-client-name"}, "add": {"x-source": "tollgate"}},
+            "response_headers": {"remove": ["content-length"], "add": {"x-served-by": "edge"}},
+            "query": {"remove": ["token"], "add": {"v": "2"}},
+            "path": {"strip_prefix": "/v1", "add_prefix": "/internal"}
+        }}),
+    )
+    .await;
+    let resp = app
+        .http
+        .get(app.gateway("/tx/v1/items?token=abc&q=x"))
+        .header("x-api-key", &p.key)
+        .header("x-debug", "1")
+        .header("x-client", "mobile")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-served-by"], "edge");
+    let echoed: Value = resp.json().await.unwrap();
+    assert_eq!(echoed["path"], "/internal/items");
+    assert_eq!(echoed["query"], "q=x&v=2");
+    let h = &echoed["headers"];
+    assert!(h.get("x-debug").is_none());
+    assert_eq!(h["x-client-name"], "mobile");
+    assert_eq!(h["x-source"], "tollgate");
+
+    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
+    let id = apis["data"][0]["id"].as_str().unwrap().to_owned();
+    for (transform, field) in [
+        (
+            json!({"request_headers": {"add": {"bad header": "x"}}}),
+            "policies.transform.request_headers",
+        ),
+        (
+            json!({"path": {"add_prefix": "api/"}}),
+            "policies.transform.path.add_prefix",
+        ),
+    ] {
+        let (s, b) = app
+            .admin(
+                "PATCH",
+                &format!("/admin/apis/{id}"),
+                Some(json!({"policies": {"transform": transform}})),
+            )
+            .await;
+        assert_eq!((s, b["error"]["field"].as_str()), (422, Some(field)), "{b}");
+    }
+    app.stop().await;
+}

@@ -4,3 +4,4 @@ pub mod access;
 pub mod jwt;
 pub mod quota;
 pub mod rate_limit;
+pub mod transform;
