@@ -433,6 +433,39 @@ pub struct UpstreamPolicy {
     /// idempotent calls without a body; 1 by default.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Active health checks: a probe request to every target on an interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+fn default_probe_interval() -> u64 {
+    5_000
+}
+fn default_probe_timeout() -> u64 {
+    1_000
+}
+fn default_threshold() -> u32 {
+    2
+}
+
+/// An active health check: `GET path` on every target every `interval_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Path probed on each target (after the target's own path), e.g. `/health`.
+    pub path: String,
+    /// Time between probes; 5 s by default.
+    #[serde(default = "default_probe_interval")]
+    pub interval_ms: u64,
+    /// How long a probe may take; 1 s by default.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout_ms: u64,
+    /// Consecutive successful probes (2xx or 3xx) that bring a target back; 2.
+    #[serde(default = "default_threshold")]
+    pub healthy: u32,
+    /// Consecutive failed probes that take a target out; 2.
+    #[serde(default = "default_threshold")]
+    pub unhealthy: u32,
 }
 
 impl Default for UpstreamPolicy {
@@ -443,6 +476,7 @@ impl Default for UpstreamPolicy {
             max_failures: default_failures(),
             cooldown_ms: default_cooldown(),
             retries: default_retries(),
+            health_check: None,
         }
     }
 }
@@ -564,6 +598,24 @@ impl ApiPolicies {
                     "policies.upstream.retries",
                     "must be at most 5",
                 ));
+            }
+            if let Some(hc) = &u.health_check {
+                if !hc.path.starts_with('/') {
+                    return Err(ValidationError::new(
+                        "policies.upstream.health_check.path",
+                        "must start with /",
+                    ));
+                }
+                if hc.interval_ms < 100
+                    || hc.timeout_ms == 0
+                    || hc.healthy == 0
+                    || hc.unhealthy == 0
+                {
+                    return Err(ValidationError::new(
+                        "policies.upstream.health_check",
+                        "interval_ms must be at least 100, timeout_ms, healthy and unhealthy at least 1",
+                    ));
+                }
             }
             if let Some(h) = &u.hash_header
                 && http_header_name(h).is_none()

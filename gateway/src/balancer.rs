@@ -29,6 +29,9 @@ pub struct TargetHealth {
     /// Microseconds since the balancer's epoch until which the target is out.
     open_until: AtomicU64,
     trial_in_flight: AtomicBool,
+    /// Out of rotation by active health checks.
+    probe_down: AtomicBool,
+    probe_streak: AtomicU32,
 }
 
 /// How a call to a target ended, for passive health.
@@ -93,6 +96,8 @@ impl Balancer {
                     failures: AtomicU32::new(0),
                     open_until: AtomicU64::new(0),
                     trial_in_flight: AtomicBool::new(false),
+                    probe_down: AtomicBool::new(false),
+                    probe_streak: AtomicU32::new(0),
                 })
                 .collect(),
             policy,
@@ -115,6 +120,9 @@ impl Balancer {
     /// Whether a target may take a call now: closed, or half-open with no trial
     /// in flight (this call becomes the trial).
     fn available(&self, t: &TargetHealth, now: u64, claim_trial: bool) -> bool {
+        if t.probe_down.load(Ordering::Relaxed) {
+            return false;
+        }
         let open_until = t.open_until.load(Ordering::Relaxed);
         if open_until == 0 {
             return true;
@@ -210,9 +218,90 @@ impl Balancer {
             .iter()
             .filter(|t| {
                 let until = t.open_until.load(Ordering::Relaxed);
-                until == 0 || now >= until
+                !t.probe_down.load(Ordering::Relaxed) && (until == 0 || now >= until)
             })
             .count()
+    }
+
+    /// Records an active probe's result; `healthy`/`unhealthy` consecutive
+    /// results flip the target.
+    pub fn probed(&self, index: usize, ok: bool, healthy: u32, unhealthy: u32) {
+        let t = &self.targets[index];
+        let down = t.probe_down.load(Ordering::Relaxed);
+        if ok != down {
+            // Agrees with the current state.
+            t.probe_streak.store(0, Ordering::Relaxed);
+            return;
+        }
+        let streak = t.probe_streak.fetch_add(1, Ordering::Relaxed) + 1;
+        let needed = if ok { healthy } else { unhealthy };
+        if streak >= needed {
+            t.probe_streak.store(0, Ordering::Relaxed);
+            t.probe_down.store(!ok, Ordering::Relaxed);
+            if ok {
+                // A target the probes bring back starts with a clean record.
+                t.failures.store(0, Ordering::Relaxed);
+                t.open_until.store(0, Ordering::Relaxed);
+                tracing::info!(upstream = %t.url, "health checks pass; upstream in rotation");
+            } else {
+                tracing::warn!(upstream = %t.url, "health checks fail; upstream out of rotation");
+            }
+        }
+    }
+
+    /// Starts active health checks if the policy asks for them; the task ends
+    /// when the balancer is dropped.
+    pub fn start_probes(self: &std::sync::Arc<Self>) {
+        let Some(check) = self.policy.health_check.clone() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = std::sync::Arc::downgrade(self);
+        runtime.spawn(async move {
+            let http = match reqwest::Client::builder()
+                .timeout(Duration::from_millis(check.timeout_ms))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the health check client");
+                    return;
+                }
+            };
+            let mut ticker = tokio::time::interval(Duration::from_millis(check.interval_ms));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(balancer) = weak.upgrade() else {
+                    return;
+                };
+                let urls: Vec<String> = balancer
+                    .targets
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{}://{}{}{}",
+                            t.target.scheme, t.target.authority, t.target.path, check.path
+                        )
+                    })
+                    .collect();
+                drop(balancer);
+                let probes = urls.iter().map(|u| http.get(u).send());
+                let results = futures_util::future::join_all(probes).await;
+                let Some(balancer) = weak.upgrade() else {
+                    return;
+                };
+                for (i, r) in results.into_iter().enumerate() {
+                    let ok = r.is_ok_and(|resp| {
+                        resp.status().is_success() || resp.status().is_redirection()
+                    });
+                    balancer.probed(i, ok, check.healthy, check.unhealthy);
+                }
+            }
+        });
     }
 }
 

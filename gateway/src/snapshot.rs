@@ -151,7 +151,11 @@ impl Snapshot {
                     .and_then(|p| p.routes.iter().find(|r| r.id == api.id))
                     .map(|r| r.balancer.clone())
                     .filter(|b| b.same_as(&api.upstreams, &policy));
-                let balancer = kept.unwrap_or_else(|| Arc::new(Balancer::new(targets, policy)));
+                let balancer = kept.unwrap_or_else(|| {
+                    let b = Arc::new(Balancer::new(targets, policy));
+                    b.start_probes();
+                    b
+                });
                 Some(ApiRoute {
                     id: api.id.clone(),
                     slug: api.slug.clone(),

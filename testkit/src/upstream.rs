@@ -44,11 +44,20 @@ impl Upstream {
     }
 
     async fn start(delay: Duration) -> Self {
+        Self::start_on("127.0.0.1:0".parse().expect("loopback"), delay).await
+    }
+
+    /// An echo upstream on a given address (e.g. one that was down before).
+    pub async fn echo_on(addr: SocketAddr) -> Self {
+        Self::start_on(addr, Duration::ZERO).await
+    }
+
+    async fn start_on(addr: SocketAddr, delay: Duration) -> Self {
         let hits = Arc::new(AtomicUsize::new(0));
         let app = Router::new()
             .fallback(echo)
             .with_state((hits.clone(), delay));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("bound address");

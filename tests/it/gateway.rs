@@ -602,3 +602,66 @@ async fn failing_targets_are_retried_then_taken_out_of_rotation() {
     assert_eq!((s, code.as_str()), (503, "upstream_unavailable"));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_take_targets_out_and_bring_them_back() {
+    let app = TestApp::start(Stack::Embedded).await;
+    let live = Upstream::echo().await;
+    let down = closed_port().await;
+    let p = app.provision("probe", &live.url()).await;
+    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
+    let api_id = apis["data"][0]["id"].as_str().unwrap().to_owned();
+    let (s, b) = app
+        .admin(
+            "PATCH",
+            &format!("/admin/apis/{api_id}"),
+            Some(json!({"upstreams": [format!("http://{down}"), live.url()],
+                        "policies": {"upstream": {"retries": 0, "health_check":
+                            {"path": "/health", "interval_ms": 100, "timeout_ms": 200, "healthy": 1, "unhealthy": 1}}}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    app.synced().await;
+    let metrics = |app: &TestApp| {
+        let url = app.admin_url("/metrics");
+        let http = app.http.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let healthy = |n: f64| {
+        let metrics = &metrics;
+        let app = &app;
+        async move {
+            tollgate_testkit::eventually(Duration::from_secs(3), || async {
+                (sample(
+                    &metrics(app).await,
+                    r#"tollgate_upstream_targets_healthy{api="probe"}"#,
+                ) == Some(n))
+                .then_some(())
+            })
+            .await
+        }
+    };
+    assert!(
+        healthy(1.0).await.is_some(),
+        "the dead target was never taken out"
+    );
+    // No retries: every call must land on the live target to succeed.
+    for _ in 0..6 {
+        assert_eq!(app.call("/probe/x", Some(&p.key)).await.status(), 200);
+    }
+    // The dead target comes back to life: the probes bring it into rotation.
+    let revived = Upstream::echo_on(down).await;
+    assert!(
+        healthy(2.0).await.is_some(),
+        "the revived target was never brought back"
+    );
+    for _ in 0..6 {
+        assert_eq!(app.call("/probe/x", Some(&p.key)).await.status(), 200);
+    }
+    assert!(
+        revived.hits() >= 3,
+        "the revived target takes calls (and probes): {}",
+        revived.hits()
+    );
+    app.stop().await;
+}
