@@ -16,7 +16,8 @@ PEERS_SH=${PEERS_SH:-../shared/bench/peers.sh}
 cargo build --release --locked --bin tollgate >&2
 work=$(mktemp -d)
 token=bench-admin-token-$(date +%s)
-TOLLGATE_DATA_DIR=$work TOLLGATE_ADMIN_TOKEN=$token TOLLGATE_LOG=warn \
+# One worker thread, like each peer (override with TOLLGATE_WORKERS).
+TOLLGATE_WORKERS=${TOLLGATE_WORKERS:-1} TOLLGATE_DATA_DIR=$work TOLLGATE_ADMIN_TOKEN=$token TOLLGATE_LOG=warn \
 TOLLGATE_GATEWAY_ADDR=127.0.0.1:18000 TOLLGATE_PORTAL_ADDR=127.0.0.1:18080 TOLLGATE_ADMIN_ADDR=127.0.0.1:18001 \
   ./target/release/tollgate up >"$work/out.log" 2>"$work/err.log" &
 pid=$!

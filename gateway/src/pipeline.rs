@@ -309,8 +309,9 @@ impl Gateway {
                 .headers
                 .get(header::CONTENT_LENGTH)
                 .is_none_or(|v| v.as_bytes() == b"0");
+        // A retry needs another target; without one, the headers need no copy.
         let retries = if retriable {
-            balancer.policy.retries as usize
+            (balancer.policy.retries as usize).min(balancer.targets.len() - 1)
         } else {
             0
         };
