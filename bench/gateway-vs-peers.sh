@@ -3,7 +3,8 @@
 # same fixed upstream (127.0.0.1:9101), same wrk rounds, one run.
 #
 # Starts a release `tollgate up` on a temporary data dir with key authentication,
-# authorization and usage metering on (embedded usage store), provisions an API
+# authorization, a rate limit, a quota and usage metering on (embedded usage
+# store; limits high enough never to refuse), provisions an API
 # pointing at the peers' upstream through the admin API, and hands the gateway to
 # peers.sh. Knobs of peers.sh pass through (ROUNDS, CONNS, DUR_LOAD, ...).
 #
@@ -27,7 +28,8 @@ for _ in $(seq 1 100); do grep -q "Press Ctrl-C" "$work/out.log" 2>/dev/null && 
 admin() { curl -sf -H "Authorization: Bearer $token" -H 'content-type: application/json' "http://127.0.0.1:18001/admin$1" -d "$2"; }
 field() { sed -E "s/.*\"$1\":\"([^\"]+)\".*/\1/"; }
 admin /apis '{"name":"Bench","slug":"bench","base_path":"/bench","upstreams":["http://127.0.0.1:9101"]}' >/dev/null
-plan=$(admin /plans '{"name":"Bench","apis":["bench"]}' | field id)
+# Rate limit and quota on, set high enough never to refuse during the run.
+plan=$(admin /plans '{"name":"Bench","apis":["bench"],"included_calls":1000000000,"rate_limits":[{"limit":1000000000,"window":"second"}]}' | field id)
 dev=$(admin /developers '{"email":"bench@example.com","name":"Bench"}' | field id)
 app=$(admin /apps "{\"developer_id\":\"$dev\",\"name\":\"Bench\"}" | field id)
 admin /subscriptions "{\"app_id\":\"$app\",\"plan_id\":\"$plan\"}" >/dev/null
