@@ -156,16 +156,6 @@ struct LiveCounters {
     gateway: Weak<Gateway>,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DecisionLabels {
-    decision: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
-}
-
 fn counter(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -188,16 +178,32 @@ fn gauge(
     g.encode(e)
 }
 
-fn labelled<L: EncodeLabelSet>(
+/// One counter per value of a single label, e.g. `decision="allowed"`.
+fn labelled(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    values: &[(L, u64)],
+    label: &'static str,
+    values: &[(&str, u64)],
 ) -> Result<(), std::fmt::Error> {
     let mut e =
         encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
-    for (labels, v) in values {
-        ConstCounter::new(*v).encode(e.encode_family(labels)?)?;
+    for (value, n) in values {
+        ConstCounter::new(*n).encode(e.encode_family(&[(label, *value)])?)?;
+    }
+    Ok(())
+}
+
+/// One gauge per API.
+fn per_api(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (String, i64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut e = encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+    for (api, v) in values {
+        ConstGauge::new(v).encode(e.encode_family(&[("api", api.as_str())])?)?;
     }
     Ok(())
 }
@@ -228,57 +234,35 @@ impl Collector for LiveCounters {
             snapshot.key_count() as i64,
         )?;
 
-        let mut healthy = encoder.encode_descriptor(
+        per_api(
+            &mut encoder,
             "tollgate_upstream_targets_healthy",
-            "Upstream targets in rotation (passive health), by API",
-            None,
-            ConstGauge::new(0i64).metric_type(),
+            "Upstream targets in rotation (passive and active health), by API",
+            snapshot
+                .routes()
+                .iter()
+                .map(|r| (r.slug.clone(), r.balancer.healthy() as i64)),
         )?;
-        for route in snapshot.routes() {
-            let labels = ApiLabels {
-                api: route.slug.clone(),
-            };
-            ConstGauge::new(route.balancer.healthy() as i64)
-                .encode(healthy.encode_family(&labels)?)?;
-        }
-        let mut total = encoder.encode_descriptor(
+        per_api(
+            &mut encoder,
             "tollgate_upstream_targets",
             "Upstream targets configured, by API",
-            None,
-            ConstGauge::new(0i64).metric_type(),
+            snapshot
+                .routes()
+                .iter()
+                .map(|r| (r.slug.clone(), r.balancer.targets.len() as i64)),
         )?;
-        for route in snapshot.routes() {
-            let labels = ApiLabels {
-                api: route.slug.clone(),
-            };
-            ConstGauge::new(route.balancer.targets.len() as i64)
-                .encode(total.encode_family(&labels)?)?;
-        }
 
         let rl = &gw.rate_limiter.stats;
         labelled(
             &mut encoder,
             "tollgate_rate_limit_decisions",
             "Rate-limit decisions: allowed, refused (429), unavailable (503, Redis failed in closed mode)",
+            "decision",
             &[
-                (
-                    DecisionLabels {
-                        decision: "allowed",
-                    },
-                    rl.allowed.load(Relaxed),
-                ),
-                (
-                    DecisionLabels {
-                        decision: "refused",
-                    },
-                    rl.refused.load(Relaxed),
-                ),
-                (
-                    DecisionLabels {
-                        decision: "unavailable",
-                    },
-                    rl.unavailable.load(Relaxed),
-                ),
+                ("allowed", rl.allowed.load(Relaxed)),
+                ("refused", rl.refused.load(Relaxed)),
+                ("unavailable", rl.unavailable.load(Relaxed)),
             ],
         )?;
         counter(
@@ -299,29 +283,12 @@ impl Collector for LiveCounters {
             &mut encoder,
             "tollgate_quota_decisions",
             "Quota decisions: within, overage (soft quota), exceeded (429), unknown (counter unreachable, admitted)",
+            "decision",
             &[
-                (
-                    DecisionLabels { decision: "within" },
-                    q.within.load(Relaxed),
-                ),
-                (
-                    DecisionLabels {
-                        decision: "overage",
-                    },
-                    q.overage.load(Relaxed),
-                ),
-                (
-                    DecisionLabels {
-                        decision: "exceeded",
-                    },
-                    q.exceeded.load(Relaxed),
-                ),
-                (
-                    DecisionLabels {
-                        decision: "unknown",
-                    },
-                    q.unknown.load(Relaxed),
-                ),
+                ("within", q.within.load(Relaxed)),
+                ("overage", q.overage.load(Relaxed)),
+                ("exceeded", q.exceeded.load(Relaxed)),
+                ("unknown", q.unknown.load(Relaxed)),
             ],
         )?;
         counter(
@@ -348,23 +315,11 @@ impl Collector for LiveCounters {
             &mut encoder,
             "tollgate_usage_events_dropped",
             "Usage events lost, by reason",
+            "reason",
             &[
-                (
-                    ReasonLabels {
-                        reason: "queue_full",
-                    },
-                    usage.dropped_queue_full.load(Relaxed),
-                ),
-                (
-                    ReasonLabels { reason: "stopped" },
-                    usage.dropped_stopped.load(Relaxed),
-                ),
-                (
-                    ReasonLabels {
-                        reason: "write_failed",
-                    },
-                    usage.dropped_write_failed.load(Relaxed),
-                ),
+                ("queue_full", usage.dropped_queue_full.load(Relaxed)),
+                ("stopped", usage.dropped_stopped.load(Relaxed)),
+                ("write_failed", usage.dropped_write_failed.load(Relaxed)),
             ],
         )?;
         counter(

@@ -399,3 +399,110 @@ async fn json_access_log_has_one_line_per_call() {
     }
     assert!(process.terminate().await.success());
 }
+
+/// A `tollgate MODE` process on one test's databases (its PostgreSQL or SQLite,
+/// and ClickHouse when given), with the test admin token and quick usage flushes.
+/// Callers add their own settings with `.env(…)`.
+pub fn configured(
+    mode: &str,
+    settings: &tollgate_core::Settings,
+    ch: Option<&tollgate_testkit::TestClickHouse>,
+) -> Command {
+    let mut cmd = tollgate();
+    cmd.env("TOLLGATE_DATA_DIR", &settings.data_dir)
+        .env("DATABASE_URL", &settings.database_url)
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("TOLLGATE_USAGE_FLUSH_INTERVAL_MS", "100")
+        .arg(mode);
+    if let Some(ch) = ch {
+        cmd.env("CLICKHOUSE_URL", &ch.url)
+            .env("TOLLGATE_CLICKHOUSE_DATABASE", &ch.database);
+    }
+    cmd
+}
+
+/// The admin API of a running `tollgate` process.
+pub struct RemoteAdmin {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl RemoteAdmin {
+    /// The admin API `process` printed.
+    pub fn of(process: &Process) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: process.printed("Admin API:"),
+        }
+    }
+
+    /// POSTs `body` to `path` (under `/admin`), asserting 201; returns the object.
+    pub async fn create(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(status, 201, "POST {path}: {body}");
+        body
+    }
+
+    /// GETs `path` (under `/admin`) as JSON.
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// An API at `/{slug}` on `upstream`, a plan over it (with `plan` fields
+    /// added), a developer, an app and an active subscription. Returns the app id.
+    pub async fn provision(&self, slug: &str, upstream: &str, plan: serde_json::Value) -> String {
+        self.create(
+            "/apis",
+            serde_json::json!({"name": slug, "slug": slug, "base_path": format!("/{slug}"), "upstreams": [upstream]}),
+        )
+        .await;
+        let mut body = serde_json::json!({"name": slug, "apis": [slug]});
+        if let (Some(b), Some(extra)) = (body.as_object_mut(), plan.as_object()) {
+            b.extend(extra.clone());
+        }
+        let plan = self.create("/plans", body).await;
+        let dev = self
+            .create(
+                "/developers",
+                serde_json::json!({"email": format!("{slug}@example.com"), "name": slug}),
+            )
+            .await;
+        let app = self
+            .create(
+                "/apps",
+                serde_json::json!({"developer_id": dev["id"], "name": "App"}),
+            )
+            .await;
+        self.create(
+            "/subscriptions",
+            serde_json::json!({"app_id": app["id"], "plan_id": plan["id"]}),
+        )
+        .await;
+        app["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A new key of `app_id`.
+    pub async fn key(&self, app_id: &str) -> String {
+        let key = self
+            .create(&format!("/apps/{app_id}/keys"), serde_json::json!({}))
+            .await;
+        key["key"].as_str().unwrap().to_owned()
+    }
+}

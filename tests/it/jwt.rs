@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tollgate_testkit::jwt_keys;
 use tollgate_testkit::upstream::{JsonServer, Upstream};
 
-use crate::cli::{Process, tollgate};
+use crate::cli::{Process, RemoteAdmin, tollgate};
 use crate::support::{ADMIN_TOKEN, Stack, TestApp};
 
 const ISSUER: &str = "https://issuer.test";
@@ -179,41 +179,35 @@ async fn hs256_tokens_with_a_secret_from_the_environment() {
         .env("TOLLGATE_TEST_JWT_SECRET", "a-shared-secret-for-tests")
         .arg("up");
     let process = Process::spawn(cmd).await;
-    let admin = process.printed("Admin API:");
     let gateway = process.printed("Gateway:");
     let http = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        let req = http
-            .post(format!("{admin}{path}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body);
-        async move {
-            let resp = req.send().await.unwrap();
-            let status = resp.status();
-            let body = resp.json::<Value>().await.unwrap();
-            assert_eq!(status, 201, "{body}");
-            body
-        }
-    };
+    let remote = RemoteAdmin::of(&process);
     let upstream = Upstream::echo().await;
-    post(
-        "/apis",
-        json!({"name": "H", "slug": "hs", "base_path": "/hs", "upstreams": [upstream.url()],
-               "policies": {"jwt": {"issuer": ISSUER, "secret_env": "TOLLGATE_TEST_JWT_SECRET", "app_claim": "client_id"}}}),
-    )
-    .await;
-    let plan = post("/plans", json!({"name": "H", "apis": ["hs"]})).await;
-    let dev = post(
-        "/developers",
-        json!({"email": "hs@example.com", "name": "H"}),
-    )
-    .await;
-    let app = post("/apps", json!({"developer_id": dev["id"], "name": "A"})).await;
-    post(
-        "/subscriptions",
-        json!({"app_id": app["id"], "plan_id": plan["id"]}),
-    )
-    .await;
+    remote
+        .create(
+            "/apis",
+            json!({"name": "H", "slug": "hs", "base_path": "/hs", "upstreams": [upstream.url()],
+                   "policies": {"jwt": {"issuer": ISSUER, "secret_env": "TOLLGATE_TEST_JWT_SECRET", "app_claim": "client_id"}}}),
+        )
+        .await;
+    let plan = remote
+        .create("/plans", json!({"name": "H", "apis": ["hs"]}))
+        .await;
+    let dev = remote
+        .create(
+            "/developers",
+            json!({"email": "hs@example.com", "name": "H"}),
+        )
+        .await;
+    let app = remote
+        .create("/apps", json!({"developer_id": dev["id"], "name": "A"}))
+        .await;
+    remote
+        .create(
+            "/subscriptions",
+            json!({"app_id": app["id"], "plan_id": plan["id"]}),
+        )
+        .await;
 
     let claims = json!({"client_id": app["id"], "iss": ISSUER, "exp": now() + 300});
     let good = token(

@@ -4,26 +4,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tollgate_testkit::upstream::Upstream;
 
-use crate::cli::{Process, tollgate};
-use crate::support::{ADMIN_TOKEN, Stack, test_settings};
+use crate::cli::{Process, RemoteAdmin, configured};
+use crate::support::{Stack, test_settings};
 
-fn configured(
-    mode: &str,
-    settings: &tollgate_core::Settings,
-    ch: &tollgate_testkit::TestClickHouse,
-) -> tokio::process::Command {
-    let mut cmd = tollgate();
-    cmd.env("TOLLGATE_DATA_DIR", &settings.data_dir)
-        .env("DATABASE_URL", &settings.database_url)
-        .env("CLICKHOUSE_URL", &ch.url)
-        .env("TOLLGATE_CLICKHOUSE_DATABASE", &ch.database)
-        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("TOLLGATE_CONFIG_POLL_INTERVAL_MS", "30000")
-        .env("TOLLGATE_USAGE_FLUSH_INTERVAL_MS", "100")
-        .arg(mode);
+/// Polling this slow leaves LISTEN/NOTIFY as the only way a change arrives in time.
+fn no_polling(mut cmd: tokio::process::Command) -> tokio::process::Command {
+    cmd.env("TOLLGATE_CONFIG_POLL_INTERVAL_MS", "30000");
     cmd
 }
 
@@ -31,49 +20,20 @@ fn configured(
 async fn two_gateways_on_one_postgres_honour_changes_within_a_second() {
     let (settings, db, ch) = test_settings(Stack::Scaled).await;
     let ch = ch.unwrap();
-    let portal = Process::spawn(configured("portal", &settings, &ch)).await;
-    let gw1 = Process::spawn(configured("gateway", &settings, &ch)).await;
-    let gw2 = Process::spawn(configured("gateway", &settings, &ch)).await;
-    let admin = portal.printed("Admin API:");
+    let portal = Process::spawn(no_polling(configured("portal", &settings, Some(&ch)))).await;
+    let gw1 = Process::spawn(no_polling(configured("gateway", &settings, Some(&ch)))).await;
+    let gw2 = Process::spawn(no_polling(configured("gateway", &settings, Some(&ch)))).await;
     let gateways = [gw1.printed("Gateway:"), gw2.printed("Gateway:")];
     assert_ne!(gateways[0], gateways[1]);
     let http = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        let req = http
-            .post(format!("{admin}{path}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body);
-        async move {
-            let resp = req.send().await.unwrap();
-            assert_eq!(resp.status(), 201);
-            resp.json::<Value>().await.unwrap()
-        }
-    };
-
+    let remote = RemoteAdmin::of(&portal);
     let upstream = Upstream::echo().await;
-    post("/apis", json!({"name": "Shared", "slug": "shared", "base_path": "/shared", "upstreams": [upstream.url()]})).await;
-    let plan = post("/plans", json!({"name": "Free", "apis": ["shared"]})).await;
-    let dev = post(
-        "/developers",
-        json!({"email": "multi@example.com", "name": "M"}),
-    )
-    .await;
-    let app = post("/apps", json!({"developer_id": dev["id"], "name": "A"})).await;
-    post(
-        "/subscriptions",
-        json!({"app_id": app["id"], "plan_id": plan["id"]}),
-    )
-    .await;
+    let app_id = remote.provision("shared", &upstream.url(), json!({})).await;
 
     // A new key, created in the portal process, reaches both gateways within a second.
     let calls = AtomicU64::new(0);
     for round in 0..3 {
-        let key = post(
-            &format!("/apps/{}/keys", app["id"].as_str().unwrap()),
-            json!({}),
-        )
-        .await;
-        let key = key["key"].as_str().unwrap().to_owned();
+        let key = remote.key(&app_id).await;
         let created = Instant::now();
         for gw in &gateways {
             let seen = tollgate_testkit::eventually(Duration::from_secs(1), || async {
@@ -99,17 +59,9 @@ async fn two_gateways_on_one_postgres_honour_changes_within_a_second() {
     let calls = calls.load(Ordering::SeqCst);
     let from = (chrono::Utc::now() - chrono::Duration::hours(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let url = format!("{admin}/usage/summary?from={from}");
+    let url = format!("/usage/summary?from={from}");
     let total = tollgate_testkit::eventually(Duration::from_secs(5), || async {
-        let v: Value = http
-            .get(&url)
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = remote.get(&url).await;
         (v["total_calls"].as_u64() == Some(calls)).then_some(calls)
     })
     .await;

@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tollgate_testkit::upstream::Upstream;
 
-use crate::cli::{Process, tollgate};
+use crate::cli::{Process, RemoteAdmin, configured};
 use crate::on_both_stacks;
-use crate::support::{ADMIN_TOKEN, Stack, TestApp, test_settings};
+use crate::support::{Stack, TestApp, test_settings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hard_quota_refuses_then_an_upgrade_applies_within_a_second() {
@@ -97,58 +97,18 @@ async fn three_gateways_share_one_hard_quota_and_counters_survive_restarts() {
     let (settings, db, ch) = test_settings(Stack::Scaled).await;
     let ch = ch.unwrap();
     let spawn = |mode: &str| {
-        let mut cmd = tollgate();
-        cmd.env("TOLLGATE_DATA_DIR", &settings.data_dir)
-            .env("DATABASE_URL", &settings.database_url)
-            .env("CLICKHOUSE_URL", &ch.url)
-            .env("TOLLGATE_CLICKHOUSE_DATABASE", &ch.database)
-            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("TOLLGATE_QUOTA_LEASE_SIZE", "10")
-            .arg(mode);
+        let mut cmd = configured(mode, &settings, Some(&ch));
+        cmd.env("TOLLGATE_QUOTA_LEASE_SIZE", "10");
         Process::spawn(cmd)
     };
     let portal = spawn("portal").await;
-    let admin = portal.printed("Admin API:");
     let http = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        let req = http
-            .post(format!("{admin}{path}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body);
-        async move {
-            let resp = req.send().await.unwrap();
-            assert_eq!(resp.status(), 201);
-            resp.json::<Value>().await.unwrap()
-        }
-    };
+    let remote = RemoteAdmin::of(&portal);
     let upstream = Upstream::echo().await;
-    post(
-        "/apis",
-        json!({"name": "Q", "slug": "quota", "base_path": "/quota", "upstreams": [upstream.url()]}),
-    )
-    .await;
-    let plan = post(
-        "/plans",
-        json!({"name": "Q", "apis": ["quota"], "included_calls": 50}),
-    )
-    .await;
-    let dev = post(
-        "/developers",
-        json!({"email": "quota@example.com", "name": "Q"}),
-    )
-    .await;
-    let app = post("/apps", json!({"developer_id": dev["id"], "name": "A"})).await;
-    post(
-        "/subscriptions",
-        json!({"app_id": app["id"], "plan_id": plan["id"]}),
-    )
-    .await;
-    let key = post(
-        &format!("/apps/{}/keys", app["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .await;
-    let key = key["key"].as_str().unwrap().to_owned();
+    let app_id = remote
+        .provision("quota", &upstream.url(), json!({"included_calls": 50}))
+        .await;
+    let key = remote.key(&app_id).await;
 
     let gateways = [
         spawn("gateway").await,
@@ -199,17 +159,9 @@ async fn three_gateways_share_one_hard_quota_and_counters_survive_restarts() {
     // The usage store saw every answer.
     let from = (chrono::Utc::now() - chrono::Duration::hours(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let url = format!("{admin}/usage/summary?from={from}&api=quota");
+    let url = format!("/usage/summary?from={from}&api=quota");
     let total = tollgate_testkit::eventually(Duration::from_secs(5), || async {
-        let v: Value = http
-            .get(&url)
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = remote.get(&url).await;
         (v["total_calls"].as_u64() == Some(151)).then_some(())
     })
     .await;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tollgate_testkit::upstream::{Upstream, closed_port};
 
-use crate::cli::{Process, tollgate};
-use crate::support::{ADMIN_TOKEN, Stack, TestApp, test_settings};
+use crate::cli::{Process, RemoteAdmin, configured};
+use crate::support::{Stack, TestApp, test_settings};
 
 async fn limited_plan(
     app: &TestApp,
@@ -271,14 +271,8 @@ async fn gateways_share_limits_through_redis() {
     let (settings, db, ch) = test_settings(Stack::Scaled).await;
     let ch = ch.unwrap();
     let spawn = |mode: &str, redis: bool| {
-        let mut cmd = tollgate();
-        cmd.env("TOLLGATE_DATA_DIR", &settings.data_dir)
-            .env("DATABASE_URL", &settings.database_url)
-            .env("CLICKHOUSE_URL", &ch.url)
-            .env("TOLLGATE_CLICKHOUSE_DATABASE", &ch.database)
-            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("TOLLGATE_CONFIG_POLL_INTERVAL_MS", "200")
-            .arg(mode);
+        let mut cmd = configured(mode, &settings, Some(&ch));
+        cmd.env("TOLLGATE_CONFIG_POLL_INTERVAL_MS", "200");
         if redis {
             cmd.env("TOLLGATE_REDIS_URL", redis_url());
         }
@@ -291,43 +285,12 @@ async fn gateways_share_limits_through_redis() {
         spawn("gateway", true).await,
     ];
     let alone = [spawn("gateway", false).await, spawn("gateway", false).await];
-    let admin = portal.printed("Admin API:");
     let http = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        let req = http
-            .post(format!("{admin}{path}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body);
-        async move {
-            let resp = req.send().await.unwrap();
-            assert_eq!(resp.status(), 201);
-            resp.json::<Value>().await.unwrap()
-        }
-    };
+    let remote = RemoteAdmin::of(&portal);
     let upstream = Upstream::echo().await;
-    post("/apis", json!({"name": "C", "slug": "cluster", "base_path": "/cluster", "upstreams": [upstream.url()]})).await;
-    let plan = post(
-        "/plans",
-        json!({"name": "C", "apis": ["cluster"], "rate_limits": [{"limit": 10, "window": "hour"}]}),
-    )
-    .await;
-    let dev = post(
-        "/developers",
-        json!({"email": "cluster@example.com", "name": "C"}),
-    )
-    .await;
-    let app = post("/apps", json!({"developer_id": dev["id"], "name": "A"})).await;
-    post(
-        "/subscriptions",
-        json!({"app_id": app["id"], "plan_id": plan["id"]}),
-    )
-    .await;
-    let key = post(
-        &format!("/apps/{}/keys", app["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .await;
-    let key = key["key"].as_str().unwrap().to_owned();
+    let limits = json!({"rate_limits": [{"limit": 10, "window": "hour"}]});
+    let app_id = remote.provision("cluster", &upstream.url(), limits).await;
+    let key = remote.key(&app_id).await;
 
     let gw = |ps: &[Process]| ps.iter().map(|p| p.printed("Gateway:")).collect::<Vec<_>>();
     let (clustered_urls, alone_urls) = (gw(&clustered), gw(&alone));
