@@ -410,6 +410,9 @@ fn default_cooldown() -> u64 {
 fn default_retries() -> u32 {
     1
 }
+fn default_retry_budget() -> u32 {
+    20
+}
 
 /// Load balancing, passive health and retries of an API's upstream targets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -433,6 +436,10 @@ pub struct UpstreamPolicy {
     /// idempotent calls without a body; 1 by default.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Retries allowed as a share of calls, in percent (a retry budget that keeps
+    /// a failing target from doubling the load on the others); 20 by default.
+    #[serde(default = "default_retry_budget")]
+    pub retry_budget_percent: u32,
     /// Active health checks: a probe request to every target on an interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
@@ -476,6 +483,7 @@ impl Default for UpstreamPolicy {
             max_failures: default_failures(),
             cooldown_ms: default_cooldown(),
             retries: default_retries(),
+            retry_budget_percent: default_retry_budget(),
             health_check: None,
         }
     }
@@ -591,6 +599,12 @@ impl ApiPolicies {
                 return Err(ValidationError::new(
                     "policies.upstream.max_failures",
                     "must be at least 1",
+                ));
+            }
+            if u.retry_budget_percent > 100 {
+                return Err(ValidationError::new(
+                    "policies.upstream.retry_budget_percent",
+                    "must be between 0 and 100",
                 ));
             }
             if u.retries > 5 {

@@ -52,7 +52,13 @@ pub struct Balancer {
     pub policy: UpstreamPolicy,
     next: AtomicUsize,
     epoch: Instant,
+    /// Retry budget in thousandths of a retry: each call adds the policy's share,
+    /// each retry takes 1000, up to [`BUDGET_CAP`].
+    retry_budget: AtomicU64,
 }
+
+/// The most retries a budget saves up (in thousandths).
+const BUDGET_CAP: u64 = 10_000;
 
 /// A picked target; counts as in flight until dropped.
 #[derive(Debug)]
@@ -103,6 +109,7 @@ impl Balancer {
             policy,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
+            retry_budget: AtomicU64::new(BUDGET_CAP),
         }
     }
 
@@ -184,6 +191,25 @@ impl Balancer {
             target: &t.target,
             in_flight: &t.in_flight,
         })
+    }
+
+    /// Adds a call's share to the retry budget.
+    pub fn deposit_retry_budget(&self) {
+        let share = u64::from(self.policy.retry_budget_percent) * 10;
+        let _ = self
+            .retry_budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                (b < BUDGET_CAP).then(|| (b + share).min(BUDGET_CAP))
+            });
+    }
+
+    /// Takes one retry from the budget; false when it is spent.
+    pub fn withdraw_retry(&self) -> bool {
+        self.retry_budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                b.checked_sub(1000)
+            })
+            .is_ok()
     }
 
     /// Records how a call to target `index` ended.
@@ -371,6 +397,38 @@ mod tests {
             b.pick(None, &[]).is_some() && b.pick(None, &[]).is_some(),
             "closed again"
         );
+    }
+
+    #[test]
+    fn retry_budget_allows_a_share_of_calls() {
+        let b = balancer(
+            2,
+            UpstreamPolicy {
+                retry_budget_percent: 20,
+                ..Default::default()
+            },
+        );
+        // A full budget saves up 10 retries.
+        let saved = (0..20).filter(|_| b.withdraw_retry()).count();
+        assert_eq!(saved, 10);
+        // Then one retry per five calls.
+        for _ in 0..10 {
+            b.deposit_retry_budget();
+        }
+        assert!(b.withdraw_retry() && b.withdraw_retry());
+        assert!(!b.withdraw_retry());
+        let none = balancer(
+            2,
+            UpstreamPolicy {
+                retry_budget_percent: 0,
+                ..Default::default()
+            },
+        );
+        (0..10).for_each(|_| {
+            none.withdraw_retry();
+        });
+        none.deposit_retry_budget();
+        assert!(!none.withdraw_retry(), "a zero budget never refills");
     }
 
     #[test]

@@ -318,6 +318,9 @@ impl Gateway {
         let max_body = policies.max_body_bytes;
         let rid = request_id.to_str().unwrap_or_default();
         let mut body = Some(body);
+        if retries > 0 {
+            balancer.deposit_retry_budget();
+        }
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = None;
         let proxied = loop {
@@ -371,7 +374,10 @@ impl Gateway {
                         // The body was cut off at the limit: the client's fault, not the upstream's.
                         return Err(GatewayError::BodyTooLarge { max });
                     }
-                    if e == GatewayError::UpstreamUnreachable && tried.len() < retries {
+                    if e == GatewayError::UpstreamUnreachable
+                        && tried.len() < retries
+                        && balancer.withdraw_retry()
+                    {
                         tried.push(pick.index);
                         last_error = Some(e);
                         continue;
