@@ -274,6 +274,16 @@ impl Gateway {
         };
         let rest_start = route.base_path.len();
         let (mut parts, body) = req.into_parts();
+        // A protocol upgrade (WebSocket and the like) is passed through: the
+        // Upgrade header goes up, and on 101 the two connections are joined.
+        let upgrade = parts
+            .headers
+            .get(header::UPGRADE)
+            .cloned()
+            .filter(|_| wants_upgrade(&parts.headers));
+        let client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
         parts.version = Version::HTTP_11;
         let uri = parts.uri.clone();
         let mut rest = Cow::Borrowed(&uri.path()[rest_start..]);
@@ -287,6 +297,13 @@ impl Gateway {
             via_authorization,
             identity,
         );
+        if let Some(proto) = &upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto.clone());
+        }
+
         // 7. transform (request)
         if let Some(t) = &policies.transform {
             if let Some(ops) = &t.request_headers {
@@ -389,6 +406,20 @@ impl Gateway {
         event.upstream_latency_us =
             u32::try_from(proxied.upstream_latency.as_micros()).unwrap_or(u32::MAX);
         let mut response = proxied.response;
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+            && let (Some(client), Some(proto)) = (client_upgrade, upgrade)
+        {
+            let upstream = response
+                .extensions_mut()
+                .remove::<hyper::upgrade::OnUpgrade>();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            response.headers_mut().insert(header::UPGRADE, proto);
+            if let Some(upstream) = upstream {
+                tokio::spawn(tunnel(client, upstream, request_id.clone()));
+            }
+        }
         // 9. transform (response)
         if let Some(ops) = policies
             .transform
@@ -436,6 +467,35 @@ impl Gateway {
             }),
             Err(_) => Err(GatewayError::RateLimiterUnavailable),
         }
+    }
+}
+
+/// True when `Connection` lists `upgrade`.
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Joins an upgraded client connection to the upgraded upstream connection
+/// and copies bytes both ways until either side closes.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    request_id: HeaderValue,
+) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let mut client = hyper_util::rt::TokioIo::new(client);
+            let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(error = %e, request_id = ?request_id, "upgraded connection ended");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, request_id = ?request_id, "protocol upgrade failed"),
     }
 }
 

@@ -76,9 +76,26 @@ impl Drop for Upstream {
 
 async fn echo(
     State((hits, delay)): State<(Arc<AtomicUsize>, Duration)>,
-    req: Request,
-) -> impl IntoResponse {
+    mut req: Request,
+) -> axum::response::Response {
     hits.fetch_add(1, Ordering::SeqCst);
+    // `Upgrade: echo` switches protocols and echoes every byte back.
+    if req.headers().get("upgrade").is_some_and(|v| v == "echo") {
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let io = hyper_util::rt::TokioIo::new(upgraded);
+                let (mut reader, mut writer) = tokio::io::split(io);
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            }
+        });
+        return axum::response::Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(axum::body::Body::empty())
+            .expect("valid response");
+    }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -94,6 +111,7 @@ async fn echo(
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     }))
+    .into_response()
 }
 
 fn header_map(h: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {

@@ -665,3 +665,55 @@ async fn active_health_checks_take_targets_out_and_bring_them_back() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_upgrades_pass_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::start(Stack::Embedded).await;
+    let upstream = Upstream::echo().await;
+    let p = app.provision("ws", &upstream.url()).await;
+    let addr = app.running.gateway_addr.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let handshake = format!(
+        "GET /ws/chat HTTP/1.1\r\nHost: gateway\r\nx-api-key: {}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        p.key
+    );
+    conn.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            conn.read(&mut byte).await.unwrap(),
+            1,
+            "connection closed during the handshake"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+
+    // Bytes now flow both ways through the gateway.
+    for message in ["ping", "and pong"] {
+        conn.write_all(message.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(2), conn.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(buf, message.as_bytes());
+    }
+
+    // Without a key the upgrade is refused like any call.
+    let mut anon = tokio::net::TcpStream::connect(addr).await.unwrap();
+    anon.write_all(
+        b"GET /ws/chat HTTP/1.1\r\nHost: gateway\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 12];
+    anon.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 401");
+    app.stop().await;
+}
