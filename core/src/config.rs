@@ -160,6 +160,18 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "When Redis cannot decide: `open` falls back to this gateway's own limits, `closed` refuses the call with 503.",
     },
     SettingSpec {
+        key: "token_secret",
+        env: "TOLLGATE_TOKEN_SECRET",
+        default: "",
+        doc: "Secret (at least 32 characters, the same on every gateway) that signs the access tokens of the OAuth2 client-credentials endpoint `/oauth/token`. Unset: the endpoint is off.",
+    },
+    SettingSpec {
+        key: "token_ttl_secs",
+        env: "TOLLGATE_TOKEN_TTL_SECS",
+        default: "3600",
+        doc: "Lifetime of access tokens issued by `/oauth/token`, in seconds.",
+    },
+    SettingSpec {
         key: "quota_lease_size",
         env: "TOLLGATE_QUOTA_LEASE_SIZE",
         default: "100",
@@ -232,6 +244,10 @@ pub struct Settings {
     pub redis_timeout: Duration,
     /// Refuse calls (true) or fall back to local limits (false) when Redis fails.
     pub rate_limit_fail_closed: bool,
+    /// Secret signing `/oauth/token` access tokens; `None` turns the endpoint off.
+    pub token_secret: Option<String>,
+    /// Lifetime of issued access tokens.
+    pub token_ttl: Duration,
     /// One JSON line per answered call on standard output.
     pub access_log: bool,
     /// Calls leased at once from a quota counter.
@@ -530,6 +546,26 @@ impl Settings {
                         "rate_limit_failure_mode",
                         other,
                         "is not a failure mode; expected open or closed",
+                    ));
+                }
+            },
+            token_secret: match l.string("token_secret") {
+                Some(s) if s.len() < 32 => {
+                    return Err(ConfigError::new(format!(
+                        "invalid setting {}: the secret must be at least 32 characters (generate one with `openssl rand -hex 32`)",
+                        l.name("token_secret")
+                    )));
+                }
+                other => other,
+            },
+            token_ttl: match l.raw("token_ttl_secs").unwrap_or("3600").parse::<u64>() {
+                Ok(s) if (60..=86_400).contains(&s) => Duration::from_secs(s),
+                _ => {
+                    let v = l.raw("token_ttl_secs").unwrap_or_default().to_owned();
+                    return Err(l.invalid(
+                        "token_ttl_secs",
+                        &v,
+                        "is not a lifetime; expected 60 to 86400 seconds",
                     ));
                 }
             },

@@ -11,6 +11,7 @@ pub mod balancer;
 pub mod error;
 pub mod metering;
 pub mod metrics;
+pub mod oauth;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;
@@ -34,6 +35,7 @@ use tollgate_core::{Settings, Store, StoreError};
 
 use crate::access_log::AccessLog;
 use crate::metrics::GatewayMetrics;
+use crate::oauth::TokenIssuer;
 use crate::policy::jwt::JwtVerifier;
 use crate::policy::quota::QuotaKeeper;
 use crate::policy::rate_limit::{RateLimiter, RedisLimiter};
@@ -54,6 +56,7 @@ pub struct Gateway {
     quotas: QuotaKeeper,
     jwt: JwtVerifier,
     access_log: Option<AccessLog>,
+    tokens: Option<TokenIssuer>,
     metrics: GatewayMetrics,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -101,6 +104,10 @@ impl Gateway {
             quotas: QuotaKeeper::new(store.clone(), settings.quota_lease_size),
             jwt: JwtVerifier::new(),
             access_log: settings.access_log.then(AccessLog::start),
+            tokens: settings
+                .token_secret
+                .as_deref()
+                .map(|s| TokenIssuer::new(s, settings.token_ttl)),
             metrics,
             background: Mutex::new(Vec::new()),
         });

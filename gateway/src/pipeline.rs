@@ -39,6 +39,7 @@ use crate::balancer::Outcome;
 use crate::error::GatewayError;
 use crate::metering::{CountingBody, Meter, MeteredBody};
 use crate::metrics::RouteMetrics;
+use crate::oauth::{self, TokenIssuer};
 use crate::policy::quota::QuotaOutcome;
 use crate::policy::rate_limit::{Budget, Decision};
 use crate::policy::{access, jwt, transform};
@@ -154,6 +155,22 @@ impl Gateway {
         let request_id = &call.request_id;
         let bytes_in = &call.bytes_in;
 
+        // The OAuth2 token endpoint, when tokens are on.
+        if let Some(tokens) = &self.tokens
+            && req.uri().path() == oauth::TOKEN_PATH
+        {
+            event.route.push_str(oauth::TOKEN_PATH);
+            let (parts, body) = req.into_parts();
+            let (resp, app) = tokens
+                .token_endpoint(snapshot, &parts.method, &parts.headers, body)
+                .await;
+            match app {
+                Some(app_id) => event.app_id = app_id,
+                None => event.error_code.push_str("invalid_client"),
+            }
+            return Ok(resp.map(Either::Right));
+        }
+
         // 1. route
         let (route, rest) = snapshot
             .route(req.uri().path())
@@ -197,25 +214,33 @@ impl Gateway {
             (None, false, None)
         } else {
             // 3. authenticate: a JWT where the API accepts them, else an API key
-            let (principal, via_authorization) =
-                match (&policies.jwt, jwt::bearer_jwt(req.headers())) {
-                    (Some(policy), Some(token)) => {
-                        let app_id = self.jwt.verify(policy, token).await?;
-                        let app =
-                            snapshot
-                                .app(&app_id)
-                                .ok_or_else(|| GatewayError::InvalidToken {
-                                    reason: format!(
-                                        "no app has the id {app_id:?} named by the token"
-                                    ),
-                                })?;
-                        (Principal::from_app(app), true)
-                    }
-                    _ => {
-                        let (grant, via) = authenticate(snapshot, req.headers())?;
-                        (Principal::from_key(grant), via)
-                    }
-                };
+            let bearer = jwt::bearer_jwt(req.headers());
+            let gateway_token = bearer.filter(|t| self.tokens.is_some() && TokenIssuer::is_ours(t));
+            let (principal, via_authorization) = match (gateway_token, &policies.jwt, bearer) {
+                (Some(token), _, _) => {
+                    let tokens = self.tokens.as_ref().expect("checked above");
+                    let app_id = tokens.verify(token)?;
+                    let app = snapshot
+                        .app(&app_id)
+                        .ok_or_else(|| GatewayError::InvalidToken {
+                            reason: "the app of this access token no longer exists".into(),
+                        })?;
+                    (Principal::from_app(app), true)
+                }
+                (None, Some(policy), Some(token)) => {
+                    let app_id = self.jwt.verify(policy, token).await?;
+                    let app = snapshot
+                        .app(&app_id)
+                        .ok_or_else(|| GatewayError::InvalidToken {
+                            reason: format!("no app has the id {app_id:?} named by the token"),
+                        })?;
+                    (Principal::from_app(app), true)
+                }
+                _ => {
+                    let (grant, via) = authenticate(snapshot, req.headers())?;
+                    (Principal::from_key(grant), via)
+                }
+            };
             event.app_id.push_str(principal.app_id);
             event.key_prefix.push_str(principal.key_prefix);
             event.developer_id.push_str(principal.developer_id);

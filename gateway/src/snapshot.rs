@@ -102,6 +102,8 @@ pub struct AppGrant {
     pub developer_id: String,
     /// Access by API id.
     pub access: Arc<HashMap<String, Access>>,
+    /// SHA-256 of the app's OAuth2 client secret.
+    pub client_secret_hash: Option<KeyHash>,
 }
 
 /// Routes and keys at one configuration version.
@@ -227,16 +229,17 @@ impl Snapshot {
         let apps = config
             .apps
             .iter()
-            .map(|(app_id, developer_id)| {
+            .map(|app| {
                 (
-                    app_id.clone(),
+                    app.id.clone(),
                     AppGrant {
-                        app_id: app_id.clone(),
-                        developer_id: developer_id.clone(),
+                        app_id: app.id.clone(),
+                        developer_id: app.developer_id.clone(),
                         access: by_app
-                            .get(app_id.as_str())
+                            .get(app.id.as_str())
                             .cloned()
                             .unwrap_or_else(|| empty.clone()),
+                        client_secret_hash: app.client_secret_hash,
                     },
                 )
             })
@@ -377,7 +380,11 @@ mod tests {
                     quota: None,
                 },
             ],
-            apps: vec![("app_1".into(), "usr_1".into())],
+            apps: vec![tollgate_core::store::AppRecord {
+                id: "app_1".into(),
+                developer_id: "usr_1".into(),
+                client_secret_hash: None,
+            }],
         };
         let s = Snapshot::build(&config, None, &GatewayMetrics::new());
         let grant = s.key(&hash).unwrap();

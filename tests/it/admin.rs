@@ -296,6 +296,7 @@ async fn openapi_document_covers_every_route() {
         ("/admin/apps", &["get", "post"]),
         ("/admin/apps/{id}", &["get"]),
         ("/admin/apps/{id}/keys", &["get", "post"]),
+        ("/admin/apps/{id}/client-secret", &["post"]),
         ("/admin/keys/{id}", &["get", "delete"]),
         ("/admin/subscriptions", &["get", "post"]),
         ("/admin/subscriptions/{id}", &["get", "patch"]),

@@ -265,3 +265,113 @@ async fn jwt_policies_are_validated() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_credentials_tokens_work_on_every_gateway() {
+    let (settings, db, ch) = crate::support::test_settings(Stack::Scaled).await;
+    let ch = ch.unwrap();
+    let spawn = |mode: &str| {
+        let mut cmd = crate::cli::configured(mode, &settings, Some(&ch));
+        cmd.env(
+            "TOLLGATE_TOKEN_SECRET",
+            "0123456789abcdef0123456789abcdef-test",
+        );
+        Process::spawn(cmd)
+    };
+    let portal = spawn("portal").await;
+    let remote = RemoteAdmin::of(&portal);
+    let upstream = Upstream::echo().await;
+    let app_id = remote.provision("cc", &upstream.url(), json!({})).await;
+    let creds = remote
+        .create(&format!("/apps/{app_id}/client-secret"), json!({}))
+        .await;
+    assert_eq!(creds["client_id"], app_id.as_str());
+    let secret = creds["client_secret"].as_str().unwrap().to_owned();
+    let (gw1, gw2) = (spawn("gateway").await, spawn("gateway").await);
+    let (g1, g2) = (gw1.printed("Gateway:"), gw2.printed("Gateway:"));
+    let http = reqwest::Client::new();
+
+    // A token from one gateway works on the other at once.
+    let resp = http
+        .post(format!("{g1}/oauth/token"))
+        .basic_auth(&app_id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (body["token_type"].as_str(), body["expires_in"].as_u64()),
+        (Some("Bearer"), Some(3600))
+    );
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let resp = http
+        .get(format!("{g2}/cc/x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let echoed: Value = resp.json().await.unwrap();
+    assert!(echoed["headers"].get("authorization").is_none());
+    assert_eq!(echoed["headers"]["x-tollgate-app-id"], app_id.as_str());
+
+    // Credentials in the form work too; wrong ones get RFC 6749 errors.
+    let form = |id: &str, secret: &str, grant: &str| {
+        http.post(format!("{g2}/oauth/token"))
+            .form(&[
+                ("grant_type", grant),
+                ("client_id", id),
+                ("client_secret", secret),
+            ])
+            .send()
+    };
+    assert_eq!(
+        form(&app_id, &secret, "client_credentials")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let resp = form(&app_id, "wrong", "client_credentials").await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
+    let resp = form(&app_id, &secret, "password").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"],
+        "unsupported_grant_type"
+    );
+
+    // A forged token (another secret) is refused.
+    let forged = token_signed_with(b"not-the-gateway-secret-at-all-0000", &app_id);
+    let resp = http
+        .get(format!("{g1}/cc/x"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_token"
+    );
+
+    for p in [gw1, gw2, portal] {
+        assert!(p.terminate().await.success());
+    }
+    db.cleanup().await;
+    ch.cleanup().await;
+}
+
+fn token_signed_with(secret: &[u8], app_id: &str) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("tollgate".into());
+    let claims = json!({"iss": "tollgate", "aud": "tollgate-gateway", "sub": app_id, "iat": now(), "exp": now() + 600});
+    encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap()
+}

@@ -65,6 +65,23 @@ impl Store {
         app(&row)
     }
 
+    /// Gives an app a new OAuth2 client secret (replacing any old one) and
+    /// returns it: the only time it is shown. The client id is the app id.
+    pub async fn rotate_client_secret(&self, app_id: &str) -> StoreResult<String> {
+        self.get_app(app_id).await?;
+        let secret = format!("tg_cs_{}", crate::key::random_token());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE apps SET client_secret_hash = $2, updated_at = $3 WHERE id = $1")
+            .bind(app_id)
+            .bind(crate::key::KeyHash::of(&secret).to_hex())
+            .bind(Timestamp::now().0)
+            .execute(&mut *tx)
+            .await?;
+        let v = self.bump_version(&mut tx).await?;
+        self.commit_change(tx, v).await?;
+        Ok(secret)
+    }
+
     /// Apps, all or one developer's, oldest first.
     pub async fn list_apps(&self, developer_id: Option<&str>) -> StoreResult<Vec<App>> {
         let rows = match developer_id {

@@ -63,6 +63,17 @@ pub struct QuotaRule {
     pub subscription_start: i64,
 }
 
+/// An app as bearer tokens and the token endpoint need it.
+#[derive(Debug, Clone, Default)]
+pub struct AppRecord {
+    /// App id (also its OAuth2 client id).
+    pub id: String,
+    /// The app's developer.
+    pub developer_id: String,
+    /// SHA-256 of the app's client secret, if it has one.
+    pub client_secret_hash: Option<KeyHash>,
+}
+
 /// The configuration the gateway serves, at one version.
 #[derive(Debug, Clone, Default)]
 pub struct GatewayConfig {
@@ -74,8 +85,8 @@ pub struct GatewayConfig {
     pub keys: Vec<KeyRecord>,
     /// Subscriptions that are not cancelled.
     pub subscriptions: Vec<SubscriptionRecord>,
-    /// Every app with its developer: `(app_id, developer_id)`.
-    pub apps: Vec<(String, String)>,
+    /// Every app with its developer and OAuth2 client secret hash.
+    pub apps: Vec<AppRecord>,
 }
 
 impl Store {
@@ -177,11 +188,18 @@ impl Store {
                 api_ids,
             });
         }
-        let apps = sqlx::query("SELECT id, developer_id FROM apps")
+        let apps = sqlx::query("SELECT id, developer_id, client_secret_hash FROM apps")
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("developer_id")?)))
+            .map(|r| {
+                let hash: Option<String> = r.try_get("client_secret_hash")?;
+                Ok(AppRecord {
+                    id: r.try_get("id")?,
+                    developer_id: r.try_get("developer_id")?,
+                    client_secret_hash: hash.as_deref().and_then(KeyHash::from_hex),
+                })
+            })
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(GatewayConfig {
             version,

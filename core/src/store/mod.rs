@@ -28,7 +28,7 @@ use sqlx::{AnyPool, Row};
 use tokio::sync::watch;
 
 pub use changes::CONFIG_CHANNEL;
-pub use gateway_config::{GatewayConfig, KeyRecord, QuotaRule, SubscriptionRecord};
+pub use gateway_config::{AppRecord, GatewayConfig, KeyRecord, QuotaRule, SubscriptionRecord};
 pub use keys::IssuedKey;
 pub use quotas::QuotaLease;
 

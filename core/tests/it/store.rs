@@ -484,3 +484,33 @@ async fn quota_leases(store: Store) {
     }
 }
 on_both!(quota_leases, super::quota_leases);
+
+async fn client_secrets(store: Store) {
+    let dev = developer(&store, "cs@example.com").await;
+    let app = store
+        .create_app(NewApp {
+            developer_id: dev.id.clone(),
+            name: "A".into(),
+        })
+        .await
+        .unwrap();
+    let before = store.config_version().await.unwrap();
+    let first = store.rotate_client_secret(&app.id).await.unwrap();
+    assert!(first.starts_with("tg_cs_"));
+    assert_eq!(store.config_version().await.unwrap(), before + 1);
+    let second = store.rotate_client_secret(&app.id).await.unwrap();
+    assert_ne!(first, second);
+    let config = store.load_gateway_config().await.unwrap();
+    let record = config.apps.iter().find(|a| a.id == app.id).unwrap();
+    assert_eq!(
+        record.client_secret_hash,
+        Some(KeyHash::of(&second)),
+        "only the newest secret is kept"
+    );
+    assert_eq!(record.developer_id, dev.id);
+    assert!(matches!(
+        store.rotate_client_secret("app_nope").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+on_both!(client_secrets, super::client_secrets);

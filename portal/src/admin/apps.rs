@@ -37,3 +37,14 @@ pub(super) async fn show(
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(s.store.get_app(&id).await?))
 }
+
+/// Issues a new OAuth2 client secret (the old one stops working); shown once.
+pub(super) async fn rotate_client_secret(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let secret = s.store.rotate_client_secret(&id).await?;
+    Ok(created(
+        serde_json::json!({"client_id": id, "client_secret": secret}),
+    ))
+}

@@ -50,6 +50,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/developers/{id}", get(developers::show))
         .route("/admin/apps", get(apps::list).post(apps::create))
         .route("/admin/apps/{id}", get(apps::show))
+        .route(
+            "/admin/apps/{id}/client-secret",
+            axum::routing::post(apps::rotate_client_secret),
+        )
         .route("/admin/apps/{id}/keys", get(keys::list).post(keys::create))
         .route("/admin/keys/{id}", delete(keys::revoke).get(keys::show))
         .route(
