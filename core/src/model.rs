@@ -515,7 +515,26 @@ pub struct JwtPolicy {
     pub app_claim: String,
 }
 
+/// The OpenAPI extension that overrides an API's policies for one path or operation.
+pub const POLICY_EXTENSION: &str = "x-tollgate-policies";
+
 impl ApiPolicies {
+    /// These policies with the fields of `patch` (a JSON object of policy
+    /// fields) replacing their own: a route's override of its API's policies.
+    pub fn overlay(&self, patch: &serde_json::Value) -> Result<Self, String> {
+        let serde_json::Value::Object(patch) = patch else {
+            return Err("must be an object of policy fields".into());
+        };
+        let mut merged = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        for (k, v) in patch {
+            merged.insert(k.clone(), v.clone());
+        }
+        serde_json::from_value(serde_json::Value::Object(merged)).map_err(|e| e.to_string())
+    }
+
     /// Checks the fields serde cannot.
     pub fn validate(&self) -> Result<(), ValidationError> {
         if self.ip_allow.len() + self.ip_deny.len() > 1000 {
@@ -729,13 +748,41 @@ fn check_upstreams(upstreams: &[String]) -> Result<(), ValidationError> {
 
 fn check_openapi(doc: &serde_json::Value) -> Result<(), ValidationError> {
     let version = doc.get("openapi").and_then(|v| v.as_str());
-    match version {
-        Some(v) if v.starts_with("3.") => Ok(()),
-        _ => Err(ValidationError::new(
+    if !version.is_some_and(|v| v.starts_with("3.")) {
+        return Err(ValidationError::new(
             "openapi",
             "must be an OpenAPI 3 document (an object with \"openapi\": \"3.x.y\")",
-        )),
+        ));
     }
+    // Route-level policy overrides must be valid policies.
+    let Some(paths) = doc.get("paths").and_then(|p| p.as_object()) else {
+        return Ok(());
+    };
+    for (path, item) in paths {
+        let mut places = vec![(String::new(), item)];
+        if let Some(ops) = item.as_object() {
+            places.extend(
+                ops.iter()
+                    .filter(|(_, v)| v.is_object())
+                    .map(|(m, v)| (format!(".{m}"), v)),
+            );
+        }
+        for (method, place) in places {
+            if let Some(patch) = place.get(POLICY_EXTENSION) {
+                let field = format!("openapi.paths.{path}{method}.{POLICY_EXTENSION}");
+                let merged = ApiPolicies::default()
+                    .overlay(patch)
+                    .map_err(|e| ValidationError::new(field.clone(), e))?;
+                merged.validate().map_err(|e| {
+                    ValidationError::new(
+                        format!("{field}.{}", e.field.trim_start_matches("policies.")),
+                        e.message,
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A plan: which APIs it covers and what it costs.

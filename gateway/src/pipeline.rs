@@ -4,8 +4,8 @@
 //! | phase        | reads                                  | writes (event)                       | refuses with            |
 //! |--------------|----------------------------------------|--------------------------------------|-------------------------|
 //! | route        | path; snapshot routes                  | api_id, api_slug, route              | 404 `no_route`          |
-//! | access       | client IP, `Origin`, `Content-Length`; the API's policies | —                 | 403 `ip_denied`, 413 `body_too_large`; answers CORS preflights (204) |
-//! | operation    | path and method; the API's OpenAPI paths | route (the template)               | 404 `no_route`, 405 `method_not_allowed` |
+//! | operation    | path and method; the API's OpenAPI paths; route policy overrides | route (the template) | 404 `no_route`, 405 `method_not_allowed` |
+//! | access       | client IP, `Origin`, `Content-Length`; the route's policies | —                 | 403 `ip_denied`, 413 `body_too_large`; answers CORS preflights (204) |
 //! | authenticate | a JWT bearer token, or `x-api-key`, `apikey`, `Authorization` | app_id, key_prefix, developer_id | 401 `missing_key`, `invalid_key`, `expired_key`, `invalid_token` |
 //! | authorize    | the key's access to the routed API     | plan_id, subscription_id             | 403 `no_subscription`, `subscription_pending`, `subscription_suspended` |
 //! | rate limit   | the plan's limits; the limiter         | —                                    | 429 `rate_limited`, 503 `rate_limiter_unavailable` |
@@ -180,23 +180,28 @@ impl Gateway {
         event.api_slug.clone_from(&route.slug);
         event.route.clone_from(&route.base_path);
 
-        // 2. access
-        let policies = &route.policies;
-        access::check_ip(policies, call.client)?;
-        if let Some(cors) = &policies.cors {
-            if let Some(answer) = access::preflight(cors, req.method(), req.headers()) {
-                return Ok(answer.map(Either::Right));
-            }
-            call.cors = access::allowed_origin(cors, req.headers()).map(|o| (policies.clone(), o));
-        }
-        access::check_body_size(policies, req.headers())?;
-
-        // The operation, when the API documents its paths.
-        match route.operations.route(rest, req.method()) {
+        // 2. operation, when the API documents its paths. A CORS preflight is
+        // matched by the method it asks about.
+        let asked = req
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+            .filter(|_| req.method() == Method::OPTIONS)
+            .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
+        let mut policies = &route.policies;
+        match route
+            .operations
+            .route(rest, asked.as_ref().unwrap_or(req.method()))
+        {
             OperationMatch::Unrestricted => {}
-            OperationMatch::Matched(template) => {
+            OperationMatch::Matched {
+                template,
+                policies: overridden,
+            } => {
                 if template != "/" {
                     event.route.push_str(template);
+                }
+                if let Some(p) = overridden {
+                    policies = p;
                 }
             }
             OperationMatch::MethodNotAllowed { template, allowed } => {
@@ -210,10 +215,20 @@ impl Gateway {
             OperationMatch::NotFound => return Err(GatewayError::NoRoute),
         }
 
+        // 3. access
+        access::check_ip(policies, call.client)?;
+        if let Some(cors) = &policies.cors {
+            if let Some(answer) = access::preflight(cors, req.method(), req.headers()) {
+                return Ok(answer.map(Either::Right));
+            }
+            call.cors = access::allowed_origin(cors, req.headers()).map(|o| (policies.clone(), o));
+        }
+        access::check_body_size(policies, req.headers())?;
+
         let (identity, via_authorization, limited) = if policies.keyless {
             (None, false, None)
         } else {
-            // 3. authenticate: a JWT where the API accepts them, else an API key
+            // 4. authenticate: a JWT where the API accepts them, else an API key
             let bearer = jwt::bearer_jwt(req.headers());
             let gateway_token = bearer.filter(|t| self.tokens.is_some() && TokenIssuer::is_ours(t));
             let (principal, via_authorization) = match (gateway_token, &policies.jwt, bearer) {
@@ -245,7 +260,7 @@ impl Gateway {
             event.key_prefix.push_str(principal.key_prefix);
             event.developer_id.push_str(principal.developer_id);
 
-            // 4. authorize
+            // 5. authorize
             let access = authorize(principal.access, route)?;
             event.plan_id.clone_from(&access.plan_id);
             event.subscription_id.clone_from(&access.subscription_id);
@@ -255,10 +270,10 @@ impl Gateway {
                 used.store(true, Ordering::Relaxed);
             }
 
-            // 5. rate limit
+            // 6. rate limit
             let limited = self.rate_limit(&principal, access).await?;
 
-            // 6. quota
+            // 7. quota
             if let Some(rule) = &access.quota {
                 match self
                     .quotas
@@ -287,7 +302,7 @@ impl Gateway {
             (Some(identity), via_authorization, limited)
         };
 
-        // 8. proxy
+        // 8. proxy: the upstream request, transformed (9), then sent
         let balancer = &route.balancer;
         let hash_key = match &balancer.policy.hash_header {
             Some(h) => req
@@ -329,7 +344,7 @@ impl Gateway {
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
 
-        // 7. transform (request)
+        // 9. transform (request), before it is sent
         if let Some(t) = &policies.transform {
             if let Some(ops) = &t.request_headers {
                 transform::apply_headers(&mut parts.headers, ops);
@@ -445,7 +460,7 @@ impl Gateway {
                 tokio::spawn(tunnel(client, upstream, request_id.clone()));
             }
         }
-        // 9. transform (response)
+        // 10. transform (response)
         if let Some(ops) = policies
             .transform
             .as_ref()

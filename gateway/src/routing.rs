@@ -5,7 +5,10 @@
 //! through. One with paths admits only the operations it documents: an unknown
 //! path is a 404, a known path with another method a 405 with `Allow`.
 
+use std::sync::Arc;
+
 use http::Method;
+use tollgate_core::model::{ApiPolicies, POLICY_EXTENSION};
 
 /// One path segment of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +24,10 @@ pub struct Operation {
     pub template: String,
     segments: Vec<Segment>,
     methods: Vec<Method>,
+    /// Policies overridden for this path (`x-tollgate-policies` on the path
+    /// item), and per method (on the operation).
+    path_policies: Option<Arc<ApiPolicies>>,
+    method_policies: Vec<(Method, Arc<ApiPolicies>)>,
 }
 
 /// What routing says about a request inside an API.
@@ -29,7 +36,12 @@ pub enum OperationMatch<'a> {
     /// The API documents no operations: anything goes.
     Unrestricted,
     /// This operation's template matched, with the method.
-    Matched(&'a str),
+    Matched {
+        /// The template that matched.
+        template: &'a str,
+        /// Policies overridden for this route, if any.
+        policies: Option<&'a Arc<ApiPolicies>>,
+    },
     /// A template matched but not the method.
     MethodNotAllowed {
         /// The template that matched.
@@ -56,8 +68,19 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
 }
 
+fn overridden(base: &ApiPolicies, place: &serde_json::Value) -> Option<Arc<ApiPolicies>> {
+    let patch = place.get(POLICY_EXTENSION)?;
+    match base.overlay(patch) {
+        Ok(p) => Some(Arc::new(p)),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring an invalid x-tollgate-policies");
+            None
+        }
+    }
+}
+
 impl Operation {
-    fn parse(template: &str, item: &serde_json::Value) -> Option<Self> {
+    fn parse(template: &str, item: &serde_json::Value, base: &ApiPolicies) -> Option<Self> {
         let segments = segments(template)
             .map(|s| {
                 if s.starts_with('{') && s.ends_with('}') {
@@ -75,10 +98,21 @@ impl Operation {
         if methods.contains(&Method::GET) && !methods.contains(&Method::HEAD) {
             methods.push(Method::HEAD);
         }
+        let path_policies = overridden(base, item);
+        let path_base = path_policies.as_deref().unwrap_or(base);
+        let method_policies = METHODS
+            .iter()
+            .filter_map(|(name, m)| {
+                let op = item.get(*name)?;
+                overridden(path_base, op).map(|p| (m.clone(), p))
+            })
+            .collect();
         (!methods.is_empty()).then(|| Self {
             template: template.to_owned(),
             segments,
             methods,
+            path_policies,
+            method_policies,
         })
     }
 
@@ -113,14 +147,15 @@ pub struct Operations {
 }
 
 impl Operations {
-    /// Reads the `paths` of an OpenAPI document; none when absent.
-    pub fn from_openapi(doc: Option<&serde_json::Value>) -> Self {
+    /// Reads the `paths` of an OpenAPI document (none when absent), with route
+    /// policy overrides laid over the API's `base` policies.
+    pub fn from_openapi(doc: Option<&serde_json::Value>, base: &ApiPolicies) -> Self {
         let Some(paths) = doc.and_then(|d| d.get("paths")).and_then(|p| p.as_object()) else {
             return Self::default();
         };
         let mut ops: Vec<Operation> = paths
             .iter()
-            .filter_map(|(t, item)| Operation::parse(t, item))
+            .filter_map(|(t, item)| Operation::parse(t, item, base))
             .collect();
         ops.sort_by(|a, b| {
             b.specificity()
@@ -138,7 +173,24 @@ impl Operations {
         let mut path_matched: Option<&Operation> = None;
         for op in self.ops.iter().filter(|op| op.matches(path)) {
             if op.methods.contains(method) {
-                return OperationMatch::Matched(&op.template);
+                let by_method = op
+                    .method_policies
+                    .iter()
+                    .find(|(m, _)| m == method)
+                    .map(|(_, p)| p);
+                // HEAD follows GET's overrides.
+                let by_get = (*method == Method::HEAD)
+                    .then(|| {
+                        op.method_policies
+                            .iter()
+                            .find(|(m, _)| *m == Method::GET)
+                            .map(|(_, p)| p)
+                    })
+                    .flatten();
+                return OperationMatch::Matched {
+                    template: &op.template,
+                    policies: by_method.or(by_get).or(op.path_policies.as_ref()),
+                };
             }
             path_matched.get_or_insert(op);
         }
@@ -167,16 +219,19 @@ mod tests {
     use super::*;
 
     fn ops() -> Operations {
-        Operations::from_openapi(Some(&serde_json::json!({
-            "openapi": "3.0.3",
-            "paths": {
-                "/users/{id}": {"get": {}, "delete": {}},
-                "/users/me": {"get": {}},
-                "/users": {"post": {}},
-                "/orgs/{org}/users/{id}": {"get": {}},
-                "/": {"get": {}}
-            }
-        })))
+        Operations::from_openapi(
+            Some(&serde_json::json!({
+                "openapi": "3.0.3",
+                "paths": {
+                    "/users/{id}": {"get": {}, "delete": {}},
+                    "/users/me": {"get": {}},
+                    "/users": {"post": {}},
+                    "/orgs/{org}/users/{id}": {"get": {}},
+                    "/": {"get": {}}
+                }
+            })),
+            &ApiPolicies::default(),
+        )
     }
 
     #[test]
@@ -184,24 +239,45 @@ mod tests {
         let o = ops();
         assert_eq!(
             o.route("/users/me", &Method::GET),
-            OperationMatch::Matched("/users/me")
+            OperationMatch::Matched {
+                template: "/users/me",
+                policies: None
+            }
         );
         assert_eq!(
             o.route("/users/42", &Method::GET),
-            OperationMatch::Matched("/users/{id}")
+            OperationMatch::Matched {
+                template: "/users/{id}",
+                policies: None
+            }
         );
         assert_eq!(
             o.route("/users/42/", &Method::DELETE),
-            OperationMatch::Matched("/users/{id}")
+            OperationMatch::Matched {
+                template: "/users/{id}",
+                policies: None
+            }
         );
         assert_eq!(
             o.route("/orgs/a/users/b", &Method::GET),
-            OperationMatch::Matched("/orgs/{org}/users/{id}")
+            OperationMatch::Matched {
+                template: "/orgs/{org}/users/{id}",
+                policies: None
+            }
         );
-        assert_eq!(o.route("", &Method::GET), OperationMatch::Matched("/"));
+        assert_eq!(
+            o.route("", &Method::GET),
+            OperationMatch::Matched {
+                template: "/",
+                policies: None
+            }
+        );
         assert_eq!(
             o.route("/users/42", &Method::HEAD),
-            OperationMatch::Matched("/users/{id}"),
+            OperationMatch::Matched {
+                template: "/users/{id}",
+                policies: None
+            },
             "HEAD goes with GET"
         );
     }
@@ -217,7 +293,10 @@ mod tests {
         // /users/me documents only GET, but /users/{id} also matches and takes DELETE.
         assert_eq!(
             o.route("/users/me", &Method::DELETE),
-            OperationMatch::Matched("/users/{id}")
+            OperationMatch::Matched {
+                template: "/users/{id}",
+                policies: None
+            }
         );
         assert_eq!(
             o.route("/users", &Method::GET),
@@ -231,10 +310,13 @@ mod tests {
     #[test]
     fn no_document_means_no_restriction() {
         assert_eq!(
-            Operations::from_openapi(None).route("/x", &Method::GET),
+            Operations::from_openapi(None, &ApiPolicies::default()).route("/x", &Method::GET),
             OperationMatch::Unrestricted
         );
-        let empty = Operations::from_openapi(Some(&serde_json::json!({"openapi": "3.0.0"})));
+        let empty = Operations::from_openapi(
+            Some(&serde_json::json!({"openapi": "3.0.0"})),
+            &ApiPolicies::default(),
+        );
         assert_eq!(
             empty.route("/x", &Method::PUT),
             OperationMatch::Unrestricted

@@ -165,7 +165,7 @@ impl Snapshot {
                     balancer,
                     metrics: metrics.route(&api.slug),
                     policies: Arc::new(api.policies.clone()),
-                    operations: Operations::from_openapi(api.openapi.as_ref()),
+                    operations: Operations::from_openapi(api.openapi.as_ref(), &api.policies),
                 })
             })
             .collect();

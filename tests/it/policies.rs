@@ -284,3 +284,59 @@ async fn transforms_change_headers_query_and_path() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_override_their_apis_policies() {
+    let app = TestApp::start(Stack::Embedded).await;
+    let upstream = Upstream::echo().await;
+    let p = app.provision("mixed", &upstream.url()).await;
+    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
+    let id = apis["data"][0]["id"].as_str().unwrap().to_owned();
+    let doc = json!({"openapi": "3.0.3", "info": {"title": "M", "version": "1"}, "paths": {
+        "/status": {"x-tollgate-policies": {"keyless": true}, "get": {}},
+        "/upload": {"post": {"x-tollgate-policies": {"max_body_bytes": 10}}, "get": {}},
+        "/private": {"get": {}}
+    }});
+    let (s, b) = app
+        .admin(
+            "PATCH",
+            &format!("/admin/apis/{id}"),
+            Some(json!({"openapi": doc, "policies": {"max_body_bytes": 1000}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    app.synced().await;
+
+    // /status is keyless; the rest of the API still needs a key.
+    assert_eq!(app.call("/mixed/status", None).await.status(), 200);
+    assert_eq!(app.call("/mixed/private", None).await.status(), 401);
+    // POST /upload allows 10 bytes; the API's 1000-byte limit holds elsewhere.
+    let post = |path: &str, n: usize| {
+        app.http
+            .post(app.gateway(path))
+            .header("x-api-key", &p.key)
+            .body(vec![b'x'; n])
+            .send()
+    };
+    assert_eq!(post("/mixed/upload", 11).await.unwrap().status(), 413);
+    assert_eq!(post("/mixed/upload", 10).await.unwrap().status(), 200);
+
+    // Invalid overrides are refused with their place named.
+    let bad = json!({"openapi": "3.0.3", "paths": {"/x": {"get": {"x-tollgate-policies": {"ip_allow": ["nope"]}}}}});
+    let (s, b) = app
+        .admin(
+            "PATCH",
+            &format!("/admin/apis/{id}"),
+            Some(json!({"openapi": bad})),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    assert!(
+        b["error"]["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("openapi.paths./x.get.x-tollgate-policies"),
+        "{b}"
+    );
+    app.stop().await;
+}
