@@ -152,6 +152,7 @@ pub async fn seed(
                     name: "Demo API".into(),
                     slug: DEMO_SLUG.into(),
                     base_path: "/demo".into(),
+                    hosts: vec![],
                     upstreams: vec![upstream_url],
                     visibility: None,
                     openapi: Some(demo_openapi()),

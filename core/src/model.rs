@@ -145,6 +145,8 @@ pub struct Api {
     pub slug: String,
     /// Path prefix on the gateway, e.g. `/weather`.
     pub base_path: String,
+    /// Host names the API answers on; empty means every host.
+    pub hosts: Vec<String>,
     /// Upstream base URLs; calls are spread over them.
     pub upstreams: Vec<String>,
     /// Who sees the API in the portal.
@@ -169,6 +171,9 @@ pub struct NewApi {
     pub slug: String,
     /// Path prefix on the gateway.
     pub base_path: String,
+    /// Host names (every host when absent or empty).
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// One or more upstream base URLs.
     pub upstreams: Vec<String>,
     /// Public unless said otherwise.
@@ -188,6 +193,7 @@ impl NewApi {
         validate::name("name", &self.name)?;
         validate::slug("slug", &self.slug)?;
         validate::base_path("base_path", &self.base_path)?;
+        check_hosts(&self.hosts)?;
         check_upstreams(&self.upstreams)?;
         if let Some(doc) = &self.openapi {
             check_openapi(doc)?;
@@ -209,6 +215,8 @@ pub struct ApiPatch {
     pub slug: Option<String>,
     /// New base path.
     pub base_path: Option<String>,
+    /// New host names (replace the old ones; `[]` for every host).
+    pub hosts: Option<Vec<String>>,
     /// New upstream list (replaces the old one).
     pub upstreams: Option<Vec<String>>,
     /// New visibility.
@@ -231,6 +239,9 @@ impl ApiPatch {
         }
         if let Some(v) = &self.base_path {
             validate::base_path("base_path", v)?;
+        }
+        if let Some(v) = &self.hosts {
+            check_hosts(v)?;
         }
         if let Some(v) = &self.upstreams {
             check_upstreams(v)?;
@@ -727,6 +738,27 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+fn check_hosts(hosts: &[String]) -> Result<(), ValidationError> {
+    for (i, h) in hosts.iter().enumerate() {
+        let ok = !h.is_empty()
+            && h.len() <= 253
+            && h.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            });
+        if !ok {
+            return Err(ValidationError::new(
+                format!("hosts[{i}]"),
+                format!("{h:?} is not a lowercase host name such as \"api.example.com\""),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_upstreams(upstreams: &[String]) -> Result<(), ValidationError> {
     if upstreams.is_empty() {
         return Err(ValidationError::new(
@@ -1139,6 +1171,7 @@ mod tests {
             name: "Weather".into(),
             slug: "weather".into(),
             base_path: "/weather".into(),
+            hosts: vec![],
             upstreams: vec!["http://127.0.0.1:9000".into()],
             visibility: None,
             openapi: None,

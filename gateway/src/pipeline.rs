@@ -172,8 +172,9 @@ impl Gateway {
         }
 
         // 1. route
+        let host = request_host(&req);
         let (route, rest) = snapshot
-            .route(req.uri().path())
+            .route(host.as_deref(), req.uri().path())
             .ok_or(GatewayError::NoRoute)?;
         call.metrics = route.metrics.clone();
         event.api_id.clone_from(&route.id);
@@ -508,6 +509,22 @@ impl Gateway {
             Err(_) => Err(GatewayError::RateLimiterUnavailable),
         }
     }
+}
+
+/// The request's host name, lowercase and without a port: from the URI
+/// (HTTP/2 `:authority`, absolute-form) or the `Host` header.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    let raw = req.uri().host().or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+    })?;
+    let name = if raw.starts_with('[') {
+        raw.split(']').next().map(|h| format!("{h}]"))?
+    } else {
+        raw.split(':').next()?.to_owned()
+    };
+    Some(name.to_ascii_lowercase())
 }
 
 /// True when `Connection` lists `upgrade`.

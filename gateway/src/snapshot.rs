@@ -49,6 +49,8 @@ pub struct ApiRoute {
     pub slug: String,
     /// Path prefix on the gateway.
     pub base_path: String,
+    /// Host names the API answers on; empty means every host.
+    pub hosts: Vec<String>,
     /// Upstream targets, their health and how calls are spread over them.
     pub balancer: Arc<Balancer>,
     /// The API's metric handles.
@@ -162,6 +164,7 @@ impl Snapshot {
                     id: api.id.clone(),
                     slug: api.slug.clone(),
                     base_path: api.base_path.clone(),
+                    hosts: api.hosts.clone(),
                     balancer,
                     metrics: metrics.route(&api.slug),
                     policies: Arc::new(api.policies.clone()),
@@ -253,13 +256,21 @@ impl Snapshot {
         }
     }
 
-    /// The API whose base path is the longest prefix of `path` (on a segment
-    /// boundary), and the rest of the path after it (`""` or `/…`).
-    pub fn route<'a, 'p>(&'a self, path: &'p str) -> Option<(&'a ApiRoute, &'p str)> {
-        self.routes.iter().find_map(|r| {
-            let rest = path.strip_prefix(r.base_path.as_str())?;
-            (rest.is_empty() || rest.starts_with('/')).then_some((r, rest))
-        })
+    /// The API for `host` whose base path is the longest prefix of `path` (on
+    /// a segment boundary), and the rest of the path after it (`""` or `/…`).
+    /// APIs without hosts answer on every host.
+    pub fn route<'a, 'p>(
+        &'a self,
+        host: Option<&str>,
+        path: &'p str,
+    ) -> Option<(&'a ApiRoute, &'p str)> {
+        self.routes
+            .iter()
+            .filter(|r| r.hosts.is_empty() || host.is_some_and(|h| r.hosts.iter().any(|x| x == h)))
+            .find_map(|r| {
+                let rest = path.strip_prefix(r.base_path.as_str())?;
+                (rest.is_empty() || rest.starts_with('/')).then_some((r, rest))
+            })
     }
 
     /// The grant of a presented key.
@@ -310,6 +321,7 @@ mod tests {
             name: id.into(),
             slug: id.into(),
             base_path: base.into(),
+            hosts: vec![],
             upstreams: vec!["http://127.0.0.1:1/v1/".into()],
             visibility: Visibility::Public,
             openapi: None,
@@ -328,21 +340,22 @@ mod tests {
         };
         let s = Snapshot::build(&config, None, &GatewayMetrics::new());
         assert_eq!(
-            s.route("/weather/v2/today")
+            s.route(None, "/weather/v2/today")
                 .map(|(r, rest)| (r.id.as_str(), rest)),
             Some(("b", "/today"))
         );
         assert_eq!(
-            s.route("/weather/today")
+            s.route(None, "/weather/today")
                 .map(|(r, rest)| (r.id.as_str(), rest)),
             Some(("a", "/today"))
         );
         assert_eq!(
-            s.route("/weather").map(|(r, rest)| (r.id.as_str(), rest)),
+            s.route(None, "/weather")
+                .map(|(r, rest)| (r.id.as_str(), rest)),
             Some(("a", ""))
         );
-        assert!(s.route("/weatherman").is_none());
-        assert!(s.route("/").is_none());
+        assert!(s.route(None, "/weatherman").is_none());
+        assert!(s.route(None, "/").is_none());
         assert_eq!(s.routes[0].balancer.targets[0].target.path, "/v1");
     }
 

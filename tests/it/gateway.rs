@@ -717,3 +717,44 @@ async fn protocol_upgrades_pass_through() {
     assert_eq!(&buf, b"HTTP/1.1 401");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apis_can_answer_on_their_hosts_only() {
+    let app = TestApp::start(Stack::Embedded).await;
+    let upstream = Upstream::echo().await;
+    let p = app.provision("hosted", &upstream.url()).await;
+    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
+    let id = apis["data"][0]["id"].as_str().unwrap().to_owned();
+    let (s, b) = app
+        .admin(
+            "PATCH",
+            &format!("/admin/apis/{id}"),
+            Some(json!({"hosts": ["api.example.com"]})),
+        )
+        .await;
+    assert_eq!((s, b["hosts"].clone()), (200, json!(["api.example.com"])));
+    app.synced().await;
+    let call = |host: &'static str| {
+        app.http
+            .get(app.gateway("/hosted/x"))
+            .header("host", host)
+            .header("x-api-key", &p.key)
+            .send()
+    };
+    assert_eq!(call("api.example.com").await.unwrap().status(), 200);
+    assert_eq!(
+        call("API.example.com:8000").await.unwrap().status(),
+        200,
+        "case and port do not matter"
+    );
+    assert_eq!(call("other.example.com").await.unwrap().status(), 404);
+    let (s, b) = app
+        .admin(
+            "PATCH",
+            &format!("/admin/apis/{id}"),
+            Some(json!({"hosts": ["Not A Host"]})),
+        )
+        .await;
+    assert_eq!((s, b["error"]["field"].as_str()), (422, Some("hosts[0]")));
+    app.stop().await;
+}

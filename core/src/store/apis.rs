@@ -11,6 +11,7 @@ use crate::time::Timestamp;
 
 pub(super) fn api(row: &AnyRow) -> StoreResult<Api> {
     let upstreams: String = row.try_get("upstreams")?;
+    let hosts: String = row.try_get("hosts")?;
     let openapi: Option<String> = row.try_get("openapi")?;
     let policies: String = row.try_get("policies")?;
     Ok(Api {
@@ -18,6 +19,8 @@ pub(super) fn api(row: &AnyRow) -> StoreResult<Api> {
         name: row.try_get("name")?,
         slug: row.try_get("slug")?,
         base_path: row.try_get("base_path")?,
+        hosts: serde_json::from_str(&hosts)
+            .map_err(|e| StoreError::Corrupt(format!("apis.hosts: {e}")))?,
         upstreams: serde_json::from_str(&upstreams)
             .map_err(|e| StoreError::Corrupt(format!("apis.upstreams: {e}")))?,
         visibility: text_enum(row, "visibility", Visibility::parse)?,
@@ -62,6 +65,7 @@ impl Store {
             name: input.name.trim().to_owned(),
             slug: input.slug,
             base_path: input.base_path,
+            hosts: input.hosts,
             upstreams: input.upstreams,
             visibility: input.visibility.unwrap_or(Visibility::Public),
             openapi: input.openapi,
@@ -71,8 +75,8 @@ impl Store {
         };
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO apis (id, name, slug, base_path, upstreams, visibility, openapi, policies, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO apis (id, name, slug, base_path, upstreams, visibility, openapi, policies, created_at, updated_at, hosts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&a.id)
         .bind(&a.name)
@@ -84,6 +88,7 @@ impl Store {
         .bind(to_json(&a.policies))
         .bind(now.0)
         .bind(now.0)
+        .bind(to_json(&a.hosts))
         .execute(&mut *tx)
         .await
         .map_err(|e| api_conflict(e, &a.slug, &a.base_path))?;
@@ -133,6 +138,9 @@ impl Store {
         if let Some(v) = patch.base_path {
             a.base_path = v;
         }
+        if let Some(v) = patch.hosts {
+            a.hosts = v;
+        }
         if let Some(v) = patch.upstreams {
             a.upstreams = v;
         }
@@ -149,7 +157,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE apis SET name = $2, slug = $3, base_path = $4, upstreams = $5, visibility = $6, \
-             openapi = $7, policies = $8, updated_at = $9 WHERE id = $1",
+             openapi = $7, policies = $8, updated_at = $9, hosts = $10 WHERE id = $1",
         )
         .bind(&a.id)
         .bind(&a.name)
@@ -160,6 +168,7 @@ impl Store {
         .bind(a.openapi.as_ref().map(to_json))
         .bind(to_json(&a.policies))
         .bind(a.updated_at.0)
+        .bind(to_json(&a.hosts))
         .execute(&mut *tx)
         .await
         .map_err(|e| api_conflict(e, &a.slug, &a.base_path))?;

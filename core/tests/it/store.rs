@@ -12,6 +12,7 @@ fn new_api(slug: &str) -> NewApi {
         name: format!("API {slug}"),
         slug: slug.to_owned(),
         base_path: format!("/{slug}"),
+        hosts: vec![],
         upstreams: vec!["http://127.0.0.1:9000".to_owned()],
         visibility: None,
         openapi: None,
