@@ -477,22 +477,13 @@ async fn routes_follow_the_openapi_document() {
     let app = TestApp::start(Stack::Embedded).await;
     let upstream = Upstream::echo().await;
     let p = app.provision("ops", &upstream.url()).await;
-    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
-    let api_id = apis["data"][0]["id"].as_str().unwrap().to_owned();
     let doc = json!({"openapi": "3.0.3", "info": {"title": "Ops", "version": "1"}, "paths": {
         "/users/{id}": {"get": {}, "delete": {}},
         "/users/me": {"get": {}},
         "/users": {"post": {}}
     }});
-    let (s, _) = app
-        .admin(
-            "PATCH",
-            &format!("/admin/apis/{api_id}"),
-            Some(json!({"openapi": doc})),
-        )
-        .await;
+    let (s, _) = app.patch_api(&p.api_id, json!({"openapi": doc})).await;
     assert_eq!(s, 200);
-    app.synced().await;
 
     assert_eq!(app.call("/ops/users/42", Some(&p.key)).await.status(), 200);
     assert_eq!(app.call("/ops/users/me", Some(&p.key)).await.status(), 200);
@@ -528,18 +519,9 @@ async fn failing_targets_are_retried_then_taken_out_of_rotation() {
     let live = Upstream::echo().await;
     let dead = closed_port().await;
     let p = app.provision("lb", &live.url()).await;
-    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
-    let api_id = apis["data"][0]["id"].as_str().unwrap().to_owned();
-    let (s, b) = app
-        .admin(
-            "PATCH",
-            &format!("/admin/apis/{api_id}"),
-            Some(json!({"upstreams": [format!("http://{dead}"), live.url()],
-                        "policies": {"upstream": {"max_failures": 2, "cooldown_ms": 60000, "retries": 1}}})),
-        )
-        .await;
+    let (s, b) = app.patch_api(&p.api_id, json!({"upstreams": [format!("http://{dead}"), live.url()],
+                        "policies": {"upstream": {"max_failures": 2, "cooldown_ms": 60000, "retries": 1}}})).await;
     assert_eq!(s, 200, "{b}");
-    app.synced().await;
 
     // GETs that land on the dead target are retried on the live one.
     for _ in 0..6 {
@@ -560,14 +542,8 @@ async fn failing_targets_are_retried_then_taken_out_of_rotation() {
 
     // Consistent hashing by a header keeps a client on one target.
     let other = Upstream::echo().await;
-    app.admin(
-        "PATCH",
-        &format!("/admin/apis/{api_id}"),
-        Some(json!({"upstreams": [live.url(), other.url()],
-                    "policies": {"upstream": {"balance": "consistent_hash", "hash_header": "x-user"}}})),
-    )
-    .await;
-    app.synced().await;
+    app.patch_api(&p.api_id, json!({"upstreams": [live.url(), other.url()],
+                    "policies": {"upstream": {"balance": "consistent_hash", "hash_header": "x-user"}}})).await;
     let (before_live, before_other) = (live.hits(), other.hits());
     for _ in 0..10 {
         let resp = app
@@ -588,14 +564,8 @@ async fn failing_targets_are_retried_then_taken_out_of_rotation() {
 
     // With every target failing, calls are refused at once with 503.
     let dead2 = closed_port().await;
-    app.admin(
-        "PATCH",
-        &format!("/admin/apis/{api_id}"),
-        Some(json!({"upstreams": [format!("http://{dead}"), format!("http://{dead2}")],
-                    "policies": {"upstream": {"max_failures": 1, "cooldown_ms": 60000, "retries": 1}}})),
-    )
-    .await;
-    app.synced().await;
+    app.patch_api(&p.api_id, json!({"upstreams": [format!("http://{dead}"), format!("http://{dead2}")],
+                    "policies": {"upstream": {"max_failures": 1, "cooldown_ms": 60000, "retries": 1}}})).await;
     let (s, code, _) = error_code(app.call("/lb/x", Some(&p.key)).await).await;
     assert_eq!((s, code.as_str()), (502, "upstream_unreachable"));
     let (s, code, _) = error_code(app.call("/lb/x", Some(&p.key)).await).await;
@@ -609,19 +579,10 @@ async fn active_health_checks_take_targets_out_and_bring_them_back() {
     let live = Upstream::echo().await;
     let down = closed_port().await;
     let p = app.provision("probe", &live.url()).await;
-    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
-    let api_id = apis["data"][0]["id"].as_str().unwrap().to_owned();
-    let (s, b) = app
-        .admin(
-            "PATCH",
-            &format!("/admin/apis/{api_id}"),
-            Some(json!({"upstreams": [format!("http://{down}"), live.url()],
+    let (s, b) = app.patch_api(&p.api_id, json!({"upstreams": [format!("http://{down}"), live.url()],
                         "policies": {"upstream": {"retries": 0, "health_check":
-                            {"path": "/health", "interval_ms": 100, "timeout_ms": 200, "healthy": 1, "unhealthy": 1}}}})),
-        )
-        .await;
+                            {"path": "/health", "interval_ms": 100, "timeout_ms": 200, "healthy": 1, "unhealthy": 1}}}})).await;
     assert_eq!(s, 200, "{b}");
-    app.synced().await;
     let metrics = |app: &TestApp| {
         let url = app.admin_url("/metrics");
         let http = app.http.clone();
@@ -723,17 +684,10 @@ async fn apis_can_answer_on_their_hosts_only() {
     let app = TestApp::start(Stack::Embedded).await;
     let upstream = Upstream::echo().await;
     let p = app.provision("hosted", &upstream.url()).await;
-    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
-    let id = apis["data"][0]["id"].as_str().unwrap().to_owned();
     let (s, b) = app
-        .admin(
-            "PATCH",
-            &format!("/admin/apis/{id}"),
-            Some(json!({"hosts": ["api.example.com"]})),
-        )
+        .patch_api(&p.api_id, json!({"hosts": ["api.example.com"]}))
         .await;
     assert_eq!((s, b["hosts"].clone()), (200, json!(["api.example.com"])));
-    app.synced().await;
     let call = |host: &'static str| {
         app.http
             .get(app.gateway("/hosted/x"))
@@ -749,11 +703,7 @@ async fn apis_can_answer_on_their_hosts_only() {
     );
     assert_eq!(call("other.example.com").await.unwrap().status(), 404);
     let (s, b) = app
-        .admin(
-            "PATCH",
-            &format!("/admin/apis/{id}"),
-            Some(json!({"hosts": ["Not A Host"]})),
-        )
+        .patch_api(&p.api_id, json!({"hosts": ["Not A Host"]}))
         .await;
     assert_eq!((s, b["error"]["field"].as_str()), (422, Some("hosts[0]")));
     app.stop().await;

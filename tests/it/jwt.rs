@@ -45,17 +45,8 @@ async fn rs256_and_es256_tokens_from_a_jwks() {
     let app = TestApp::start(Stack::Embedded).await;
     let upstream = Upstream::echo().await;
     let p = app.provision("jwt", &upstream.url()).await;
-    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
-    let api_id = apis["data"][0]["id"].as_str().unwrap().to_owned();
-    let (s, b) = app
-        .admin(
-            "PATCH",
-            &format!("/admin/apis/{api_id}"),
-            Some(json!({"policies": {"jwt": {"issuer": ISSUER, "audience": "tollgate-test", "jwks_url": jwks.url("/jwks.json")}}})),
-        )
-        .await;
+    let (s, b) = app.patch_api(&p.api_id, json!({"policies": {"jwt": {"issuer": ISSUER, "audience": "tollgate-test", "jwks_url": jwks.url("/jwks.json")}}})).await;
     assert_eq!(s, 200, "{b}");
-    app.synced().await;
 
     let rsa = EncodingKey::from_rsa_pem(keys.rsa_private_pem.as_bytes()).unwrap();
     let ec = EncodingKey::from_ec_pem(keys.ec_private_pem.as_bytes()).unwrap();

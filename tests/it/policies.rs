@@ -6,26 +6,9 @@ use tollgate_testkit::upstream::Upstream;
 
 use crate::support::{Stack, TestApp};
 
-async fn set_policies(app: &TestApp, slug: &str, policies: Value) {
-    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
-    let id = apis["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["slug"] == slug)
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (s, b) = app
-        .admin(
-            "PATCH",
-            &format!("/admin/apis/{id}"),
-            Some(json!({"policies": policies})),
-        )
-        .await;
+async fn set_policies(app: &TestApp, api_id: &str, policies: Value) {
+    let (s, b) = app.patch_api(api_id, json!({"policies": policies})).await;
     assert_eq!(s, 200, "{b}");
-    app.synced().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,33 +41,31 @@ async fn keyless_ip_lists_and_trusted_headers() {
     assert!(h.get("x-tollgate-role").is_none());
 
     // Keyless: no key needed, metered anonymously, no identity headers.
-    set_policies(&app, "pol", json!({"keyless": true})).await;
+    set_policies(&app, &p.api_id, json!({"keyless": true})).await;
     let resp = app.call("/pol/open", None).await;
     assert_eq!(resp.status(), 200);
     let echoed: Value = resp.json().await.unwrap();
     assert!(echoed["headers"].get("x-tollgate-app-id").is_none());
 
     // IP lists: the test client is 127.0.0.1.
-    set_policies(&app, "pol", json!({"ip_deny": ["127.0.0.0/8"]})).await;
+    set_policies(&app, &p.api_id, json!({"ip_deny": ["127.0.0.0/8"]})).await;
     let resp = app.call("/pol/x", Some(&p.key)).await;
     assert_eq!(resp.status(), 403);
     assert_eq!(
         resp.json::<Value>().await.unwrap()["error"]["code"],
         "ip_denied"
     );
-    set_policies(&app, "pol", json!({"ip_allow": ["10.0.0.0/8"]})).await;
+    set_policies(&app, &p.api_id, json!({"ip_allow": ["10.0.0.0/8"]})).await;
     assert_eq!(app.call("/pol/x", Some(&p.key)).await.status(), 403);
     set_policies(
         &app,
-        "pol",
+        &p.api_id,
         json!({"ip_allow": ["127.0.0.1/32", "::1/128"]}),
     )
     .await;
     assert_eq!(app.call("/pol/x", Some(&p.key)).await.status(), 200);
 
     // Invalid policies are refused with the field named.
-    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
-    let id = apis["data"][0]["id"].as_str().unwrap().to_owned();
     for (policies, field) in [
         (json!({"ip_allow": ["10.0.0.0/33"]}), "policies.ip_allow[0]"),
         (
@@ -99,11 +80,7 @@ async fn keyless_ip_lists_and_trusted_headers() {
         (json!({"keyles": true}), "policies.keyles"),
     ] {
         let (s, b) = app
-            .admin(
-                "PATCH",
-                &format!("/admin/apis/{id}"),
-                Some(json!({"policies": policies})),
-            )
+            .patch_api(&p.api_id, json!({"policies": policies}))
             .await;
         assert_eq!((s, b["error"]["field"].as_str()), (422, Some(field)), "{b}");
     }
@@ -115,9 +92,7 @@ async fn cors_preflights_and_responses() {
     let app = TestApp::start(Stack::Embedded).await;
     let upstream = Upstream::echo().await;
     let p = app.provision("web", &upstream.url()).await;
-    set_policies(
-        &app,
-        "web",
+    set_policies(&app, &p.api_id,
         json!({"cors": {"allow_origins": ["https://app.example.com"], "expose_headers": ["ratelimit-remaining"], "max_age_secs": 300}}),
     )
     .await;
@@ -195,7 +170,7 @@ async fn request_bodies_over_the_limit_get_413() {
     let app = TestApp::start(Stack::Embedded).await;
     let upstream = Upstream::echo().await;
     let p = app.provision("small", &upstream.url()).await;
-    set_policies(&app, "small", json!({"max_body_bytes": 1000})).await;
+    set_policies(&app, &p.api_id, json!({"max_body_bytes": 1000})).await;
 
     let post = |body: reqwest::Body| {
         app.http
@@ -231,9 +206,7 @@ async fn transforms_change_headers_query_and_path() {
     let app = TestApp::start(Stack::Embedded).await;
     let upstream = Upstream::echo().await;
     let p = app.provision("tx", &upstream.url()).await;
-    set_policies(
-        &app,
-        "tx",
+    set_policies(&app, &p.api_id,
         json!({"transform": {
             "request_headers": {"remove": ["x-debug"], "rename": {"x-client": "x-client-name"}, "add": {"x-source": "tollgate"}},
             "response_headers": {"remove": ["content-length"], "add": {"x-served-by": "edge"}},
@@ -261,8 +234,6 @@ async fn transforms_change_headers_query_and_path() {
     assert_eq!(h["x-client-name"], "mobile");
     assert_eq!(h["x-source"], "tollgate");
 
-    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
-    let id = apis["data"][0]["id"].as_str().unwrap().to_owned();
     for (transform, field) in [
         (
             json!({"request_headers": {"add": {"bad header": "x"}}}),
@@ -274,11 +245,7 @@ async fn transforms_change_headers_query_and_path() {
         ),
     ] {
         let (s, b) = app
-            .admin(
-                "PATCH",
-                &format!("/admin/apis/{id}"),
-                Some(json!({"policies": {"transform": transform}})),
-            )
+            .patch_api(&p.api_id, json!({"policies": {"transform": transform}}))
             .await;
         assert_eq!((s, b["error"]["field"].as_str()), (422, Some(field)), "{b}");
     }
@@ -290,22 +257,18 @@ async fn routes_override_their_apis_policies() {
     let app = TestApp::start(Stack::Embedded).await;
     let upstream = Upstream::echo().await;
     let p = app.provision("mixed", &upstream.url()).await;
-    let (_, apis) = app.admin("GET", "/admin/apis", None).await;
-    let id = apis["data"][0]["id"].as_str().unwrap().to_owned();
     let doc = json!({"openapi": "3.0.3", "info": {"title": "M", "version": "1"}, "paths": {
         "/status": {"x-tollgate-policies": {"keyless": true}, "get": {}},
         "/upload": {"post": {"x-tollgate-policies": {"max_body_bytes": 10}}, "get": {}},
         "/private": {"get": {}}
     }});
     let (s, b) = app
-        .admin(
-            "PATCH",
-            &format!("/admin/apis/{id}"),
-            Some(json!({"openapi": doc, "policies": {"max_body_bytes": 1000}})),
+        .patch_api(
+            &p.api_id,
+            json!({"openapi": doc, "policies": {"max_body_bytes": 1000}}),
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    app.synced().await;
 
     // /status is keyless; the rest of the API still needs a key.
     assert_eq!(app.call("/mixed/status", None).await.status(), 200);
@@ -323,13 +286,7 @@ async fn routes_override_their_apis_policies() {
 
     // Invalid overrides are refused with their place named.
     let bad = json!({"openapi": "3.0.3", "paths": {"/x": {"get": {"x-tollgate-policies": {"ip_allow": ["nope"]}}}}});
-    let (s, b) = app
-        .admin(
-            "PATCH",
-            &format!("/admin/apis/{id}"),
-            Some(json!({"openapi": bad})),
-        )
-        .await;
+    let (s, b) = app.patch_api(&p.api_id, json!({"openapi": bad})).await;
     assert_eq!(s, 422, "{b}");
     assert!(
         b["error"]["field"]

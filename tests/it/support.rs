@@ -126,7 +126,8 @@ impl TestApp {
     /// API + free plan + developer + app + active subscription + key, all
     /// through the admin API. Returns (api, app id, subscription id, key).
     pub async fn provision(&self, slug: &str, upstream: &str) -> Provisioned {
-        self.create("/admin/apis", json!({"name": slug, "slug": slug, "base_path": format!("/{slug}"), "upstreams": [upstream]}))
+        let api = self
+            .create("/admin/apis", json!({"name": slug, "slug": slug, "base_path": format!("/{slug}"), "upstreams": [upstream]}))
             .await;
         let plan = self
             .create(
@@ -157,12 +158,25 @@ impl TestApp {
             .await;
         self.synced().await;
         Provisioned {
+            api_id: api["id"].as_str().unwrap().to_owned(),
             plan_id: plan["id"].as_str().unwrap().to_owned(),
             app_id: app["id"].as_str().unwrap().to_owned(),
             subscription_id: sub["id"].as_str().unwrap().to_owned(),
             key_id: key["id"].as_str().unwrap().to_owned(),
             key: key["key"].as_str().unwrap().to_owned(),
         }
+    }
+
+    /// Changes an API through the admin API; once accepted, waits until the
+    /// gateway serves the change.
+    pub async fn patch_api(&self, api_id: &str, body: Value) -> (u16, Value) {
+        let (status, json) = self
+            .admin("PATCH", &format!("/admin/apis/{api_id}"), Some(body))
+            .await;
+        if status == 200 {
+            self.synced().await;
+        }
+        (status, json)
     }
 
     /// Waits until the gateway serves the configuration now in the store.
@@ -322,6 +336,7 @@ impl TestApp {
 
 #[derive(Debug, Clone)]
 pub struct Provisioned {
+    pub api_id: String,
     pub plan_id: String,
     pub app_id: String,
     pub subscription_id: String,
