@@ -136,6 +136,15 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         metrics: &GatewayMetrics,
     ) -> Self {
+        // Balancers of the previous snapshot, by API id, to carry health over.
+        let previous_balancers: HashMap<&str, &Arc<Balancer>> = previous
+            .map(|p| {
+                p.routes
+                    .iter()
+                    .map(|r| (r.id.as_str(), &r.balancer))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut routes: Vec<ApiRoute> = config
             .apis
             .iter()
@@ -151,10 +160,10 @@ impl Snapshot {
                 }
                 let policy = api.policies.upstream.clone().unwrap_or_default();
                 // Health state survives a reload while targets and policy stay the same.
-                let kept = previous
-                    .and_then(|p| p.routes.iter().find(|r| r.id == api.id))
-                    .map(|r| r.balancer.clone())
-                    .filter(|b| b.same_as(&api.upstreams, &policy));
+                let kept = previous_balancers
+                    .get(api.id.as_str())
+                    .filter(|b| b.same_as(&api.upstreams, &policy))
+                    .map(|b| Arc::clone(b));
                 let balancer = kept.unwrap_or_else(|| {
                     let b = Arc::new(Balancer::new(targets, policy));
                     b.start_probes();
