@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tollgate::app::{self, Mode};
+use tollgate::config_file;
 use tollgate::demo;
 use tollgate_core::Settings;
 
@@ -41,12 +43,64 @@ enum Command {
         demo: bool,
     },
     /// Run only the gateway (the data plane); scale out by running several.
-    Gateway,
+    Gateway {
+        /// Serve APIs, plans, apps and key hashes from this YAML file instead of a
+        /// database (DB-less mode); the file is reloaded when it changes. State
+        /// such as quota counters lives in the data dir.
+        #[arg(long, value_name = "FILE")]
+        config_file: Option<PathBuf>,
+    },
     /// Run only the portal and the admin API (the control plane).
     Portal,
     /// Apply migrations to the control-plane database and the usage store, then exit.
     Migrate,
+    /// Declarative configuration: dump the database as a YAML file, apply one, check one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Write the database's configuration (APIs, plans, developers, apps, key
+    /// hashes, subscriptions) as a YAML file.
+    Dump {
+        /// Where to write; standard output when absent.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Load a YAML file into the database. Objects are matched by id; applying
+    /// the same file twice changes nothing.
+    Apply {
+        /// The file (as written by `config dump`).
+        file: PathBuf,
+        /// Also delete APIs, plans, developers, apps, keys and subscriptions the
+        /// file does not list (admins and analysts are never deleted).
+        #[arg(long)]
+        prune: bool,
+        /// Report what would change without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check a YAML file without touching any database; exit 2 when invalid.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Generate an API key and print it with the hash and prefix a file lists.
+    NewKey,
+}
+
+/// A problem with what the user gave us: printed as is, exit status 2.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -71,6 +125,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command, &mut settings)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -88,21 +146,35 @@ fn init_logging(filter: &str) {
 }
 
 async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<()> {
-    let (store, usage) = app::open_stores(settings).await?;
-    let (mode, demo_mode) = match command {
-        Command::Migrate => {
-            println!(
-                "Migrations applied: control plane ({}), usage store ({}).",
-                backend_name(&store),
-                usage.describe()
-            );
-            store.close().await;
-            return Ok(());
-        }
-        Command::Up { demo } => (Mode::All, demo),
-        Command::Gateway => (Mode::Gateway, false),
-        Command::Portal => (Mode::Portal, false),
+    let (mode, demo_mode, config_path) = match command {
+        Command::Config(c) => return config_command(c, settings).await,
+        Command::Migrate => return migrate(settings).await,
+        Command::Up { demo } => (Mode::All, demo, None),
+        Command::Gateway { config_file } => (Mode::Gateway, false, config_file),
+        Command::Portal => (Mode::Portal, false, None),
     };
+    // DB-less: the file is checked before anything starts, and the gateway keeps
+    // its state in a private database in the data dir.
+    let config_file = match config_path {
+        Some(path) => {
+            let loaded = config_file::read(&path).map_err(|e| UsageError(e.to_string()))?;
+            settings.database_url = config_file::state_database_url(&settings.data_dir);
+            Some((path, loaded))
+        }
+        None => None,
+    };
+    let (store, usage) = app::open_stores(settings).await?;
+    let mut file_follower = None;
+    if let Some((path, loaded)) = config_file {
+        let report = config_file::apply(&store, &loaded)
+            .await
+            .map_err(|e| UsageError(format!("cannot apply {}: {e}", path.display())))?;
+        tracing::info!(file = %path.display(), %report, "configuration file applied");
+        file_follower = Some((
+            path.clone(),
+            tokio::spawn(config_file::follow(path, store.clone(), loaded.digest)),
+        ));
+    }
 
     let mut demo_state = None;
     let mut _sample_upstream = None;
@@ -136,12 +208,118 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<()> {
             settings.gateway_url(gw)
         );
     }
+    if let Some((path, _)) = &file_follower {
+        println!("  Config:    {} (reloaded when it changes)", path.display());
+    }
     println!("Press Ctrl-C to stop.");
 
     wait_for_signal().await;
     eprintln!("Shutting down: finishing calls in flight and writing usage...");
+    if let Some((_, f)) = file_follower {
+        f.abort();
+    }
     running.stop().await;
     Ok(())
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let (store, usage) = app::open_stores(settings).await?;
+    println!(
+        "Migrations applied: control plane ({}), usage store ({}).",
+        backend_name(&store),
+        usage.describe()
+    );
+    store.close().await;
+    Ok(())
+}
+
+async fn config_command(command: ConfigCommand, settings: &Settings) -> anyhow::Result<()> {
+    use tollgate_core::store::{ApplyError, ApplyOptions};
+    match command {
+        ConfigCommand::Check { file } => {
+            let loaded = config_file::read(&file).map_err(|e| UsageError(e.to_string()))?;
+            let d = &loaded.document;
+            let keys: usize = d.apps.iter().map(|a| a.keys.len()).sum();
+            println!(
+                "{} is valid: {} APIs, {} plans, {} developers, {} apps, {} keys.",
+                file.display(),
+                d.apis.len(),
+                d.plans.len(),
+                d.developers.len(),
+                d.apps.len(),
+                keys
+            );
+            Ok(())
+        }
+        ConfigCommand::NewKey => {
+            let key = tollgate_core::key::generate();
+            println!(
+                "Key (shown once, give it to the app's developer): {}",
+                key.key
+            );
+            println!("List it under the app's keys:");
+            println!("      - id: key_{}", &key.hash.to_hex()[..12]);
+            println!("        prefix: {}", key.prefix);
+            println!("        hash: {}", key.hash.to_hex());
+            Ok(())
+        }
+        ConfigCommand::Dump { output } => {
+            let store = tollgate_core::Store::open(&settings.database_url)
+                .await
+                .context("cannot open the control-plane database (DATABASE_URL)")?;
+            let yaml = store.dump_document().await?.to_yaml();
+            store.close().await;
+            match output {
+                Some(path) => {
+                    write_private(&path, &yaml)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!("Configuration written to {}.", path.display());
+                }
+                None => print!("{yaml}"),
+            }
+            Ok(())
+        }
+        ConfigCommand::Apply {
+            file,
+            prune,
+            dry_run,
+        } => {
+            let loaded = config_file::read(&file).map_err(|e| UsageError(e.to_string()))?;
+            let store = tollgate_core::Store::open(&settings.database_url)
+                .await
+                .context("cannot open the control-plane database (DATABASE_URL)")?;
+            let result = store
+                .apply_document(&loaded.document, ApplyOptions { prune, dry_run })
+                .await;
+            store.close().await;
+            match result {
+                Ok(report) if dry_run => {
+                    println!("Dry run, nothing changed. Would apply: {report}")
+                }
+                Ok(report) => println!("Applied {}: {report}", file.display()),
+                Err(ApplyError::Store(e)) => return Err(e.into()),
+                Err(e) => {
+                    return Err(
+                        UsageError(format!("{} cannot be applied:\n{e}", file.display())).into(),
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes a file readable by its owner only: a dump names every customer.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 fn backend_name(store: &tollgate_core::Store) -> &'static str {

@@ -4,6 +4,7 @@
 //! Nothing here speaks HTTP; the gateway and the portal build on these types.
 
 pub mod config;
+pub mod declarative;
 pub mod error;
 pub mod id;
 pub mod key;

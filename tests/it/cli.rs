@@ -33,6 +33,8 @@ pub struct Process {
     pub lines: Vec<String>,
     /// What it printed after "Press Ctrl-C" (access log lines, say).
     pub later: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// What it wrote to standard error (logs) so far.
+    pub errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Process {
@@ -44,6 +46,14 @@ impl Process {
             .expect("spawn tollgate");
         let stdout = child.stdout.take().unwrap();
         let mut reader = BufReader::new(stdout).lines();
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = errors.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
         let mut lines = Vec::new();
         let started = tokio::time::timeout(Duration::from_secs(60), async {
             while let Ok(Some(line)) = reader.next_line().await {
@@ -58,10 +68,11 @@ impl Process {
         .await;
         if !matches!(started, Ok(true)) {
             let _ = child.start_kill();
-            let out = child.wait_with_output().await.unwrap();
+            let _ = child.wait().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             panic!(
-                "tollgate did not start; stdout: {lines:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
+                "tollgate did not start; stdout: {lines:?}; stderr: {:?}",
+                errors.lock().unwrap()
             );
         }
         // Keep draining stdout so the process never blocks on a full pipe.
@@ -76,6 +87,7 @@ impl Process {
             child,
             lines,
             later,
+            errors,
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod admin;
 mod cli;
+mod config_file;
 mod gateway;
 mod jwt;
 mod multiprocess;

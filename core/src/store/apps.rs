@@ -9,7 +9,7 @@ use crate::id::{IdKind, new_id};
 use crate::model::{App, NewApp};
 use crate::time::Timestamp;
 
-fn app(row: &AnyRow) -> StoreResult<App> {
+pub(super) fn app(row: &AnyRow) -> StoreResult<App> {
     Ok(App {
         id: row.try_get("id")?,
         developer_id: row.try_get("developer_id")?,

@@ -27,7 +27,7 @@ impl std::fmt::Debug for IssuedKey {
     }
 }
 
-fn api_key(row: &AnyRow) -> StoreResult<ApiKey> {
+pub(super) fn api_key(row: &AnyRow) -> StoreResult<ApiKey> {
     Ok(ApiKey {
         id: row.try_get("id")?,
         app_id: row.try_get("app_id")?,

@@ -12,6 +12,7 @@
 mod apis;
 mod apps;
 mod changes;
+mod declarative;
 mod gateway_config;
 mod keys;
 mod plans;
@@ -28,6 +29,7 @@ use sqlx::{AnyPool, Row};
 use tokio::sync::watch;
 
 pub use changes::CONFIG_CHANNEL;
+pub use declarative::{ApplyError, ApplyOptions};
 pub use gateway_config::{AppRecord, GatewayConfig, KeyRecord, QuotaRule, SubscriptionRecord};
 pub use keys::IssuedKey;
 pub use quotas::QuotaLease;

@@ -22,7 +22,7 @@ fn rate_limits_json(limits: &[RateLimit]) -> String {
     serde_json::to_string(limits).expect("rate limits always serialize")
 }
 
-fn plan(row: &AnyRow, apis: Vec<String>) -> StoreResult<Plan> {
+pub(super) fn plan(row: &AnyRow, apis: Vec<String>) -> StoreResult<Plan> {
     let currency: String = row.try_get("currency")?;
     let interval: String = row.try_get("billing_interval")?;
     Ok(Plan {

@@ -9,7 +9,7 @@ use crate::id::{IdKind, new_id};
 use crate::model::{NewSubscription, PlanStatus, Subscription, SubscriptionStatus};
 use crate::time::Timestamp;
 
-fn subscription(row: &AnyRow) -> StoreResult<Subscription> {
+pub(super) fn subscription(row: &AnyRow) -> StoreResult<Subscription> {
     Ok(Subscription {
         id: row.try_get("id")?,
         app_id: row.try_get("app_id")?,

@@ -9,7 +9,7 @@ use crate::id::{IdKind, new_id};
 use crate::model::{NewUser, Role, User};
 use crate::time::Timestamp;
 
-fn user(row: &AnyRow) -> StoreResult<User> {
+pub(super) fn user(row: &AnyRow) -> StoreResult<User> {
     Ok(User {
         id: row.try_get("id")?,
         email: row.try_get("email")?,

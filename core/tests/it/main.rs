@@ -1,6 +1,7 @@
 //! Store tests: every repository function on SQLite and on PostgreSQL, each test
 //! on a database of its own.
 
+mod declarative;
 mod store;
 
 use tollgate_core::Store;
