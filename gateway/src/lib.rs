@@ -58,6 +58,7 @@ pub struct Gateway {
     access_log: Option<AccessLog>,
     tokens: Option<TokenIssuer>,
     metrics: GatewayMetrics,
+    reloads: reload::ReloadStats,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -109,6 +110,7 @@ impl Gateway {
                 .as_deref()
                 .map(|s| TokenIssuer::new(s, settings.token_ttl)),
             metrics,
+            reloads: reload::ReloadStats::default(),
             background: Mutex::new(Vec::new()),
         });
         // Spawned once the gateway exists: the tasks hold only a weak reference

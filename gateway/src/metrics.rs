@@ -234,6 +234,16 @@ impl Collector for LiveCounters {
             snapshot.key_count() as i64,
         )?;
 
+        labelled(
+            &mut encoder,
+            "tollgate_config_reloads",
+            "Configuration reloads: incremental (only what the change log names) or full",
+            "kind",
+            &[
+                ("incremental", gw.reloads.incremental.load(Relaxed)),
+                ("full", gw.reloads.full.load(Relaxed)),
+            ],
+        )?;
         per_api(
             &mut encoder,
             "tollgate_upstream_targets_healthy",

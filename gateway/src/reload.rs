@@ -1,21 +1,36 @@
 //! Background work: reloading the snapshot when the configuration changes, and
 //! writing keys' last-used times.
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tollgate_core::Store;
 use tollgate_core::time::Timestamp;
+use tollgate_core::{Store, StoreError};
 
 use crate::Gateway;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Patch, Snapshot};
 
 /// How often accepted keys' last-used times are written.
 const KEY_USE_INTERVAL: Duration = Duration::from_secs(5);
 const RETRY_START: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Reloads the snapshot whenever the store reports a newer version. On a read
+/// Above this many changed apps a whole reload is cheaper than one read per app.
+const MAX_PATCHED_APPS: usize = 500;
+
+/// How the snapshot was brought up to date, counted for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Whole reloads (at start, after a gap in the change log, big changes).
+    pub full: AtomicU64,
+    /// Patches of only what changed.
+    pub incremental: AtomicU64,
+}
+
+/// Reloads the snapshot whenever the store reports a newer version: by a patch
+/// of what the change log names when it can, in full otherwise. On a read
 /// failure it keeps serving the current snapshot and retries with back-off
 /// (250 ms doubling to 5 s), warning once per outage.
 pub(crate) async fn follow(store: Store, gateway: Weak<Gateway>) {
@@ -24,16 +39,23 @@ pub(crate) async fn follow(store: Store, gateway: Weak<Gateway>) {
     loop {
         let Some(gw) = gateway.upgrade() else { return };
         let wanted = *changes.borrow_and_update();
-        if wanted > gw.snapshot.load().version {
-            match store.load_gateway_config().await {
-                Ok(config) => {
-                    let next = Snapshot::build(&config, Some(&gw.snapshot.load()), &gw.metrics);
+        let current = gw.snapshot.load_full();
+        if wanted > current.version {
+            match next_snapshot(&store, &gw, &current).await {
+                Ok((next, incremental)) => {
                     tracing::debug!(
                         version = next.version,
+                        incremental,
                         apis = next.route_count(),
                         keys = next.key_count(),
                         "gateway configuration reloaded"
                     );
+                    let counter = if incremental {
+                        &gw.reloads.incremental
+                    } else {
+                        &gw.reloads.full
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     gw.snapshot.store(Arc::new(next));
                     if retry > RETRY_START {
                         tracing::info!("configuration reloads work again");
@@ -56,6 +78,53 @@ pub(crate) async fn follow(store: Store, gateway: Weak<Gateway>) {
             return;
         }
     }
+}
+
+/// The snapshot at the store's current version, and whether it was patched.
+async fn next_snapshot(
+    store: &Store,
+    gw: &Gateway,
+    current: &Snapshot,
+) -> Result<(Snapshot, bool), StoreError> {
+    if let Some(patch) = read_patch(store, current.version).await? {
+        return Ok((current.patch(&patch, &gw.metrics), true));
+    }
+    let config = store.load_gateway_config().await?;
+    Ok((Snapshot::build(&config, Some(current), &gw.metrics), false))
+}
+
+/// Re-reads what changed after `from`; `None` when a whole reload is needed.
+async fn read_patch(store: &Store, from: i64) -> Result<Option<Patch>, StoreError> {
+    let Some(set) = store.changes_since(from).await? else {
+        return Ok(None);
+    };
+    let mut apps: BTreeSet<String> = set.apps;
+    for plan in &set.plans {
+        apps.extend(store.apps_of_plan(plan).await?);
+        if apps.len() > MAX_PATCHED_APPS {
+            return Ok(None);
+        }
+    }
+    if apps.len() > MAX_PATCHED_APPS {
+        return Ok(None);
+    }
+    let apis = if set.apis.is_empty() {
+        None
+    } else {
+        let ids: Vec<String> = set.apis.into_iter().collect();
+        let now = store.load_apis(&ids).await?;
+        Some((ids, now))
+    };
+    let mut slices = Vec::with_capacity(apps.len());
+    for app in apps {
+        let slice = store.load_app_slice(&app).await?;
+        slices.push((app, slice));
+    }
+    Ok(Some(Patch {
+        version: set.version,
+        apis,
+        apps: slices,
+    }))
 }
 
 /// Writes `last_used_at` for keys the gateway accepted, every few seconds.

@@ -3,15 +3,26 @@
 //! Built from the store's [`GatewayConfig`] off the request path and swapped in
 //! atomically; a request holds one `Arc<Snapshot>` from start to end, so a
 //! reload never changes the rules under a call in flight.
+//!
+//! Snapshots are versioned and share structure: routes are `Arc`s, and keys and
+//! apps live in maps split into 256 shards. A change is applied by
+//! [`Snapshot::patch`], which builds only what changed — a new key copies one
+//! key shard and one app shard and shares everything else, routes included —
+//! while [`Snapshot::build`] makes a whole snapshot at start and when the change
+//! log cannot say what changed.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::uri::{Authority, Scheme};
 use tollgate_core::key::KeyHash;
-use tollgate_core::model::{ApiPolicies, RateLimit, SubscriptionStatus};
-use tollgate_core::store::{GatewayConfig, QuotaRule};
+use tollgate_core::model::{Api, ApiPolicies, RateLimit, SubscriptionStatus};
+use tollgate_core::store::{
+    AppRecord, AppSlice, GatewayConfig, KeyRecord, QuotaRule, SubscriptionRecord,
+};
 
 use crate::balancer::Balancer;
 use crate::metrics::{GatewayMetrics, RouteMetrics};
@@ -106,6 +117,109 @@ pub struct AppGrant {
     pub access: Arc<HashMap<String, Access>>,
     /// SHA-256 of the app's OAuth2 client secret.
     pub client_secret_hash: Option<KeyHash>,
+    /// Hashes of the app's active keys, so a change to the app replaces them.
+    key_hashes: Vec<KeyHash>,
+}
+
+/// Number of shards of the key and app maps.
+const SHARDS: usize = 256;
+
+/// Which shard a map key lives in.
+pub trait ShardOf {
+    /// A shard index below [`SHARDS`]; must agree between owned and borrowed forms.
+    fn shard(&self) -> usize;
+}
+
+impl ShardOf for KeyHash {
+    fn shard(&self) -> usize {
+        // SHA-256 output: the first byte is already uniform.
+        usize::from(self.0[0])
+    }
+}
+
+impl ShardOf for str {
+    fn shard(&self) -> usize {
+        // FNV-1a: cheap, and ids differ in their random tails.
+        let h = self.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        (h as usize) % SHARDS
+    }
+}
+
+impl ShardOf for String {
+    fn shard(&self) -> usize {
+        self.as_str().shard()
+    }
+}
+
+/// A map whose shards are shared between snapshots; editing copies only the
+/// shards it touches.
+#[derive(Debug)]
+struct Sharded<K, V> {
+    shards: Vec<Arc<HashMap<K, V>>>,
+    len: usize,
+}
+
+impl<K: Hash + Eq + ShardOf + Clone, V: Clone> Sharded<K, V> {
+    fn new(entries: impl IntoIterator<Item = (K, V)>) -> Self {
+        let mut shards: Vec<HashMap<K, V>> = (0..SHARDS).map(|_| HashMap::new()).collect();
+        for (k, v) in entries {
+            shards[k.shard()].insert(k, v);
+        }
+        let len = shards.iter().map(HashMap::len).sum();
+        Self {
+            shards: shards.into_iter().map(Arc::new).collect(),
+            len,
+        }
+    }
+
+    fn get<Q>(&self, k: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ShardOf + ?Sized,
+    {
+        self.shards[k.shard()].get(k)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.shards.iter().flat_map(|s| s.values())
+    }
+
+    /// A copy sharing every shard; `insert` and `remove` then copy the shard
+    /// they change, once.
+    fn share(&self) -> Self {
+        Self {
+            shards: self.shards.clone(),
+            len: self.len,
+        }
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        let shard = Arc::make_mut(&mut self.shards[k.shard()]);
+        if shard.insert(k, v).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, k: &K) -> Option<V> {
+        let i = k.shard();
+        if !self.shards[i].contains_key(k) {
+            return None;
+        }
+        let removed = Arc::make_mut(&mut self.shards[i]).remove(k);
+        self.len -= usize::from(removed.is_some());
+        removed
+    }
+}
+
+impl<K, V> Default for Sharded<K, V> {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Arc::new(HashMap::new())).collect(),
+            len: 0,
+        }
+    }
 }
 
 /// Routes and keys at one configuration version.
@@ -114,9 +228,20 @@ pub struct Snapshot {
     /// The configuration version this was built from.
     pub version: i64,
     /// Routes, longest base path first so the most specific prefix wins.
-    routes: Vec<ApiRoute>,
-    keys: HashMap<KeyHash, KeyGrant>,
-    apps: HashMap<String, AppGrant>,
+    routes: Arc<[Arc<ApiRoute>]>,
+    keys: Sharded<KeyHash, Arc<KeyGrant>>,
+    apps: Sharded<String, Arc<AppGrant>>,
+}
+
+/// A change to apply to a snapshot: what the store's change log named, re-read.
+#[derive(Debug, Default)]
+pub struct Patch {
+    /// The version the patch leads to.
+    pub version: i64,
+    /// Ids of changed APIs, and those of them that still exist.
+    pub apis: Option<(Vec<String>, Vec<Api>)>,
+    /// Changed apps: their keys and subscriptions now, or `None` when deleted.
+    pub apps: Vec<(String, Option<AppSlice>)>,
 }
 
 fn rank(status: SubscriptionStatus) -> u8 {
@@ -128,137 +253,217 @@ fn rank(status: SubscriptionStatus) -> u8 {
     }
 }
 
+/// What an app's subscriptions grant, by API id: the best subscription for each.
+fn access_of<'a>(subs: impl Iterator<Item = &'a SubscriptionRecord>) -> HashMap<String, Access> {
+    let mut access: HashMap<String, Access> = HashMap::new();
+    for sub in subs {
+        for api_id in &sub.api_ids {
+            let better = access
+                .get(api_id)
+                .is_none_or(|have| rank(sub.status) > rank(have.status));
+            if better {
+                access.insert(
+                    api_id.clone(),
+                    Access {
+                        subscription_id: sub.id.clone(),
+                        plan_id: sub.plan_id.clone(),
+                        status: sub.status,
+                        rate_limits: sub.rate_limits.clone().into(),
+                        quota: sub.quota,
+                    },
+                );
+            }
+        }
+    }
+    access
+}
+
+/// An app's grant and its keys' grants; "used" marks come from `was_used`.
+fn app_grants(
+    app: &AppRecord,
+    keys: &[&KeyRecord],
+    access: Arc<HashMap<String, Access>>,
+    was_used: impl Fn(&KeyHash) -> bool,
+) -> (Arc<AppGrant>, Vec<(KeyHash, Arc<KeyGrant>)>) {
+    let grants = keys
+        .iter()
+        .map(|k| {
+            (
+                k.hash,
+                Arc::new(KeyGrant {
+                    key_id: k.id.clone(),
+                    prefix: k.prefix.clone(),
+                    app_id: k.app_id.clone(),
+                    developer_id: k.developer_id.clone(),
+                    expires_at_ms: k.expires_at.map(|t| t.0),
+                    access: access.clone(),
+                    used: AtomicBool::new(was_used(&k.hash)),
+                }),
+            )
+        })
+        .collect();
+    let app = Arc::new(AppGrant {
+        app_id: app.id.clone(),
+        developer_id: app.developer_id.clone(),
+        access,
+        client_secret_hash: app.client_secret_hash,
+        key_hashes: keys.iter().map(|k| k.hash).collect(),
+    });
+    (app, grants)
+}
+
+/// An API's route; keeps the previous balancer (and its health) when targets
+/// and policy are unchanged. `None` when no upstream is usable.
+fn api_route(
+    api: &Api,
+    previous: Option<&Arc<ApiRoute>>,
+    metrics: &GatewayMetrics,
+) -> Option<Arc<ApiRoute>> {
+    let targets: Vec<(String, Target)> = api
+        .upstreams
+        .iter()
+        .filter_map(|u| Target::parse(u).map(|t| (u.clone(), t)))
+        .collect();
+    if targets.is_empty() {
+        tracing::warn!(api = %api.slug, "API has no usable upstream; not routed");
+        return None;
+    }
+    let policy = api.policies.upstream.clone().unwrap_or_default();
+    let kept = previous
+        .map(|r| &r.balancer)
+        .filter(|b| b.same_as(&api.upstreams, &policy))
+        .cloned();
+    let balancer = kept.unwrap_or_else(|| {
+        let b = Arc::new(Balancer::new(targets, policy));
+        b.start_probes();
+        b
+    });
+    Some(Arc::new(ApiRoute {
+        id: api.id.clone(),
+        slug: api.slug.clone(),
+        base_path: api.base_path.clone(),
+        hosts: api.hosts.clone(),
+        balancer,
+        metrics: metrics.route(&api.slug),
+        policies: Arc::new(api.policies.clone()),
+        operations: Operations::from_openapi(api.openapi.as_ref(), &api.policies),
+    }))
+}
+
+fn sorted(mut routes: Vec<Arc<ApiRoute>>) -> Arc<[Arc<ApiRoute>]> {
+    routes.sort_by(|a, b| {
+        b.base_path
+            .len()
+            .cmp(&a.base_path.len())
+            .then_with(|| a.base_path.cmp(&b.base_path))
+    });
+    routes.into()
+}
+
 impl Snapshot {
-    /// Builds a snapshot; carries over "used" marks from `previous` so no
-    /// last-used time is lost across a reload.
+    /// Builds a whole snapshot; carries over balancers (health) and "used"
+    /// marks from `previous` so nothing is lost across a reload.
     pub fn build(
         config: &GatewayConfig,
         previous: Option<&Snapshot>,
         metrics: &GatewayMetrics,
     ) -> Self {
-        // Balancers of the previous snapshot, by API id, to carry health over.
-        let previous_balancers: HashMap<&str, &Arc<Balancer>> = previous
-            .map(|p| {
-                p.routes
-                    .iter()
-                    .map(|r| (r.id.as_str(), &r.balancer))
-                    .collect()
-            })
+        let previous_routes: HashMap<&str, &Arc<ApiRoute>> = previous
+            .map(|p| p.routes.iter().map(|r| (r.id.as_str(), r)).collect())
             .unwrap_or_default();
-        let mut routes: Vec<ApiRoute> = config
+        let routes = config
             .apis
             .iter()
             .filter_map(|api| {
-                let targets: Vec<(String, Target)> = api
-                    .upstreams
-                    .iter()
-                    .filter_map(|u| Target::parse(u).map(|t| (u.clone(), t)))
-                    .collect();
-                if targets.is_empty() {
-                    tracing::warn!(api = %api.slug, "API has no usable upstream; not routed");
-                    return None;
-                }
-                let policy = api.policies.upstream.clone().unwrap_or_default();
-                // Health state survives a reload while targets and policy stay the same.
-                let kept = previous_balancers
-                    .get(api.id.as_str())
-                    .filter(|b| b.same_as(&api.upstreams, &policy))
-                    .map(|b| Arc::clone(b));
-                let balancer = kept.unwrap_or_else(|| {
-                    let b = Arc::new(Balancer::new(targets, policy));
-                    b.start_probes();
-                    b
-                });
-                Some(ApiRoute {
-                    id: api.id.clone(),
-                    slug: api.slug.clone(),
-                    base_path: api.base_path.clone(),
-                    hosts: api.hosts.clone(),
-                    balancer,
-                    metrics: metrics.route(&api.slug),
-                    policies: Arc::new(api.policies.clone()),
-                    operations: Operations::from_openapi(api.openapi.as_ref(), &api.policies),
-                })
+                api_route(api, previous_routes.get(api.id.as_str()).copied(), metrics)
             })
             .collect();
-        routes.sort_by(|a, b| {
-            b.base_path
-                .len()
-                .cmp(&a.base_path.len())
-                .then_with(|| a.base_path.cmp(&b.base_path))
-        });
 
-        let mut by_app: HashMap<&str, HashMap<String, Access>> = HashMap::new();
+        let mut subs_of_app: HashMap<&str, Vec<&SubscriptionRecord>> = HashMap::new();
         for sub in &config.subscriptions {
-            let access = by_app.entry(sub.app_id.as_str()).or_default();
-            for api_id in &sub.api_ids {
-                let better = access
-                    .get(api_id)
-                    .is_none_or(|have| rank(sub.status) > rank(have.status));
-                if better {
-                    access.insert(
-                        api_id.clone(),
-                        Access {
-                            subscription_id: sub.id.clone(),
-                            plan_id: sub.plan_id.clone(),
-                            status: sub.status,
-                            rate_limits: sub.rate_limits.clone().into(),
-                            quota: sub.quota,
-                        },
-                    );
-                }
-            }
+            subs_of_app
+                .entry(sub.app_id.as_str())
+                .or_default()
+                .push(sub);
         }
-        let by_app: HashMap<&str, Arc<HashMap<String, Access>>> =
-            by_app.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
-        let empty = Arc::new(HashMap::new());
-
-        let keys = config
-            .keys
-            .iter()
-            .map(|k| {
-                let was_used = previous
-                    .and_then(|p| p.keys.get(&k.hash))
-                    .is_some_and(|g| g.used.load(Ordering::Relaxed));
-                (
-                    k.hash,
-                    KeyGrant {
-                        key_id: k.id.clone(),
-                        prefix: k.prefix.clone(),
-                        app_id: k.app_id.clone(),
-                        developer_id: k.developer_id.clone(),
-                        expires_at_ms: k.expires_at.map(|t| t.0),
-                        access: by_app
-                            .get(k.app_id.as_str())
-                            .cloned()
-                            .unwrap_or_else(|| empty.clone()),
-                        used: AtomicBool::new(was_used),
-                    },
-                )
-            })
-            .collect();
-
-        let apps = config
-            .apps
-            .iter()
-            .map(|app| {
-                (
-                    app.id.clone(),
-                    AppGrant {
-                        app_id: app.id.clone(),
-                        developer_id: app.developer_id.clone(),
-                        access: by_app
-                            .get(app.id.as_str())
-                            .cloned()
-                            .unwrap_or_else(|| empty.clone()),
-                        client_secret_hash: app.client_secret_hash,
-                    },
-                )
-            })
-            .collect();
-
+        let mut keys_of_app: HashMap<&str, Vec<&KeyRecord>> = HashMap::new();
+        for k in &config.keys {
+            keys_of_app.entry(k.app_id.as_str()).or_default().push(k);
+        }
+        let was_used = |hash: &KeyHash| {
+            previous
+                .and_then(|p| p.keys.get(hash))
+                .is_some_and(|g| g.used.load(Ordering::Relaxed))
+        };
+        let mut keys = Vec::with_capacity(config.keys.len());
+        let mut apps = Vec::with_capacity(config.apps.len());
+        for app in &config.apps {
+            let access = Arc::new(access_of(
+                subs_of_app
+                    .remove(app.id.as_str())
+                    .unwrap_or_default()
+                    .into_iter(),
+            ));
+            let app_keys = keys_of_app.remove(app.id.as_str()).unwrap_or_default();
+            let (grant, key_grants) = app_grants(app, &app_keys, access, was_used);
+            apps.push((app.id.clone(), grant));
+            keys.extend(key_grants);
+        }
         Self {
             version: config.version,
+            routes: sorted(routes),
+            keys: Sharded::new(keys),
+            apps: Sharded::new(apps),
+        }
+    }
+
+    /// A snapshot with `patch` applied, sharing everything it does not change:
+    /// unchanged routes, and every key and app shard the patch does not touch.
+    pub fn patch(&self, patch: &Patch, metrics: &GatewayMetrics) -> Self {
+        let routes = match &patch.apis {
+            None => self.routes.clone(),
+            Some((changed, now)) => {
+                let changed: HashSet<&str> = changed.iter().map(String::as_str).collect();
+                let previous: HashMap<&str, &Arc<ApiRoute>> =
+                    self.routes.iter().map(|r| (r.id.as_str(), r)).collect();
+                let mut routes: Vec<Arc<ApiRoute>> = self
+                    .routes
+                    .iter()
+                    .filter(|r| !changed.contains(r.id.as_str()))
+                    .cloned()
+                    .collect();
+                routes.extend(now.iter().filter_map(|api| {
+                    api_route(api, previous.get(api.id.as_str()).copied(), metrics)
+                }));
+                sorted(routes)
+            }
+        };
+
+        let mut keys = self.keys.share();
+        let mut apps = self.apps.share();
+        for (app_id, slice) in &patch.apps {
+            // Marks of keys that stay, so no last-used time is lost.
+            let mut used: HashMap<KeyHash, bool> = HashMap::new();
+            if let Some(old) = apps.remove(app_id) {
+                for hash in &old.key_hashes {
+                    if let Some(g) = keys.remove(hash) {
+                        used.insert(*hash, g.used.load(Ordering::Relaxed));
+                    }
+                }
+            }
+            let Some(slice) = slice else { continue };
+            let access = Arc::new(access_of(slice.subscriptions.iter()));
+            let app_keys: Vec<&KeyRecord> = slice.keys.iter().collect();
+            let (grant, key_grants) = app_grants(&slice.app, &app_keys, access, |h| {
+                used.get(h).copied().unwrap_or(false)
+            });
+            for (hash, g) in key_grants {
+                keys.insert(hash, g);
+            }
+            apps.insert(app_id.clone(), grant);
+        }
+        Self {
+            version: patch.version,
             routes,
             keys,
             apps,
@@ -278,18 +483,18 @@ impl Snapshot {
             .filter(|r| r.hosts.is_empty() || host.is_some_and(|h| r.hosts.iter().any(|x| x == h)))
             .find_map(|r| {
                 let rest = path.strip_prefix(r.base_path.as_str())?;
-                (rest.is_empty() || rest.starts_with('/')).then_some((r, rest))
+                (rest.is_empty() || rest.starts_with('/')).then_some((&**r, rest))
             })
     }
 
     /// The grant of a presented key.
     pub fn key(&self, hash: &KeyHash) -> Option<&KeyGrant> {
-        self.keys.get(hash)
+        self.keys.get(hash).map(|g| &**g)
     }
 
     /// An app named by a bearer token.
     pub fn app(&self, app_id: &str) -> Option<&AppGrant> {
-        self.apps.get(app_id)
+        self.apps.get(app_id).map(|g| &**g)
     }
 
     /// Ids of keys accepted since the last call, clearing the marks.
@@ -302,8 +507,13 @@ impl Snapshot {
     }
 
     /// The routed APIs, most specific base path first.
-    pub fn routes(&self) -> &[ApiRoute] {
+    pub fn routes(&self) -> &[Arc<ApiRoute>] {
         &self.routes
+    }
+
+    /// Whether two snapshots share one route table (a patch that changed no API).
+    pub fn shares_routes_with(&self, other: &Snapshot) -> bool {
+        Arc::ptr_eq(&self.routes, &other.routes)
     }
 
     /// Number of routed APIs.
@@ -313,7 +523,7 @@ impl Snapshot {
 
     /// Number of accepted keys.
     pub fn key_count(&self) -> usize {
-        self.keys.len()
+        self.keys.len
     }
 }
 
@@ -419,5 +629,156 @@ mod tests {
         let next = Snapshot::build(&config, Some(&s), &GatewayMetrics::new());
         assert_eq!(next.take_used_keys(), vec!["key_1".to_owned()]);
         assert!(next.take_used_keys().is_empty());
+    }
+
+    fn key_record(id: &str, app: &str, secret: &str) -> KeyRecord {
+        KeyRecord {
+            id: id.into(),
+            hash: KeyHash::of(secret),
+            prefix: "tg_live_x".into(),
+            app_id: app.into(),
+            developer_id: "usr_1".into(),
+            expires_at: None,
+        }
+    }
+
+    fn app_record(id: &str) -> AppRecord {
+        AppRecord {
+            id: id.into(),
+            developer_id: "usr_1".into(),
+            client_secret_hash: None,
+        }
+    }
+
+    fn subscription(id: &str, app: &str, api: &str) -> SubscriptionRecord {
+        SubscriptionRecord {
+            id: id.into(),
+            app_id: app.into(),
+            plan_id: "plan".into(),
+            status: SubscriptionStatus::Active,
+            api_ids: vec![api.into()],
+            rate_limits: vec![],
+            quota: None,
+        }
+    }
+
+    fn base() -> Snapshot {
+        let config = GatewayConfig {
+            version: 1,
+            apis: vec![api("a", "/a"), api("b", "/b")],
+            keys: (0..1000)
+                .map(|i| {
+                    key_record(
+                        &format!("key_{i}"),
+                        &format!("app_{}", i % 100),
+                        &format!("k{i}"),
+                    )
+                })
+                .collect(),
+            subscriptions: (0..100)
+                .map(|i| subscription(&format!("sub_{i}"), &format!("app_{i}"), "a"))
+                .collect(),
+            apps: (0..100).map(|i| app_record(&format!("app_{i}"))).collect(),
+        };
+        Snapshot::build(&config, None, &GatewayMetrics::new())
+    }
+
+    #[test]
+    fn a_new_key_is_patched_in_sharing_routes_and_untouched_shards() {
+        let s = base();
+        assert_eq!(s.key_count(), 1000);
+        let slice = AppSlice {
+            app: app_record("app_7"),
+            keys: vec![
+                key_record("key_7", "app_7", "k7"),
+                key_record("key_new", "app_7", "fresh"),
+            ]
+            .into_iter()
+            .chain((1..10).map(|j| {
+                key_record(
+                    &format!("key_{}", 7 + 100 * j),
+                    "app_7",
+                    &format!("k{}", 7 + 100 * j),
+                )
+            }))
+            .collect(),
+            subscriptions: vec![subscription("sub_7", "app_7", "a")],
+        };
+        s.key(&KeyHash::of("k7"))
+            .unwrap()
+            .used
+            .store(true, Ordering::Relaxed);
+        let next = s.patch(
+            &Patch {
+                version: 2,
+                apis: None,
+                apps: vec![("app_7".into(), Some(slice))],
+            },
+            &GatewayMetrics::new(),
+        );
+        assert_eq!(next.version, 2);
+        assert_eq!(next.key_count(), 1001);
+        assert!(
+            next.shares_routes_with(&s),
+            "adding a key does not rebuild routes"
+        );
+        let fresh = next.key(&KeyHash::of("fresh")).unwrap();
+        assert_eq!(fresh.access["a"].subscription_id, "sub_7");
+        // Shards the patch did not touch are the very same maps.
+        let touched: HashSet<usize> = [KeyHash::of("fresh"), KeyHash::of("k7")]
+            .iter()
+            .chain(
+                (1..10)
+                    .map(|j| KeyHash::of(&format!("k{}", 7 + 100 * j)))
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
+            .map(ShardOf::shard)
+            .collect();
+        let shared = (0..SHARDS)
+            .filter(|i| Arc::ptr_eq(&s.keys.shards[*i], &next.keys.shards[*i]))
+            .count();
+        assert_eq!(shared, SHARDS - touched.len());
+        // Marks of keys that stay carry over; the old snapshot still answers.
+        assert_eq!(next.take_used_keys(), vec!["key_7".to_owned()]);
+        assert!(s.key(&KeyHash::of("fresh")).is_none());
+    }
+
+    #[test]
+    fn a_deleted_app_takes_its_keys_and_an_api_change_rebuilds_one_route() {
+        let s = base();
+        let next = s.patch(
+            &Patch {
+                version: 2,
+                apis: Some((vec!["b".into(), "gone".into()], vec![api("b", "/b2")])),
+                apps: vec![("app_3".into(), None)],
+            },
+            &GatewayMetrics::new(),
+        );
+        assert_eq!(next.key_count(), 990);
+        assert!(next.key(&KeyHash::of("k3")).is_none() && next.key(&KeyHash::of("k103")).is_none());
+        assert!(next.app("app_3").is_none() && next.app("app_4").is_some());
+        assert!(next.route(None, "/b/x").is_none());
+        assert_eq!(next.route(None, "/b2/x").unwrap().0.id, "b");
+        let a_before = s.routes().iter().find(|r| r.id == "a").unwrap();
+        let a_after = next.routes().iter().find(|r| r.id == "a").unwrap();
+        assert!(
+            Arc::ptr_eq(a_before, a_after),
+            "unchanged routes are shared"
+        );
+        let b_before = s.routes().iter().find(|r| r.id == "b").unwrap();
+        let b_after = next.routes().iter().find(|r| r.id == "b").unwrap();
+        assert!(
+            Arc::ptr_eq(&b_before.balancer, &b_after.balancer),
+            "same targets: the balancer and its health carry over"
+        );
+    }
+
+    #[test]
+    fn shards_agree_between_owned_and_borrowed_ids() {
+        for id in ["app_1", "app_0192f0c4", ""] {
+            assert_eq!(id.shard(), id.to_owned().shard());
+            assert!(id.shard() < SHARDS);
+        }
     }
 }

@@ -87,6 +87,18 @@ async fn two_gateways_on_one_postgres_honour_changes_within_a_second() {
             .unwrap_or_else(|| panic!("no request counter:\n{text}"));
         let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(n >= 3.0, "{line}");
+        // Every change since start was patched in from the change log, none
+        // needed a whole reload.
+        let reloads = |kind: &str| -> f64 {
+            let prefix = format!(r#"tollgate_config_reloads_total{{kind="{kind}"}} "#);
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no {kind} reload counter:\n{text}"))
+                .parse()
+                .unwrap()
+        };
+        assert!(reloads("incremental") >= 3.0, "{text}");
+        assert_eq!(reloads("full"), 0.0, "{text}");
     }
 
     for p in [gw1, gw2, portal] {

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, text_enum, ts};
+use super::{Change, Store, text_enum, ts};
 use crate::error::{StoreError, StoreResult, ValidationError};
 use crate::id::{IdKind, new_id};
 use crate::model::{Api, ApiPatch, NewApi, Visibility};
@@ -92,7 +92,9 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| api_conflict(e, &a.slug, &a.base_path))?;
-        let v = self.bump_version(&mut tx).await?;
+        let v = self
+            .bump_version(&mut tx, &[Change::Api(a.id.clone())])
+            .await?;
         self.commit_change(tx, v).await?;
         Ok(a)
     }
@@ -175,7 +177,9 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("api", id));
         }
-        let v = self.bump_version(&mut tx).await?;
+        let v = self
+            .bump_version(&mut tx, &[Change::Api(id.to_owned())])
+            .await?;
         self.commit_change(tx, v).await?;
         Ok(a)
     }
@@ -194,7 +198,9 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("api", id));
         }
-        let v = self.bump_version(&mut tx).await?;
+        let v = self
+            .bump_version(&mut tx, &[Change::Api(id.to_owned())])
+            .await?;
         self.commit_change(tx, v).await
     }
 

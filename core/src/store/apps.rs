@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, ts};
+use super::{Change, Store, ts};
 use crate::error::{StoreError, StoreResult, ValidationError};
 use crate::id::{IdKind, new_id};
 use crate::model::{App, NewApp};
@@ -77,7 +77,9 @@ impl Store {
             .bind(Timestamp::now().0)
             .execute(&mut *tx)
             .await?;
-        let v = self.bump_version(&mut tx).await?;
+        let v = self
+            .bump_version(&mut tx, &[Change::App(app_id.to_owned())])
+            .await?;
         self.commit_change(tx, v).await?;
         Ok(secret)
     }

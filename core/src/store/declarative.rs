@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Row};
 
-use super::{Backend, Store, apis, apps, keys, plans, subscriptions, users};
+use super::{Backend, Change, Store, apis, apps, keys, plans, subscriptions, users};
 use crate::declarative::{
     ApiEntry, AppEntry, ApplyReport, Changes, DeveloperEntry, Document, FORMAT, KeyEntry,
     PlanEntry, Problem, Problems, SubscriptionEntry,
@@ -630,6 +630,47 @@ impl Store {
             count(&mut report.subscriptions, *create);
         }
 
+        // What the gateways must reload: changed APIs and plans, and every app
+        // whose own record, keys or subscriptions changed.
+        let mut changes: Vec<Change> = Vec::new();
+        changes.extend(api_work.iter().map(|(a, _)| Change::Api(a.id.clone())));
+        changes.extend(pruned[4].iter().map(|id| Change::Api((*id).to_owned())));
+        changes.extend(plan_work.iter().map(|(p, _)| Change::Plan(p.id.clone())));
+        changes.extend(pruned[3].iter().map(|id| Change::Plan((*id).to_owned())));
+        changes.extend(app_work.iter().map(|(a, _)| Change::App(a.id.clone())));
+        changes.extend(pruned[2].iter().map(|id| Change::App((*id).to_owned())));
+        changes.extend(
+            key_work
+                .iter()
+                .map(|(app, _, _)| Change::App((*app).to_owned())),
+        );
+        changes.extend(
+            sub_work
+                .iter()
+                .map(|(app, _, _)| Change::App((*app).to_owned())),
+        );
+        let key_owner: HashMap<&str, &str> = stored_keys
+            .iter()
+            .map(|(id, (app, _))| (*id, *app))
+            .collect();
+        let sub_owner: HashMap<&str, &str> = stored_subs
+            .iter()
+            .map(|(id, (app, _))| (*id, *app))
+            .collect();
+        changes.extend(
+            pruned[1]
+                .iter()
+                .map(|id| Change::App(key_owner[id].to_owned())),
+        );
+        changes.extend(
+            pruned[0]
+                .iter()
+                .map(|id| Change::App(sub_owner[id].to_owned())),
+        );
+        if changes.len() > 1000 {
+            changes = vec![Change::All];
+        }
+
         if !report.changed() || options.dry_run {
             report.version = sqlx::query("SELECT version FROM config_version WHERE id = 1")
                 .fetch_one(&mut *tx)
@@ -638,7 +679,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(report);
         }
-        let v = self.bump_version(&mut tx).await?;
+        let v = self.bump_version(&mut tx, &changes).await?;
         self.commit_change(tx, v).await?;
         report.version = v;
         Ok(report)

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, opt_ts, text_enum, ts};
+use super::{Change, Store, opt_ts, text_enum, ts};
 use crate::error::{StoreError, StoreResult, ValidationError};
 use crate::id::{IdKind, new_id};
 use crate::key::{self, KeyHash};
@@ -79,7 +79,9 @@ impl Store {
         .bind(expires_at.map(|t| t.0))
         .execute(&mut *tx)
         .await?;
-        let v = self.bump_version(&mut tx).await?;
+        let v = self
+            .bump_version(&mut tx, &[Change::App(app_id.to_owned())])
+            .await?;
         self.commit_change(tx, v).await?;
         Ok(IssuedKey {
             record,
@@ -137,7 +139,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() > 0 {
-            let v = self.bump_version(&mut tx).await?;
+            let app_id: String = sqlx::query("SELECT app_id FROM api_keys WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            let v = self.bump_version(&mut tx, &[Change::App(app_id)]).await?;
             self.commit_change(tx, v).await?;
         } else {
             tx.rollback().await?;

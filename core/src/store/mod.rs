@@ -28,9 +28,11 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 use tokio::sync::watch;
 
-pub use changes::CONFIG_CHANNEL;
+pub use changes::{CONFIG_CHANNEL, Change, ChangeSet};
 pub use declarative::{ApplyError, ApplyOptions};
-pub use gateway_config::{AppRecord, GatewayConfig, KeyRecord, QuotaRule, SubscriptionRecord};
+pub use gateway_config::{
+    AppRecord, AppSlice, GatewayConfig, KeyRecord, QuotaRule, SubscriptionRecord,
+};
 pub use keys::IssuedKey;
 pub use quotas::QuotaLease;
 
@@ -178,13 +180,20 @@ impl Store {
 
     /// Bumps the configuration version inside a write transaction; on PostgreSQL
     /// the notification is delivered when the transaction commits.
-    async fn bump_version(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> StoreResult<i64> {
+    /// `changes` name what the write touched, for gateways that patch their
+    /// snapshot.
+    async fn bump_version(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        changes: &[Change],
+    ) -> StoreResult<i64> {
         let row = sqlx::query(
             "UPDATE config_version SET version = version + 1 WHERE id = 1 RETURNING version",
         )
         .fetch_one(&mut **tx)
         .await?;
         let v: i64 = row.try_get(0)?;
+        self.log_changes(tx, v, changes).await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_notify('tollgate_config', $1)")
                 .bind(v.to_string())

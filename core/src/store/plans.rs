@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use tollgate_billing::{BillingInterval, Currency, Money};
 
-use super::{Store, text_enum, ts};
+use super::{Change, Store, text_enum, ts};
 use crate::error::{StoreError, StoreResult};
 use crate::id::{IdKind, new_id};
 use crate::model::{NewPlan, Plan, PlanPatch, PlanStatus, QuotaAnchor, RateLimit};
@@ -98,7 +98,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         set_plan_apis(&mut tx, &p.id, &api_ids).await?;
-        let v = self.bump_version(&mut tx).await?;
+        let v = self
+            .bump_version(&mut tx, &[Change::Plan(p.id.clone())])
+            .await?;
         self.commit_change(tx, v).await?;
         self.get_plan(&p.id).await
     }
@@ -213,7 +215,9 @@ impl Store {
         .bind(Timestamp::now().0)
         .execute(&mut *tx)
         .await?;
-        let v = self.bump_version(&mut tx).await?;
+        let v = self
+            .bump_version(&mut tx, &[Change::Plan(id.to_owned())])
+            .await?;
         self.commit_change(tx, v).await?;
         self.get_plan(id).await
     }
@@ -238,7 +242,9 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("plan", id));
         }
-        let v = self.bump_version(&mut tx).await?;
+        let v = self
+            .bump_version(&mut tx, &[Change::Plan(id.to_owned())])
+            .await?;
         self.commit_change(tx, v).await
     }
 }

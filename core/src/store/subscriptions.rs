@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, text_enum, ts};
+use super::{Change, Store, text_enum, ts};
 use crate::error::{StoreError, StoreResult, ValidationError};
 use crate::id::{IdKind, new_id};
 use crate::model::{NewSubscription, PlanStatus, Subscription, SubscriptionStatus};
@@ -95,7 +95,9 @@ impl Store {
         .bind(now.0)
         .execute(&mut *tx)
         .await?;
-        let v = self.bump_version(&mut tx).await?;
+        let v = self
+            .bump_version(&mut tx, &[Change::App(s.app_id.clone())])
+            .await?;
         self.commit_change(tx, v).await?;
         Ok(s)
     }
@@ -152,7 +154,9 @@ impl Store {
             .bind(now.0)
             .execute(&mut *tx)
             .await?;
-        let v = self.bump_version(&mut tx).await?;
+        let v = self
+            .bump_version(&mut tx, &[Change::App(s.app_id.clone())])
+            .await?;
         self.commit_change(tx, v).await?;
         s.status = status;
         s.updated_at = now;

@@ -515,3 +515,90 @@ async fn client_secrets(store: Store) {
     ));
 }
 on_both!(client_secrets, super::client_secrets);
+
+async fn change_log_names_what_changed(store: Store) {
+    let v0 = store.config_version().await.unwrap();
+    let api = store.create_api(new_api("weather")).await.unwrap();
+    let plan = store
+        .create_plan(new_plan("Free", &["weather"]))
+        .await
+        .unwrap();
+    let dev = developer(&store, "log@example.com").await;
+    let app = store
+        .create_app(NewApp {
+            developer_id: dev.id.clone(),
+            name: "A".into(),
+        })
+        .await
+        .unwrap();
+    let key = store.issue_key(&app.id, None).await.unwrap();
+    let sub = store
+        .create_subscription(NewSubscription {
+            app_id: app.id.clone(),
+            plan_id: plan.id.clone(),
+            status: None,
+        })
+        .await
+        .unwrap();
+
+    let set = store.changes_since(v0).await.unwrap().expect("a full log");
+    assert_eq!(set.version, store.config_version().await.unwrap());
+    assert_eq!(set.apis.iter().map(String::as_str).collect::<Vec<_>>(), [api.id.as_str()]);
+    assert_eq!(set.plans.iter().map(String::as_str).collect::<Vec<_>>(), [plan.id.as_str()]);
+    assert_eq!(set.apps.iter().map(String::as_str).collect::<Vec<_>>(), [app.id.as_str()]);
+    let now = store.config_version().await.unwrap();
+    assert_eq!(
+        store.changes_since(now).await.unwrap().unwrap().apps.len(),
+        0,
+        "nothing changed since the current version"
+    );
+
+    // What the gateway re-reads for a changed app or plan.
+    assert_eq!(
+        store.apps_of_plan(&plan.id).await.unwrap(),
+        [app.id.as_str()]
+    );
+    let slice = store.load_app_slice(&app.id).await.unwrap().unwrap();
+    assert_eq!(slice.keys.len(), 1);
+    assert_eq!(slice.keys[0].hash, KeyHash::of(&key.secret));
+    assert_eq!(slice.subscriptions[0].id, sub.id);
+    assert_eq!(slice.subscriptions[0].api_ids, [api.id.as_str()]);
+    store.revoke_key(&key.record.id).await.unwrap();
+    let set = store.changes_since(now).await.unwrap().unwrap();
+    assert_eq!(set.apps.iter().map(String::as_str).collect::<Vec<_>>(), [app.id.as_str()]);
+    assert!(
+        store
+            .load_app_slice(&app.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .keys
+            .is_empty()
+    );
+    assert!(store.load_app_slice("app_missing").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .load_apis(&[api.id.clone(), "api_gone".into()])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A gap in the log (rows pruned, or versions from before the log) means
+    // the caller must reload everything.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(store.url()).await.unwrap();
+    sqlx::query("DELETE FROM config_changes WHERE version = $1")
+        .bind(now)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!(store.changes_since(now - 1).await.unwrap(), None);
+    assert!(store.changes_since(now).await.unwrap().is_some());
+}
+on_both!(
+    change_log_names_what_changed,
+    super::change_log_names_what_changed
+);
