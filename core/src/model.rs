@@ -286,6 +286,59 @@ pub struct ApiPolicies {
     pub transform: Option<TransformPolicy>,
 }
 
+/// The largest body the gateway reads whole to map JSON fields when the API
+/// sets no `max_body_bytes`: 1 MiB.
+pub const DEFAULT_MAPPED_BODY_BYTES: u64 = 1 << 20;
+
+/// JSON body field changes: removed first, then renamed, then added
+/// (replacing). Fields are named by dotted paths into nested objects
+/// (`user.email`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BodyOps {
+    /// Fields removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    /// Fields moved, old path to new path.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rename: std::collections::BTreeMap<String, String>,
+    /// Fields set, path to any JSON value.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub add: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl BodyOps {
+    fn validate(&self, field: &str) -> Result<(), ValidationError> {
+        let paths = self
+            .remove
+            .iter()
+            .map(|p| ("remove", p))
+            .chain(self.rename.keys().map(|p| ("rename", p)))
+            .chain(self.rename.values().map(|p| ("rename", p)))
+            .chain(self.add.keys().map(|p| ("add", p)));
+        for (op, path) in paths {
+            let segments = path.split('.').count();
+            if path.is_empty() || path.split('.').any(str::is_empty) || segments > 32 {
+                return Err(ValidationError::new(
+                    format!("{field}.{op}"),
+                    format!(
+                        "{path:?} is not a field path; expected names joined by dots, e.g. \"user.email\" (at most 32)"
+                    ),
+                ));
+            }
+        }
+        for (from, to) in &self.rename {
+            if to == from || to.starts_with(&format!("{from}.")) {
+                return Err(ValidationError::new(
+                    format!("{field}.rename.{from}"),
+                    format!("cannot move {from:?} into itself ({to:?})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Header changes: removed first, then renamed, then added (replacing).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -341,10 +394,24 @@ pub struct TransformPolicy {
     /// Rewrite of the upstream path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathRewrite>,
+    /// Field changes to JSON request bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<BodyOps>,
+    /// Field changes to JSON response bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<BodyOps>,
 }
 
 impl TransformPolicy {
     fn validate(&self) -> Result<(), ValidationError> {
+        for (field, ops) in [
+            ("request_body", &self.request_body),
+            ("response_body", &self.response_body),
+        ] {
+            if let Some(ops) = ops {
+                ops.validate(&format!("policies.transform.{field}"))?;
+            }
+        }
         for (field, ops) in [
             ("request_headers", &self.request_headers),
             ("response_headers", &self.response_headers),
@@ -1206,6 +1273,33 @@ mod tests {
         let plan: NewPlan =
             serde_json::from_str(r#"{"name":"Free","apis":["a"],"currency":"dollars"}"#).unwrap();
         assert_eq!(plan.validate().unwrap_err().field, "currency");
+    }
+
+    #[test]
+    fn policy_fields_are_checked_with_their_place() {
+        let field = |v: serde_json::Value| {
+            serde_json::from_value::<ApiPolicies>(v)
+                .unwrap()
+                .validate()
+                .err()
+                .map(|e| e.field)
+        };
+        assert_eq!(
+            field(serde_json::json!({"transform": {"response_body": {"remove": ["a."]}}})),
+            Some("policies.transform.response_body.remove".into())
+        );
+        assert_eq!(
+            field(serde_json::json!({"transform": {"request_body": {"rename": {"a": "a.b"}}}})),
+            Some("policies.transform.request_body.rename.a".into())
+        );
+        assert_eq!(
+            field(serde_json::json!({"transform": {"request_body": {
+                "remove": ["x"], "rename": {"user.mail": "user.email"}, "add": {"meta.v": [1, {"n": null}]}
+            }}})),
+            None
+        );
+        let unknown = serde_json::json!({"transform": {"request_body": {"drop": ["a"]}}});
+        assert!(serde_json::from_value::<ApiPolicies>(unknown).is_err());
     }
 
     #[test]

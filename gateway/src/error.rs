@@ -92,6 +92,19 @@ pub enum GatewayError {
     /// The upstream did not answer in time.
     #[error("the upstream service did not answer in time")]
     UpstreamTimeout,
+    /// A request body the API maps is not what it claims to be.
+    #[error("the request body cannot be transformed: {reason}")]
+    InvalidBody {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An upstream response the API maps could not be mapped; it is never
+    /// passed on unmapped.
+    #[error("the upstream's response cannot be transformed: {reason}")]
+    ResponseTransformFailed {
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 fn reset_text(ms: i64) -> String {
@@ -119,6 +132,8 @@ impl GatewayError {
             Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Self::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::InvalidBody { .. } => StatusCode::BAD_REQUEST,
+            Self::ResponseTransformFailed { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -142,6 +157,8 @@ impl GatewayError {
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::InvalidBody { .. } => "invalid_body",
+            Self::ResponseTransformFailed { .. } => "response_transform_failed",
         }
     }
 

@@ -11,3 +11,4 @@ mod policies;
 mod quotas;
 mod rate_limits;
 mod support;
+mod transform;
