@@ -284,6 +284,9 @@ pub struct ApiPolicies {
     /// Changes made to requests on the way up and to responses on the way back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<TransformPolicy>,
+    /// Answers to `GET` (and `HEAD`) kept and served again without the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CachePolicy>,
 }
 
 /// The largest body the gateway reads whole to map JSON fields when the API
@@ -334,6 +337,89 @@ impl BodyOps {
                     format!("cannot move {from:?} into itself ({to:?})"),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+fn default_cache_ttl() -> u64 {
+    60
+}
+fn default_cache_bytes() -> u64 {
+    16 << 20
+}
+fn default_cache_entry_bytes() -> u64 {
+    1 << 20
+}
+
+/// A response cache for an API's (or a route's) `GET` and `HEAD` calls.
+///
+/// Answers are kept per calling app (keyless routes share them), per path,
+/// query and `vary` header values; see docs/gateway.md for what is cached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePolicy {
+    /// How long an answer is served from the cache, in seconds; the upstream's
+    /// `Cache-Control: max-age` (or `s-maxage`) can shorten it. 60 by default.
+    #[serde(default = "default_cache_ttl")]
+    pub ttl_secs: u64,
+    /// Request headers whose values select different answers, e.g.
+    /// `accept-language` (`accept-encoding` always does).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vary: Vec<String>,
+    /// Bytes of answers kept for the API; the least recently used go first.
+    /// 16 MiB by default.
+    #[serde(default = "default_cache_bytes")]
+    pub max_bytes: u64,
+    /// Largest single answer kept, in bytes; 1 MiB by default.
+    #[serde(default = "default_cache_entry_bytes")]
+    pub max_entry_bytes: u64,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        Self {
+            ttl_secs: default_cache_ttl(),
+            vary: Vec::new(),
+            max_bytes: default_cache_bytes(),
+            max_entry_bytes: default_cache_entry_bytes(),
+        }
+    }
+}
+
+impl CachePolicy {
+    fn validate(&self) -> Result<(), ValidationError> {
+        if self.ttl_secs == 0 || self.ttl_secs > 86_400 * 30 {
+            return Err(ValidationError::new(
+                "policies.cache.ttl_secs",
+                "must be between 1 and 2592000 seconds (30 days)",
+            ));
+        }
+        if self.vary.len() > 16 {
+            return Err(ValidationError::new(
+                "policies.cache.vary",
+                "at most 16 headers",
+            ));
+        }
+        for (i, h) in self.vary.iter().enumerate() {
+            if http_header_name(h).is_none() || h.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(ValidationError::new(
+                    format!("policies.cache.vary[{i}]"),
+                    format!("{h:?} is not a lowercase header name"),
+                ));
+            }
+        }
+        if self.max_bytes < 1024 || self.max_bytes > u64::from(u32::MAX) * 16 {
+            return Err(ValidationError::new(
+                "policies.cache.max_bytes",
+                "must be between 1024 bytes and 64 GiB",
+            ));
+        }
+        if self.max_entry_bytes == 0 || self.max_entry_bytes > self.max_bytes {
+            return Err(ValidationError::new(
+                "policies.cache.max_entry_bytes",
+                "must be at least 1 and at most max_bytes",
+            ));
         }
         Ok(())
     }
@@ -739,6 +825,9 @@ impl ApiPolicies {
         }
         if let Some(t) = &self.transform {
             t.validate()?;
+        }
+        if let Some(c) = &self.cache {
+            c.validate()?;
         }
         if self.max_body_bytes == Some(0) {
             return Err(ValidationError::new(
@@ -1298,8 +1387,17 @@ mod tests {
             }}})),
             None
         );
-        let unknown = serde_json::json!({"transform": {"request_body": {"drop": ["a"]}}});
-        assert!(serde_json::from_value::<ApiPolicies>(unknown).is_err());
+        assert_eq!(
+            field(serde_json::json!({"cache": {"max_bytes": 10}})),
+            Some("policies.cache.max_bytes".into())
+        );
+        assert_eq!(field(serde_json::json!({"cache": {}})), None);
+        for unknown in [
+            serde_json::json!({"cache": {"ttl": 1}}),
+            serde_json::json!({"transform": {"request_body": {"drop": ["a"]}}}),
+        ] {
+            assert!(serde_json::from_value::<ApiPolicies>(unknown).is_err());
+        }
     }
 
     #[test]

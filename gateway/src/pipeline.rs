@@ -10,6 +10,7 @@
 //! | authorize    | the key's access to the routed API     | plan_id, subscription_id             | 403 `no_subscription`, `subscription_pending`, `subscription_suspended` |
 //! | rate limit   | the plan's limits; the limiter         | —                                    | 429 `rate_limited`, 503 `rate_limiter_unavailable` |
 //! | quota        | the plan's included calls; leased blocks | overage                            | 429 `quota_exceeded`    |
+//! | cache        | the route's cache policy; stored answers (a hit ends here) | —                   | —                       |
 //! | transform    | the API's header, query, path and JSON body changes | —                       | 400 `invalid_body`, 413, 502 `response_transform_failed` |
 //! | proxy        | a target chosen by the balancer        | upstream_latency_us                  | 502 `upstream_unreachable`, 503 `upstream_unavailable`, 504 `upstream_timeout`, 413 |
 //! | log          | the finished response                  | status, latency, bytes, error_code   | —                       |
@@ -43,7 +44,7 @@ use crate::oauth::{self, TokenIssuer};
 use crate::policy::body as json_body;
 use crate::policy::quota::QuotaOutcome;
 use crate::policy::rate_limit::{Budget, Decision};
-use crate::policy::{access, jwt, transform};
+use crate::policy::{access, cache, jwt, transform};
 use crate::proxy::{self, Identity, ProxiedBody};
 use crate::routing::OperationMatch;
 use crate::snapshot::{Access, ApiRoute, AppGrant, KeyGrant, Snapshot};
@@ -304,6 +305,28 @@ impl Gateway {
             (Some(identity), via_authorization, limited)
         };
 
+        // cache: a stored answer is served once every check has passed
+        let cache_key = match (&route.cache, &policies.cache) {
+            (Some(_), Some(policy)) => cache::key(
+                policy,
+                req.method(),
+                req.uri().path(),
+                req.uri().query(),
+                req.headers(),
+                identity.map(|id| id.app_id),
+                via_authorization,
+            ),
+            _ => None,
+        };
+        if let (Some(key), Some(store)) = (&cache_key, &route.cache)
+            && let Some(mut hit) = store.lookup(key, req.method())
+        {
+            if let Some(d) = limited {
+                rate_limit_headers(hit.headers_mut(), &d);
+            }
+            return Ok(hit);
+        }
+
         // 8. proxy: the upstream request, transformed (9), then sent
         let balancer = &route.balancer;
         let hash_key = match &balancer.policy.hash_header {
@@ -499,6 +522,17 @@ impl Gateway {
                 )
                 .await?;
             }
+        }
+        if let (Some(store), Some(policy)) = (&route.cache, &policies.cache) {
+            response = store
+                .store(
+                    cache_key,
+                    policy,
+                    &parts.method,
+                    response,
+                    self.upstream_timeout,
+                )
+                .await?;
         }
         if let Some(d) = limited {
             rate_limit_headers(response.headers_mut(), &d);

@@ -15,6 +15,7 @@ use tollgate_core::store::{GatewayConfig, QuotaRule};
 
 use crate::balancer::Balancer;
 use crate::metrics::{GatewayMetrics, RouteMetrics};
+use crate::policy::cache::{self, ResponseCache};
 use crate::routing::Operations;
 
 /// One upstream target of an API.
@@ -59,6 +60,8 @@ pub struct ApiRoute {
     pub policies: Arc<ApiPolicies>,
     /// The operations of the API's OpenAPI document.
     pub operations: Operations,
+    /// Stored answers, when the API or one of its routes caches.
+    pub cache: Option<Arc<ResponseCache>>,
 }
 
 /// What a key's app may call: per API id, the best subscription covering it.
@@ -145,6 +148,15 @@ impl Snapshot {
                     .collect()
             })
             .unwrap_or_default();
+        // Caches too, while the configuration their answers depend on holds.
+        let previous_caches: HashMap<&str, &Arc<ResponseCache>> = previous
+            .map(|p| {
+                p.routes
+                    .iter()
+                    .filter_map(|r| Some((r.id.as_str(), r.cache.as_ref()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut routes: Vec<ApiRoute> = config
             .apis
             .iter()
@@ -169,6 +181,25 @@ impl Snapshot {
                     b.start_probes();
                     b
                 });
+                let operations = Operations::from_openapi(api.openapi.as_ref(), &api.policies);
+                let all_policies = || std::iter::once(&api.policies).chain(operations.overrides());
+                let cache = if all_policies().any(|p| p.cache.is_some()) {
+                    let fingerprint = cache::fingerprint(&(
+                        &api.policies,
+                        &api.openapi,
+                        &api.upstreams,
+                        &api.base_path,
+                    ));
+                    previous_caches
+                        .get(api.id.as_str())
+                        .filter(|c| c.fingerprint() == fingerprint)
+                        .map(|c| Arc::clone(c))
+                        .or_else(|| {
+                            ResponseCache::for_api(all_policies(), fingerprint).map(Arc::new)
+                        })
+                } else {
+                    None
+                };
                 Some(ApiRoute {
                     id: api.id.clone(),
                     slug: api.slug.clone(),
@@ -177,7 +208,8 @@ impl Snapshot {
                     balancer,
                     metrics: metrics.route(&api.slug),
                     policies: Arc::new(api.policies.clone()),
-                    operations: Operations::from_openapi(api.openapi.as_ref(), &api.policies),
+                    operations,
+                    cache,
                 })
             })
             .collect();

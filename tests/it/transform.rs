@@ -1,9 +1,10 @@
-//! JSON body mapping over real sockets, with the usage events it produces.
+//! JSON body mapping and the response cache over real sockets, with the
+//! usage events they produce.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tollgate_testkit::upstream::Upstream;
+use tollgate_testkit::upstream::{Answer, Scripted, Upstream};
 
 use crate::on_both_stacks;
 use crate::support::{Stack, TestApp};
@@ -23,6 +24,35 @@ async fn events(app: &TestApp, n: usize) -> Vec<Value> {
     .unwrap_or_default();
     assert_eq!(events.len(), n, "{events:#?}");
     events
+}
+
+/// A second app (own developer) subscribed to `plan_id`; returns its key.
+async fn second_key(app: &TestApp, plan_id: &str) -> String {
+    let dev = app
+        .create(
+            "/admin/developers",
+            json!({"email": format!("other-{}@example.com", uuid::Uuid::new_v4().simple()), "name": "Other"}),
+        )
+        .await;
+    let other = app
+        .create(
+            "/admin/apps",
+            json!({"developer_id": dev["id"], "name": "Other"}),
+        )
+        .await;
+    app.create(
+        "/admin/subscriptions",
+        json!({"app_id": other["id"], "plan_id": plan_id}),
+    )
+    .await;
+    let key = app
+        .create(
+            &format!("/admin/apps/{}/keys", other["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    app.synced().await;
+    key["key"].as_str().unwrap().to_owned()
 }
 
 async fn json_bodies_are_mapped_both_ways(stack: Stack) {
@@ -137,3 +167,227 @@ on_both_stacks!(
     json_bodies_are_mapped_both_ways,
     super::json_bodies_are_mapped_both_ways
 );
+
+async fn cached_answers_still_pass_every_check(stack: Stack) {
+    let app = TestApp::start(stack).await;
+    let upstream = Scripted::start().await;
+    upstream.set(
+        "/item",
+        Answer::json(json!({"n": 1})).header("cache-control", "public, max-age=60"),
+    );
+    upstream.set(
+        "/nostore",
+        Answer::json(json!({"n": 2})).header("cache-control", "no-store"),
+    );
+    upstream.set(
+        "/private",
+        Answer::json(json!({"n": 3})).header("cache-control", "private, max-age=60"),
+    );
+    let p = app.provision("cached", &upstream.url()).await;
+    set_policies(
+        &app,
+        &p.api_id,
+        json!({"cache": {"ttl_secs": 60, "vary": ["accept-language"]}}),
+    )
+    .await;
+    let get = |path: &'static str, key: String, lang: Option<&'static str>| {
+        let mut req = app.http.get(app.gateway(path)).header("x-api-key", key);
+        if let Some(l) = lang {
+            req = req.header("accept-language", l);
+        }
+        req.send()
+    };
+    let mut calls = 0;
+    let mut hits = 0;
+    let mut expect =
+        async |path: &'static str, key: &str, lang: Option<&'static str>, x_cache: &str| {
+            let resp = get(path, key.to_owned(), lang).await.unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            assert_eq!(resp.headers()["x-cache"], x_cache, "{path} {lang:?}");
+            calls += 1;
+            if x_cache == "HIT" {
+                hits += 1;
+            }
+            resp.json::<Value>().await.unwrap()
+        };
+
+    assert_eq!(
+        expect("/cached/item", &p.key, None, "MISS").await,
+        json!({"n": 1})
+    );
+    assert_eq!(
+        expect("/cached/item", &p.key, None, "HIT").await,
+        json!({"n": 1})
+    );
+    assert_eq!(upstream.hits("/item"), 1);
+    // Another query or a varied header is another answer.
+    expect("/cached/item?page=2", &p.key, None, "MISS").await;
+    expect("/cached/item", &p.key, Some("de"), "MISS").await;
+    expect("/cached/item", &p.key, Some("de"), "HIT").await;
+    assert_eq!(upstream.hits("/item"), 3);
+    // Another app never gets this app's answer.
+    let other = second_key(&app, &p.plan_id).await;
+    expect("/cached/item", &other, None, "MISS").await;
+    expect("/cached/item", &other, None, "HIT").await;
+    assert_eq!(upstream.hits("/item"), 4);
+    // no-store and private answers are never kept.
+    for path in ["/cached/nostore", "/cached/private"] {
+        expect(path, &p.key, None, "MISS").await;
+        expect(path, &p.key, None, "MISS").await;
+    }
+    assert_eq!(
+        (upstream.hits("/nostore"), upstream.hits("/private")),
+        (2, 2)
+    );
+
+    // HEAD is served from GET's answer, with its length and no body.
+    let head = app
+        .http
+        .head(app.gateway("/cached/item"))
+        .header("x-api-key", &p.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.headers()["x-cache"], "HIT");
+    assert_eq!(head.headers()["content-length"], "7");
+    calls += 1;
+    hits += 1;
+
+    // A hit still needs a valid key...
+    let resp = get("/cached/item", "tg_live_wrongwrongwrong".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().get("x-cache").is_none());
+    calls += 1;
+    // ...and counts against the plan's rate limits.
+    let (s, b) = app
+        .admin(
+            "PATCH",
+            &format!("/admin/plans/{}", p.plan_id),
+            Some(json!({"rate_limits": [{"limit": 2, "window": "hour"}]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    app.synced().await;
+    for remaining in ["1", "0"] {
+        let resp = get("/cached/item", p.key.clone(), None).await.unwrap();
+        assert_eq!(resp.headers()["x-cache"], "HIT");
+        assert_eq!(resp.headers()["ratelimit-remaining"], remaining);
+        calls += 1;
+        hits += 1;
+    }
+    let resp = get("/cached/item", p.key.clone(), None).await.unwrap();
+    assert_eq!(resp.status(), 429);
+    calls += 1;
+    assert_eq!(upstream.hits("/item"), 4, "hits never reach the upstream");
+
+    // One usage event per call; hits have no upstream latency.
+    let events = events(&app, calls).await;
+    let served_from_cache = events
+        .iter()
+        .filter(|e| e["status"] == 200.0 && e["upstream_latency_us"] == 0.0)
+        .count();
+    assert_eq!(served_from_cache, hits);
+    let hit = events
+        .iter()
+        .find(|e| e["status"] == 200.0 && e["upstream_latency_us"] == 0.0 && e["method"] == "GET")
+        .unwrap();
+    assert_eq!(hit["bytes_out"], 7.0);
+    assert_eq!(hit["app_id"], p.app_id.as_str());
+    app.stop().await;
+}
+on_both_stacks!(
+    cached_answers_still_pass_every_check,
+    super::cached_answers_still_pass_every_check
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_caches_are_shared_but_not_with_foreign_credentials() {
+    let app = TestApp::start(Stack::Embedded).await;
+    let upstream = Scripted::start().await;
+    upstream.set("/news", Answer::json(json!({"headline": "x"})));
+    upstream.set("/live", Answer::json(json!({"live": true})));
+    upstream.set(
+        "/personal",
+        Answer::json(json!({"me": 1})).header("vary", "authorization"),
+    );
+    let p = app.provision("open", &upstream.url()).await;
+    // Only /news caches (a route override); the whole API is keyless.
+    let doc = json!({"openapi": "3.0.3", "info": {"title": "O", "version": "1"}, "paths": {
+        "/news": {"get": {"x-tollgate-policies": {"cache": {"ttl_secs": 300}}}},
+        "/live": {"get": {}},
+        "/personal": {"get": {"x-tollgate-policies": {"cache": {}}}}
+    }});
+    let (s, b) = app
+        .patch_api(
+            &p.api_id,
+            json!({"openapi": doc, "policies": {"keyless": true}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    let call = |path: &'static str, header: Option<(&'static str, &'static str)>| {
+        let mut req = app.http.get(app.gateway(path));
+        if let Some((k, v)) = header {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    let x_cache = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-cache")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let first = call("/open/news", None).await.unwrap();
+    assert_eq!(x_cache(&first).as_deref(), Some("MISS"));
+    let second = call("/open/news", Some(("user-agent", "someone-else")))
+        .await
+        .unwrap();
+    assert_eq!(
+        x_cache(&second).as_deref(),
+        Some("HIT"),
+        "keyless answers are shared"
+    );
+    // Credentials the gateway does not consume bypass the shared cache.
+    for h in [
+        ("cookie", "session=abc"),
+        ("authorization", "Bearer user-token"),
+    ] {
+        let r = call("/open/news", Some(h)).await.unwrap();
+        assert_eq!(x_cache(&r).as_deref(), Some("MISS"), "{h:?}");
+    }
+    assert_eq!(upstream.hits("/news"), 3);
+    // An answer that varies on a header the key does not hold is not kept.
+    for _ in 0..2 {
+        let r = call("/open/personal", None).await.unwrap();
+        assert_eq!(x_cache(&r).as_deref(), Some("MISS"));
+    }
+    assert_eq!(upstream.hits("/personal"), 2);
+    // Routes without the override are not cached at all.
+    let r = call("/open/live", None).await.unwrap();
+    assert_eq!((r.status().as_u16(), x_cache(&r)), (200, None));
+
+    // Cache settings are checked.
+    for (cache, field) in [
+        (json!({"ttl_secs": 0}), "policies.cache.ttl_secs"),
+        (
+            json!({"vary": ["Accept Language"]}),
+            "policies.cache.vary[0]",
+        ),
+        (
+            json!({"max_bytes": 4096, "max_entry_bytes": 8192}),
+            "policies.cache.max_entry_bytes",
+        ),
+    ] {
+        let (s, b) = app
+            .patch_api(&p.api_id, json!({"policies": {"cache": cache}}))
+            .await;
+        assert_eq!((s, b["error"]["field"].as_str()), (422, Some(field)), "{b}");
+    }
+    let (s, b) = app
+        .patch_api(&p.api_id, json!({"policies": {"cache": {"ttl": 5}}}))
+        .await;
+    assert_eq!(s, 422, "unknown fields are refused: {b}");
+    app.stop().await;
+}

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod body;
+pub mod cache;
 pub mod jwt;
 pub mod quota;
 pub mod rate_limit;
