@@ -287,6 +287,10 @@ pub struct ApiPolicies {
     /// Answers to `GET` (and `HEAD`) kept and served again without the upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CachePolicy>,
+    /// Routes answered by calling several upstream paths at once and merging
+    /// their JSON into one object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggregate: Vec<AggregateRoute>,
 }
 
 /// The largest body the gateway reads whole to map JSON fields when the API
@@ -385,6 +389,156 @@ impl Default for CachePolicy {
             max_entry_bytes: default_cache_entry_bytes(),
         }
     }
+}
+
+text_enum! {
+    /// What an aggregation route answers when some of its calls fail.
+    OnFailure {
+        /// 502 `aggregate_failed`, naming the failed calls.
+        Fail = "fail",
+        /// 200 with the calls that succeeded and an `errors` member for the others.
+        Partial = "partial",
+    }
+}
+
+fn default_on_failure() -> OnFailure {
+    OnFailure::Fail
+}
+fn default_call_timeout() -> u64 {
+    5_000
+}
+
+/// A gateway route answered by several upstream calls made at once, their
+/// JSON answers merged into one object under each call's name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateRoute {
+    /// The route's path after the API's base path, e.g. `/dashboard`.
+    pub path: String,
+    /// The upstream calls, made concurrently.
+    pub calls: Vec<AggregateCall>,
+    /// What happens when some calls fail; `fail` by default.
+    #[serde(default = "default_on_failure")]
+    pub on_failure: OnFailure,
+}
+
+/// One upstream call of an aggregation route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateCall {
+    /// The member of the merged object that holds this call's answer.
+    pub name: String,
+    /// A path on the API's upstream (`/users/me`, the client's query string
+    /// added), or an absolute `http(s)://` URL called as written.
+    pub path: String,
+    /// How long the call may take, head and body, in milliseconds; 5000 by default.
+    #[serde(default = "default_call_timeout")]
+    pub timeout_ms: u64,
+}
+
+/// The member of a partial aggregation answer that lists the failed calls.
+pub const AGGREGATE_ERRORS: &str = "errors";
+
+fn check_aggregate(routes: &[AggregateRoute]) -> Result<(), ValidationError> {
+    if routes.len() > 32 {
+        return Err(ValidationError::new(
+            "policies.aggregate",
+            "at most 32 aggregation routes per API",
+        ));
+    }
+    for (i, route) in routes.iter().enumerate() {
+        let field = format!("policies.aggregate[{i}]");
+        if !is_plain_path(&route.path) {
+            return Err(ValidationError::new(
+                format!("{field}.path"),
+                format!(
+                    "{:?} is not a route path; expected e.g. \"/dashboard\" (starts with /, no query)",
+                    route.path
+                ),
+            ));
+        }
+        if routes[..i].iter().any(|r| r.path == route.path) {
+            return Err(ValidationError::new(
+                format!("{field}.path"),
+                format!("{:?} is already an aggregation route", route.path),
+            ));
+        }
+        if route.calls.is_empty() || route.calls.len() > 16 {
+            return Err(ValidationError::new(
+                format!("{field}.calls"),
+                "list between 1 and 16 calls",
+            ));
+        }
+        for (j, call) in route.calls.iter().enumerate() {
+            let field = format!("{field}.calls[{j}]");
+            let name_ok = !call.name.is_empty()
+                && call.name.len() <= 64
+                && call
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !name_ok {
+                return Err(ValidationError::new(
+                    format!("{field}.name"),
+                    format!(
+                        "{:?} is not a name; use 1-64 letters, digits, _ or -",
+                        call.name
+                    ),
+                ));
+            }
+            if call.name == AGGREGATE_ERRORS {
+                return Err(ValidationError::new(
+                    format!("{field}.name"),
+                    "\"errors\" is reserved for the failed calls of a partial answer",
+                ));
+            }
+            if route.calls[..j].iter().any(|c| c.name == call.name) {
+                return Err(ValidationError::new(
+                    format!("{field}.name"),
+                    format!("{:?} names another call of this route", call.name),
+                ));
+            }
+            let path_ok = if call.path.starts_with('/') {
+                !call.path.contains("..")
+                    && !call.path.contains('#')
+                    && !call
+                        .path
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control())
+            } else {
+                url::Url::parse(&call.path).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host().is_some()
+                        && u.fragment().is_none()
+                })
+            };
+            if !path_ok {
+                return Err(ValidationError::new(
+                    format!("{field}.path"),
+                    format!(
+                        "{:?} is neither a path on the upstream (\"/users/me\") nor an http(s) URL",
+                        call.path
+                    ),
+                ));
+            }
+            if call.timeout_ms == 0 || call.timeout_ms > 60_000 {
+                return Err(ValidationError::new(
+                    format!("{field}.timeout_ms"),
+                    "must be between 1 and 60000 milliseconds",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A path that starts with `/` and has no query, fragment, `..` or whitespace.
+fn is_plain_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.contains("..")
+        && !p
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
 }
 
 impl CachePolicy {
@@ -829,6 +983,7 @@ impl ApiPolicies {
         if let Some(c) = &self.cache {
             c.validate()?;
         }
+        check_aggregate(&self.aggregate)?;
         if self.max_body_bytes == Some(0) {
             return Err(ValidationError::new(
                 "policies.max_body_bytes",
@@ -1392,12 +1547,40 @@ mod tests {
             Some("policies.cache.max_bytes".into())
         );
         assert_eq!(field(serde_json::json!({"cache": {}})), None);
+        assert_eq!(
+            field(serde_json::json!({"aggregate": [{"path": "/d", "calls": [
+                {"name": "a", "path": "/a"}, {"name": "b", "path": "https://x.example/b?q=1", "timeout_ms": 60000}
+            ]}]})),
+            None
+        );
+        assert_eq!(
+            field(
+                serde_json::json!({"aggregate": [{"path": "/d?x", "calls": [{"name": "a", "path": "/a"}]}]})
+            ),
+            Some("policies.aggregate[0].path".into())
+        );
+        assert_eq!(
+            field(
+                serde_json::json!({"aggregate": [{"path": "/d", "calls": [{"name": "a b", "path": "/a"}]}]})
+            ),
+            Some("policies.aggregate[0].calls[0].name".into())
+        );
         for unknown in [
             serde_json::json!({"cache": {"ttl": 1}}),
+            serde_json::json!({"aggregate": [{"path": "/d", "calls": [], "mode": "x"}]}),
             serde_json::json!({"transform": {"request_body": {"drop": ["a"]}}}),
         ] {
             assert!(serde_json::from_value::<ApiPolicies>(unknown).is_err());
         }
+
+        // In a route override the place is named.
+        let doc = serde_json::json!({"openapi": "3.0.3", "paths": {"/d": {"get": {
+            "x-tollgate-policies": {"aggregate": [{"path": "/d", "calls": [{"name": "errors", "path": "/a"}]}]}
+        }}}});
+        assert_eq!(
+            check_openapi(&doc).unwrap_err().field,
+            "openapi.paths./d.get.x-tollgate-policies.aggregate[0].calls[0].name"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | rate limit   | the plan's limits; the limiter         | —                                    | 429 `rate_limited`, 503 `rate_limiter_unavailable` |
 //! | quota        | the plan's included calls; leased blocks | overage                            | 429 `quota_exceeded`    |
 //! | cache        | the route's cache policy; stored answers (a hit ends here) | —                   | —                       |
+//! | aggregate    | the route's `aggregate` calls; the balancer | upstream_latency_us (the fan-out's) | 405, 502 `aggregate_failed` |
 //! | transform    | the API's header, query, path and JSON body changes | —                       | 400 `invalid_body`, 413, 502 `response_transform_failed` |
 //! | proxy        | a target chosen by the balancer        | upstream_latency_us                  | 502 `upstream_unreachable`, 503 `upstream_unavailable`, 504 `upstream_timeout`, 413 |
 //! | log          | the finished response                  | status, latency, bytes, error_code   | —                       |
@@ -36,6 +37,7 @@ use tollgate_core::key::KeyHash;
 use tollgate_core::model::{ApiPolicies, RateScope, SubscriptionStatus};
 
 use crate::Gateway;
+use crate::aggregate;
 use crate::balancer::Outcome;
 use crate::error::GatewayError;
 use crate::metering::{CountingBody, Meter, MeteredBody};
@@ -337,6 +339,42 @@ impl Gateway {
                 .map(str::to_owned),
             None => identity.map(|id| id.app_id.to_owned()),
         };
+
+        // aggregate: a route answered by several upstream calls at once
+        if let Some(aggregated) = aggregate::find(&policies.aggregate, rest) {
+            let (mut parts, _) = req.into_parts();
+            proxy::prepare_headers(
+                &mut parts.headers,
+                &balancer.targets[0].target,
+                &event.client_ip,
+                request_id,
+                via_authorization,
+                identity,
+            );
+            if let Some(ops) = policies
+                .transform
+                .as_ref()
+                .and_then(|t| t.request_headers.as_ref())
+            {
+                transform::apply_headers(&mut parts.headers, ops);
+            }
+            let fanout = aggregate::Fanout {
+                client: &self.client,
+                balancer,
+                hash_key: hash_key.as_deref(),
+                headers: &parts.headers,
+                query: parts.uri.query(),
+                policies,
+                request_id: request_id.to_str().unwrap_or_default(),
+            };
+            let (mut response, took) = aggregate::answer(aggregated, &parts.method, fanout).await?;
+            event.upstream_latency_us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+            if let Some(d) = limited {
+                rate_limit_headers(response.headers_mut(), &d);
+            }
+            return Ok(response);
+        }
+
         let rest_start = route.base_path.len();
         let (mut parts, body) = req.into_parts();
         // A protocol upgrade (WebSocket and the like) is passed through: the

@@ -1,5 +1,5 @@
-//! JSON body mapping and the response cache over real sockets, with the
-//! usage events they produce.
+//! JSON body mapping, the response cache and aggregation routes over real
+//! sockets, with the usage events they produce.
 
 use std::time::Duration;
 
@@ -389,5 +389,178 @@ async fn keyless_caches_are_shared_but_not_with_foreign_credentials() {
         .patch_api(&p.api_id, json!({"policies": {"cache": {"ttl": 5}}}))
         .await;
     assert_eq!(s, 422, "unknown fields are refused: {b}");
+    app.stop().await;
+}
+
+async fn aggregation_routes_merge_their_calls(stack: Stack) {
+    let app = TestApp::start(stack).await;
+    let upstream = Scripted::start().await;
+    upstream.set("/users/me", Answer::json(json!({"id": 7, "secret": "s"})));
+    upstream.set("/orders", Answer::json(json!([1, 2])));
+    upstream.set("/broken", Answer::json(json!({})).status(503));
+    upstream.set("/html", Answer::text("<html>"));
+    upstream.set(
+        "/slow",
+        Answer::json(json!({})).delay(Duration::from_secs(3)),
+    );
+    let elsewhere = Scripted::start().await;
+    elsewhere.set("/status.json", Answer::json(json!({"up": true})));
+    let p = app.provision("agg", &upstream.url()).await;
+    set_policies(
+        &app,
+        &p.api_id,
+        json!({
+            "transform": {"response_body": {"remove": ["profile.secret"]}},
+            "aggregate": [
+                {"path": "/dashboard", "calls": [
+                    {"name": "profile", "path": "/users/me"},
+                    {"name": "orders", "path": "/orders?limit=5", "timeout_ms": 2000},
+                    {"name": "status", "path": elsewhere.url() + "/status.json"}
+                ]},
+                {"path": "/partial", "on_failure": "partial", "calls": [
+                    {"name": "profile", "path": "/users/me"},
+                    {"name": "slow", "path": "/slow", "timeout_ms": 100},
+                    {"name": "html", "path": "/html"}
+                ]},
+                {"path": "/strict", "calls": [
+                    {"name": "profile", "path": "/users/me"},
+                    {"name": "broken", "path": "/broken"}
+                ]}
+            ]
+        }),
+    )
+    .await;
+    let get = |path: &'static str| {
+        app.http
+            .get(app.gateway(path))
+            .header("x-api-key", &p.key)
+            .send()
+    };
+
+    let resp = get("/agg/dashboard?lang=de").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let merged: Value = resp.json().await.unwrap();
+    assert_eq!(
+        merged,
+        json!({"profile": {"id": 7}, "orders": [1, 2], "status": {"up": true}})
+    );
+    let seen = upstream.last("/orders").unwrap();
+    assert_eq!(seen.query.as_deref(), Some("limit=5&lang=de"));
+    assert_eq!(seen.headers["x-tollgate-app-id"], p.app_id.as_str());
+    assert!(seen.headers.get("x-api-key").is_none());
+    assert_eq!(
+        elsewhere.last("/status.json").unwrap().query,
+        None,
+        "absolute URLs are called as written"
+    );
+
+    let resp = get("/agg/partial").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let partial: Value = resp.json().await.unwrap();
+    assert_eq!(partial["profile"], json!({"id": 7}));
+    assert!(partial.get("slow").is_none() && partial.get("html").is_none());
+    assert_eq!(
+        partial["errors"],
+        json!([
+            {"name": "slow", "reason": "timed out after 100 ms"},
+            {"name": "html", "reason": "the answer is not JSON"}
+        ])
+    );
+
+    let resp = get("/agg/strict").await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "aggregate_failed");
+    assert_eq!(
+        err["error"]["failed"],
+        json!([{"name": "broken", "reason": "status 503"}])
+    );
+    assert!(err["error"]["message"].as_str().unwrap().contains("broken"));
+
+    // Every check still applies; other methods are refused.
+    let hits = upstream.hits("/users/me");
+    let resp = app.call("/agg/dashboard", None).await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(upstream.hits("/users/me"), hits);
+    let resp = app
+        .http
+        .post(app.gateway("/agg/dashboard"))
+        .header("x-api-key", &p.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET");
+
+    // One usage event per client call, however many upstream calls it made.
+    let events = events(&app, 5).await;
+    let mut statuses: Vec<u64> = events
+        .iter()
+        .map(|e| e["status"].as_f64().unwrap() as u64)
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 401, 405, 502]);
+    for e in events.iter().filter(|e| e["status"] == 200.0) {
+        assert_eq!(e["route"], "/agg");
+        assert_eq!(e["app_id"], p.app_id.as_str());
+        assert!(e["upstream_latency_us"].as_f64().unwrap() > 0.0);
+    }
+    let failed = events.iter().find(|e| e["status"] == 502.0).unwrap();
+    assert_eq!(failed["error_code"], "aggregate_failed");
+    app.stop().await;
+}
+on_both_stacks!(
+    aggregation_routes_merge_their_calls,
+    super::aggregation_routes_merge_their_calls
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregation_settings_are_checked() {
+    let app = TestApp::start(Stack::Embedded).await;
+    let upstream = Upstream::echo().await;
+    let p = app.provision("aggcheck", &upstream.url()).await;
+    let call = |name: &str, path: &str| json!({"name": name, "path": path});
+    for (aggregate, field) in [
+        (
+            json!([{"path": "dashboard", "calls": [call("a", "/a")]}]),
+            "policies.aggregate[0].path",
+        ),
+        (
+            json!([{"path": "/d", "calls": []}]),
+            "policies.aggregate[0].calls",
+        ),
+        (
+            json!([{"path": "/d", "calls": [call("errors", "/a")]}]),
+            "policies.aggregate[0].calls[0].name",
+        ),
+        (
+            json!([{"path": "/d", "calls": [call("a", "/a"), call("a", "/b")]}]),
+            "policies.aggregate[0].calls[1].name",
+        ),
+        (
+            json!([{"path": "/d", "calls": [call("a", "ftp://x/y")]}]),
+            "policies.aggregate[0].calls[0].path",
+        ),
+        (
+            json!([{"path": "/d", "calls": [{"name": "a", "path": "/a", "timeout_ms": 0}]}]),
+            "policies.aggregate[0].calls[0].timeout_ms",
+        ),
+        (
+            json!([{"path": "/d", "calls": [call("a", "/a")]}, {"path": "/d", "calls": [call("b", "/b")]}]),
+            "policies.aggregate[1].path",
+        ),
+    ] {
+        let (s, b) = app
+            .patch_api(&p.api_id, json!({"policies": {"aggregate": aggregate}}))
+            .await;
+        assert_eq!((s, b["error"]["field"].as_str()), (422, Some(field)), "{b}");
+    }
+    let (s, b) = app
+        .patch_api(
+            &p.api_id,
+            json!({"policies": {"aggregate": [{"path": "/d", "calls": [call("a", "/a")], "on_failure": "ignore"}]}}),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
     app.stop().await;
 }
