@@ -230,7 +230,15 @@ pub async fn request_phase(
 ) -> Result<(Either<Incoming, Full<Bytes>>, bool), GatewayError> {
     match ops {
         Some(ops) if is_json(headers) => {
-            let mapped = map_request(headers, body, ops, bytes_in.clone(), max_body_bytes).await?;
+            // Boxed so calls that map nothing carry no buffering state in their future.
+            let mapped = Box::pin(map_request(
+                headers,
+                body,
+                ops,
+                bytes_in.clone(),
+                max_body_bytes,
+            ))
+            .await?;
             Ok((Either::Right(Full::new(mapped)), true))
         }
         _ => Ok((Either::Left(body), false)),
@@ -260,7 +268,14 @@ pub async fn response_phase(
         parts.headers.remove(header::CONTENT_LENGTH);
         return Ok(Response::from_parts(parts, body));
     }
-    let mapped = map_response(&mut parts.headers, body, ops, max_body_bytes, timeout).await?;
+    let mapped = Box::pin(map_response(
+        &mut parts.headers,
+        body,
+        ops,
+        max_body_bytes,
+        timeout,
+    ))
+    .await?;
     Ok(Response::from_parts(
         parts,
         Either::Right(Full::new(mapped)),

@@ -174,9 +174,8 @@ impl ResponseCache {
                 Either::Right(full) => full.collect().await.ok().map(|c| c.to_bytes()),
                 Either::Left(incoming) => {
                     let limit = usize::try_from(policy.max_entry_bytes).unwrap_or(usize::MAX);
-                    match tokio::time::timeout(timeout, Limited::new(incoming, limit).collect())
-                        .await
-                    {
+                    let read = Box::pin(Limited::new(incoming, limit).collect());
+                    match tokio::time::timeout(timeout, read).await {
                         Ok(Ok(c)) => Some(c.to_bytes()),
                         Ok(Err(e)) => {
                             tracing::warn!(error = %e, "upstream body failed");
