@@ -284,6 +284,299 @@ pub struct ApiPolicies {
     /// Changes made to requests on the way up and to responses on the way back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<TransformPolicy>,
+    /// Answers to `GET` (and `HEAD`) kept and served again without the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CachePolicy>,
+    /// Routes answered by calling several upstream paths at once and merging
+    /// their JSON into one object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggregate: Vec<AggregateRoute>,
+}
+
+/// The largest body the gateway reads whole to map JSON fields when the API
+/// sets no `max_body_bytes`: 1 MiB.
+pub const DEFAULT_MAPPED_BODY_BYTES: u64 = 1 << 20;
+
+/// JSON body field changes: removed first, then renamed, then added
+/// (replacing). Fields are named by dotted paths into nested objects
+/// (`user.email`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BodyOps {
+    /// Fields removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    /// Fields moved, old path to new path.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rename: std::collections::BTreeMap<String, String>,
+    /// Fields set, path to any JSON value.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub add: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl BodyOps {
+    fn validate(&self, field: &str) -> Result<(), ValidationError> {
+        let paths = self
+            .remove
+            .iter()
+            .map(|p| ("remove", p))
+            .chain(self.rename.keys().map(|p| ("rename", p)))
+            .chain(self.rename.values().map(|p| ("rename", p)))
+            .chain(self.add.keys().map(|p| ("add", p)));
+        for (op, path) in paths {
+            let segments = path.split('.').count();
+            if path.is_empty() || path.split('.').any(str::is_empty) || segments > 32 {
+                return Err(ValidationError::new(
+                    format!("{field}.{op}"),
+                    format!(
+                        "{path:?} is not a field path; expected names joined by dots, e.g. \"user.email\" (at most 32)"
+                    ),
+                ));
+            }
+        }
+        for (from, to) in &self.rename {
+            if to == from || to.starts_with(&format!("{from}.")) {
+                return Err(ValidationError::new(
+                    format!("{field}.rename.{from}"),
+                    format!("cannot move {from:?} into itself ({to:?})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_cache_ttl() -> u64 {
+    60
+}
+fn default_cache_bytes() -> u64 {
+    16 << 20
+}
+fn default_cache_entry_bytes() -> u64 {
+    1 << 20
+}
+
+/// A response cache for an API's (or a route's) `GET` and `HEAD` calls.
+///
+/// Answers are kept per calling app (keyless routes share them), per path,
+/// query and `vary` header values; see docs/gateway.md for what is cached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePolicy {
+    /// How long an answer is served from the cache, in seconds; the upstream's
+    /// `Cache-Control: max-age` (or `s-maxage`) can shorten it. 60 by default.
+    #[serde(default = "default_cache_ttl")]
+    pub ttl_secs: u64,
+    /// Request headers whose values select different answers, e.g.
+    /// `accept-language` (`accept-encoding` always does).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vary: Vec<String>,
+    /// Bytes of answers kept for the API; the least recently used go first.
+    /// 16 MiB by default.
+    #[serde(default = "default_cache_bytes")]
+    pub max_bytes: u64,
+    /// Largest single answer kept, in bytes; 1 MiB by default.
+    #[serde(default = "default_cache_entry_bytes")]
+    pub max_entry_bytes: u64,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        Self {
+            ttl_secs: default_cache_ttl(),
+            vary: Vec::new(),
+            max_bytes: default_cache_bytes(),
+            max_entry_bytes: default_cache_entry_bytes(),
+        }
+    }
+}
+
+text_enum! {
+    /// What an aggregation route answers when some of its calls fail.
+    OnFailure {
+        /// 502 `aggregate_failed`, naming the failed calls.
+        Fail = "fail",
+        /// 200 with the calls that succeeded and an `errors` member for the others.
+        Partial = "partial",
+    }
+}
+
+fn default_on_failure() -> OnFailure {
+    OnFailure::Fail
+}
+fn default_call_timeout() -> u64 {
+    5_000
+}
+
+/// A gateway route answered by several upstream calls made at once, their
+/// JSON answers merged into one object under each call's name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateRoute {
+    /// The route's path after the API's base path, e.g. `/dashboard`.
+    pub path: String,
+    /// The upstream calls, made concurrently.
+    pub calls: Vec<AggregateCall>,
+    /// What happens when some calls fail; `fail` by default.
+    #[serde(default = "default_on_failure")]
+    pub on_failure: OnFailure,
+}
+
+/// One upstream call of an aggregation route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateCall {
+    /// The member of the merged object that holds this call's answer.
+    pub name: String,
+    /// A path on the API's upstream (`/users/me`, the client's query string
+    /// added), or an absolute `http(s)://` URL called as written.
+    pub path: String,
+    /// How long the call may take, head and body, in milliseconds; 5000 by default.
+    #[serde(default = "default_call_timeout")]
+    pub timeout_ms: u64,
+}
+
+/// The member of a partial aggregation answer that lists the failed calls.
+pub const AGGREGATE_ERRORS: &str = "errors";
+
+fn check_aggregate(routes: &[AggregateRoute]) -> Result<(), ValidationError> {
+    if routes.len() > 32 {
+        return Err(ValidationError::new(
+            "policies.aggregate",
+            "at most 32 aggregation routes per API",
+        ));
+    }
+    for (i, route) in routes.iter().enumerate() {
+        let field = format!("policies.aggregate[{i}]");
+        if !is_plain_path(&route.path) {
+            return Err(ValidationError::new(
+                format!("{field}.path"),
+                format!(
+                    "{:?} is not a route path; expected e.g. \"/dashboard\" (starts with /, no query)",
+                    route.path
+                ),
+            ));
+        }
+        if routes[..i].iter().any(|r| r.path == route.path) {
+            return Err(ValidationError::new(
+                format!("{field}.path"),
+                format!("{:?} is already an aggregation route", route.path),
+            ));
+        }
+        if route.calls.is_empty() || route.calls.len() > 16 {
+            return Err(ValidationError::new(
+                format!("{field}.calls"),
+                "list between 1 and 16 calls",
+            ));
+        }
+        for (j, call) in route.calls.iter().enumerate() {
+            let field = format!("{field}.calls[{j}]");
+            let name_ok = !call.name.is_empty()
+                && call.name.len() <= 64
+                && call
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !name_ok {
+                return Err(ValidationError::new(
+                    format!("{field}.name"),
+                    format!(
+                        "{:?} is not a name; use 1-64 letters, digits, _ or -",
+                        call.name
+                    ),
+                ));
+            }
+            if call.name == AGGREGATE_ERRORS {
+                return Err(ValidationError::new(
+                    format!("{field}.name"),
+                    "\"errors\" is reserved for the failed calls of a partial answer",
+                ));
+            }
+            if route.calls[..j].iter().any(|c| c.name == call.name) {
+                return Err(ValidationError::new(
+                    format!("{field}.name"),
+                    format!("{:?} names another call of this route", call.name),
+                ));
+            }
+            let path_ok = if call.path.starts_with('/') {
+                !call.path.contains("..")
+                    && !call.path.contains('#')
+                    && !call
+                        .path
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control())
+            } else {
+                url::Url::parse(&call.path).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host().is_some()
+                        && u.fragment().is_none()
+                })
+            };
+            if !path_ok {
+                return Err(ValidationError::new(
+                    format!("{field}.path"),
+                    format!(
+                        "{:?} is neither a path on the upstream (\"/users/me\") nor an http(s) URL",
+                        call.path
+                    ),
+                ));
+            }
+            if call.timeout_ms == 0 || call.timeout_ms > 60_000 {
+                return Err(ValidationError::new(
+                    format!("{field}.timeout_ms"),
+                    "must be between 1 and 60000 milliseconds",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A path that starts with `/` and has no query, fragment, `..` or whitespace.
+fn is_plain_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.contains("..")
+        && !p
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+}
+
+impl CachePolicy {
+    fn validate(&self) -> Result<(), ValidationError> {
+        if self.ttl_secs == 0 || self.ttl_secs > 86_400 * 30 {
+            return Err(ValidationError::new(
+                "policies.cache.ttl_secs",
+                "must be between 1 and 2592000 seconds (30 days)",
+            ));
+        }
+        if self.vary.len() > 16 {
+            return Err(ValidationError::new(
+                "policies.cache.vary",
+                "at most 16 headers",
+            ));
+        }
+        for (i, h) in self.vary.iter().enumerate() {
+            if http_header_name(h).is_none() || h.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(ValidationError::new(
+                    format!("policies.cache.vary[{i}]"),
+                    format!("{h:?} is not a lowercase header name"),
+                ));
+            }
+        }
+        if self.max_bytes < 1024 || self.max_bytes > u64::from(u32::MAX) * 16 {
+            return Err(ValidationError::new(
+                "policies.cache.max_bytes",
+                "must be between 1024 bytes and 64 GiB",
+            ));
+        }
+        if self.max_entry_bytes == 0 || self.max_entry_bytes > self.max_bytes {
+            return Err(ValidationError::new(
+                "policies.cache.max_entry_bytes",
+                "must be at least 1 and at most max_bytes",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Header changes: removed first, then renamed, then added (replacing).
@@ -341,10 +634,24 @@ pub struct TransformPolicy {
     /// Rewrite of the upstream path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathRewrite>,
+    /// Field changes to JSON request bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<BodyOps>,
+    /// Field changes to JSON response bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<BodyOps>,
 }
 
 impl TransformPolicy {
     fn validate(&self) -> Result<(), ValidationError> {
+        for (field, ops) in [
+            ("request_body", &self.request_body),
+            ("response_body", &self.response_body),
+        ] {
+            if let Some(ops) = ops {
+                ops.validate(&format!("policies.transform.{field}"))?;
+            }
+        }
         for (field, ops) in [
             ("request_headers", &self.request_headers),
             ("response_headers", &self.response_headers),
@@ -673,6 +980,10 @@ impl ApiPolicies {
         if let Some(t) = &self.transform {
             t.validate()?;
         }
+        if let Some(c) = &self.cache {
+            c.validate()?;
+        }
+        check_aggregate(&self.aggregate)?;
         if self.max_body_bytes == Some(0) {
             return Err(ValidationError::new(
                 "policies.max_body_bytes",
@@ -1206,6 +1517,70 @@ mod tests {
         let plan: NewPlan =
             serde_json::from_str(r#"{"name":"Free","apis":["a"],"currency":"dollars"}"#).unwrap();
         assert_eq!(plan.validate().unwrap_err().field, "currency");
+    }
+
+    #[test]
+    fn policy_fields_are_checked_with_their_place() {
+        let field = |v: serde_json::Value| {
+            serde_json::from_value::<ApiPolicies>(v)
+                .unwrap()
+                .validate()
+                .err()
+                .map(|e| e.field)
+        };
+        assert_eq!(
+            field(serde_json::json!({"transform": {"response_body": {"remove": ["a."]}}})),
+            Some("policies.transform.response_body.remove".into())
+        );
+        assert_eq!(
+            field(serde_json::json!({"transform": {"request_body": {"rename": {"a": "a.b"}}}})),
+            Some("policies.transform.request_body.rename.a".into())
+        );
+        assert_eq!(
+            field(serde_json::json!({"transform": {"request_body": {
+                "remove": ["x"], "rename": {"user.mail": "user.email"}, "add": {"meta.v": [1, {"n": null}]}
+            }}})),
+            None
+        );
+        assert_eq!(
+            field(serde_json::json!({"cache": {"max_bytes": 10}})),
+            Some("policies.cache.max_bytes".into())
+        );
+        assert_eq!(field(serde_json::json!({"cache": {}})), None);
+        assert_eq!(
+            field(serde_json::json!({"aggregate": [{"path": "/d", "calls": [
+                {"name": "a", "path": "/a"}, {"name": "b", "path": "https://x.example/b?q=1", "timeout_ms": 60000}
+            ]}]})),
+            None
+        );
+        assert_eq!(
+            field(
+                serde_json::json!({"aggregate": [{"path": "/d?x", "calls": [{"name": "a", "path": "/a"}]}]})
+            ),
+            Some("policies.aggregate[0].path".into())
+        );
+        assert_eq!(
+            field(
+                serde_json::json!({"aggregate": [{"path": "/d", "calls": [{"name": "a b", "path": "/a"}]}]})
+            ),
+            Some("policies.aggregate[0].calls[0].name".into())
+        );
+        for unknown in [
+            serde_json::json!({"cache": {"ttl": 1}}),
+            serde_json::json!({"aggregate": [{"path": "/d", "calls": [], "mode": "x"}]}),
+            serde_json::json!({"transform": {"request_body": {"drop": ["a"]}}}),
+        ] {
+            assert!(serde_json::from_value::<ApiPolicies>(unknown).is_err());
+        }
+
+        // In a route override the place is named.
+        let doc = serde_json::json!({"openapi": "3.0.3", "paths": {"/d": {"get": {
+            "x-tollgate-policies": {"aggregate": [{"path": "/d", "calls": [{"name": "errors", "path": "/a"}]}]}
+        }}}});
+        assert_eq!(
+            check_openapi(&doc).unwrap_err().field,
+            "openapi.paths./d.get.x-tollgate-policies.aggregate[0].calls[0].name"
+        );
     }
 
     #[test]

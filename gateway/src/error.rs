@@ -92,6 +92,42 @@ pub enum GatewayError {
     /// The upstream did not answer in time.
     #[error("the upstream service did not answer in time")]
     UpstreamTimeout,
+    /// A request body the API maps is not what it claims to be.
+    #[error("the request body cannot be transformed: {reason}")]
+    InvalidBody {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An upstream response the API maps could not be mapped; it is never
+    /// passed on unmapped.
+    #[error("the upstream's response cannot be transformed: {reason}")]
+    ResponseTransformFailed {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Calls of an aggregation route failed (and it does not answer partially).
+    #[error("upstream calls of this route failed: {}", failed_names(failed))]
+    AggregateFailed {
+        /// The failed calls, by name, and why each failed.
+        failed: Vec<FailedCall>,
+    },
+}
+
+/// A failed call of an aggregation route.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailedCall {
+    /// The call's configured name.
+    pub name: String,
+    /// Why it failed, e.g. `timed out after 200 ms` or `status 503`.
+    pub reason: String,
+}
+
+fn failed_names(failed: &[FailedCall]) -> String {
+    failed
+        .iter()
+        .map(|f| format!("{} ({})", f.name, f.reason))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn reset_text(ms: i64) -> String {
@@ -119,6 +155,10 @@ impl GatewayError {
             Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Self::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::InvalidBody { .. } => StatusCode::BAD_REQUEST,
+            Self::ResponseTransformFailed { .. } | Self::AggregateFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
         }
     }
 
@@ -142,18 +182,24 @@ impl GatewayError {
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::InvalidBody { .. } => "invalid_body",
+            Self::ResponseTransformFailed { .. } => "response_transform_failed",
+            Self::AggregateFailed { .. } => "aggregate_failed",
         }
     }
 
     /// The JSON body and headers of the answer.
     pub fn to_response(&self, request_id: &str) -> http::Response<Bytes> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": {
                 "code": self.code(),
                 "message": self.to_string(),
                 "request_id": request_id,
             }
         });
+        if let Self::AggregateFailed { failed } = self {
+            body["error"]["failed"] = serde_json::json!(failed);
+        }
         let mut resp = http::Response::new(Bytes::from(body.to_string()));
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(

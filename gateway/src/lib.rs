@@ -7,6 +7,7 @@
 //! goes away the gateway keeps serving its last snapshot.
 
 pub mod access_log;
+pub mod aggregate;
 pub mod balancer;
 pub mod error;
 pub mod metering;

@@ -10,7 +10,9 @@
 //! | authorize    | the key's access to the routed API     | plan_id, subscription_id             | 403 `no_subscription`, `subscription_pending`, `subscription_suspended` |
 //! | rate limit   | the plan's limits; the limiter         | —                                    | 429 `rate_limited`, 503 `rate_limiter_unavailable` |
 //! | quota        | the plan's included calls; leased blocks | overage                            | 429 `quota_exceeded`    |
-//! | transform    | the API's header, query and path changes | —                                  | —                       |
+//! | cache        | the route's cache policy; stored answers (a hit ends here) | —                   | —                       |
+//! | aggregate    | the route's `aggregate` calls; the balancer | upstream_latency_us (the fan-out's) | 405, 502 `aggregate_failed` |
+//! | transform    | the API's header, query, path and JSON body changes | —                       | 400 `invalid_body`, 413, 502 `response_transform_failed` |
 //! | proxy        | a target chosen by the balancer        | upstream_latency_us                  | 502 `upstream_unreachable`, 503 `upstream_unavailable`, 504 `upstream_timeout`, 413 |
 //! | log          | the finished response                  | status, latency, bytes, error_code   | —                       |
 //!
@@ -35,14 +37,16 @@ use tollgate_core::key::KeyHash;
 use tollgate_core::model::{ApiPolicies, RateScope, SubscriptionStatus};
 
 use crate::Gateway;
+use crate::aggregate;
 use crate::balancer::Outcome;
 use crate::error::GatewayError;
 use crate::metering::{CountingBody, Meter, MeteredBody};
 use crate::metrics::RouteMetrics;
 use crate::oauth::{self, TokenIssuer};
+use crate::policy::body as json_body;
 use crate::policy::quota::QuotaOutcome;
 use crate::policy::rate_limit::{Budget, Decision};
-use crate::policy::{access, jwt, transform};
+use crate::policy::{access, cache, jwt, transform};
 use crate::proxy::{self, Identity, ProxiedBody};
 use crate::routing::OperationMatch;
 use crate::snapshot::{Access, ApiRoute, AppGrant, KeyGrant, Snapshot};
@@ -303,6 +307,28 @@ impl Gateway {
             (Some(identity), via_authorization, limited)
         };
 
+        // cache: a stored answer is served once every check has passed
+        let cache_key = match (&route.cache, &policies.cache) {
+            (Some(_), Some(policy)) => cache::key(
+                policy,
+                req.method(),
+                req.uri().path(),
+                req.uri().query(),
+                req.headers(),
+                identity.map(|id| id.app_id),
+                via_authorization,
+            ),
+            _ => None,
+        };
+        if let (Some(key), Some(store)) = (&cache_key, &route.cache)
+            && let Some(mut hit) = store.lookup(key, req.method())
+        {
+            if let Some(d) = limited {
+                rate_limit_headers(hit.headers_mut(), &d);
+            }
+            return Ok(hit);
+        }
+
         // 8. proxy: the upstream request, transformed (9), then sent
         let balancer = &route.balancer;
         let hash_key = match &balancer.policy.hash_header {
@@ -313,6 +339,42 @@ impl Gateway {
                 .map(str::to_owned),
             None => identity.map(|id| id.app_id.to_owned()),
         };
+
+        // aggregate: a route answered by several upstream calls at once
+        if let Some(aggregated) = aggregate::find(&policies.aggregate, rest) {
+            let (mut parts, _) = req.into_parts();
+            proxy::prepare_headers(
+                &mut parts.headers,
+                &balancer.targets[0].target,
+                &event.client_ip,
+                request_id,
+                via_authorization,
+                identity,
+            );
+            if let Some(ops) = policies
+                .transform
+                .as_ref()
+                .and_then(|t| t.request_headers.as_ref())
+            {
+                transform::apply_headers(&mut parts.headers, ops);
+            }
+            let fanout = aggregate::Fanout {
+                client: &self.client,
+                balancer,
+                hash_key: hash_key.as_deref(),
+                headers: &parts.headers,
+                query: parts.uri.query(),
+                policies,
+                request_id: request_id.to_str().unwrap_or_default(),
+            };
+            let (mut response, took) = aggregate::answer(aggregated, &parts.method, fanout).await?;
+            event.upstream_latency_us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+            if let Some(d) = limited {
+                rate_limit_headers(response.headers_mut(), &d);
+            }
+            return Ok(response);
+        }
+
         let rest_start = route.base_path.len();
         let (mut parts, body) = req.into_parts();
         // A protocol upgrade (WebSocket and the like) is passed through: the
@@ -346,7 +408,8 @@ impl Gateway {
         }
 
         // 9. transform (request), before it is sent
-        if let Some(t) = &policies.transform {
+        let mut body_counted = false;
+        let body = if let Some(t) = &policies.transform {
             if let Some(ops) = &t.request_headers {
                 transform::apply_headers(&mut parts.headers, ops);
             }
@@ -356,7 +419,23 @@ impl Gateway {
             if let Some(p) = &t.path {
                 rest = Cow::Owned(transform::rewrite_path(&rest, p).into_owned());
             }
-        }
+            if t.response_body.is_some() {
+                // Mapped answers must come uncompressed.
+                parts.headers.remove(header::ACCEPT_ENCODING);
+            }
+            let (b, counted) = json_body::request_phase(
+                &mut parts.headers,
+                body,
+                t.request_body.as_ref(),
+                bytes_in,
+                policies.max_body_bytes,
+            )
+            .await?;
+            body_counted = counted;
+            b
+        } else {
+            Either::Left(body)
+        };
 
         // Only idempotent calls without a body are sent again after a target fails.
         let retriable = matches!(
@@ -407,12 +486,17 @@ impl Gateway {
             if let Ok(host) = HeaderValue::from_str(pick.target.authority.as_str()) {
                 attempt.headers_mut().insert(header::HOST, host);
             }
-            let upstream_body = match body.take() {
-                Some(b) => Either::Left(b),
-                None => Either::Right(http_body_util::Empty::new()),
+            let upstream_body = body
+                .take()
+                .unwrap_or_else(|| Either::Right(Full::default()));
+            // A mapped body was counted as the client sent it.
+            let counter = if body_counted {
+                proxy::counter()
+            } else {
+                bytes_in.clone()
             };
             let upstream_req =
-                attempt.map(|()| CountingBody::new(upstream_body, bytes_in.clone(), max_body));
+                attempt.map(|()| CountingBody::new(upstream_body, counter, max_body));
             match proxy::forward(&self.client, upstream_req, self.upstream_timeout, rid).await {
                 Ok(p) => {
                     let status = p.response.status().as_u16();
@@ -462,12 +546,31 @@ impl Gateway {
             }
         }
         // 10. transform (response)
-        if let Some(ops) = policies
-            .transform
-            .as_ref()
-            .and_then(|t| t.response_headers.as_ref())
-        {
-            transform::apply_headers(response.headers_mut(), ops);
+        if let Some(t) = &policies.transform {
+            if let Some(ops) = &t.response_headers {
+                transform::apply_headers(response.headers_mut(), ops);
+            }
+            if let Some(ops) = &t.response_body {
+                response = json_body::response_phase(
+                    response,
+                    &parts.method,
+                    ops,
+                    policies.max_body_bytes,
+                    self.upstream_timeout,
+                )
+                .await?;
+            }
+        }
+        if let (Some(store), Some(policy)) = (&route.cache, &policies.cache) {
+            response = store
+                .store(
+                    cache_key,
+                    policy,
+                    &parts.method,
+                    response,
+                    self.upstream_timeout,
+                )
+                .await?;
         }
         if let Some(d) = limited {
             rate_limit_headers(response.headers_mut(), &d);

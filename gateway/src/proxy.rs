@@ -19,9 +19,9 @@ use crate::error::GatewayError;
 use crate::metering::CountingBody;
 use crate::snapshot::Target;
 
-/// The body sent upstream: the client's, counted (empty on a retry of a call
-/// without a body).
-pub type UpstreamBody = CountingBody<Either<Incoming, http_body_util::Empty<Bytes>>>;
+/// The body sent upstream: the client's, counted, or one the gateway made
+/// (a mapped JSON body; empty on a retry of a call without a body).
+pub type UpstreamBody = CountingBody<Either<Incoming, Full<Bytes>>>;
 
 /// Pooled HTTP/1.1 and HTTP/2 client for http and https upstreams.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;

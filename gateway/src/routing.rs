@@ -203,6 +203,16 @@ impl Operations {
         }
     }
 
+    /// Every policy override of a route (path or operation level).
+    pub fn overrides(&self) -> impl Iterator<Item = &ApiPolicies> {
+        self.ops.iter().flat_map(|op| {
+            op.path_policies
+                .iter()
+                .chain(op.method_policies.iter().map(|(_, p)| p))
+                .map(|p| &**p)
+        })
+    }
+
     /// Number of documented operations (paths).
     pub fn len(&self) -> usize {
         self.ops.len()

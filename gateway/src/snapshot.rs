@@ -26,6 +26,7 @@ use tollgate_core::store::{
 
 use crate::balancer::Balancer;
 use crate::metrics::{GatewayMetrics, RouteMetrics};
+use crate::policy::cache::{self, ResponseCache};
 use crate::routing::Operations;
 
 /// One upstream target of an API.
@@ -70,6 +71,8 @@ pub struct ApiRoute {
     pub policies: Arc<ApiPolicies>,
     /// The operations of the API's OpenAPI document.
     pub operations: Operations,
+    /// Stored answers, when the API or one of its routes caches.
+    pub cache: Option<Arc<ResponseCache>>,
 }
 
 /// What a key's app may call: per API id, the best subscription covering it.
@@ -338,6 +341,20 @@ fn api_route(
         b.start_probes();
         b
     });
+    let operations = Operations::from_openapi(api.openapi.as_ref(), &api.policies);
+    // The cache survives too, while the configuration its answers depend on holds.
+    let all_policies = || std::iter::once(&api.policies).chain(operations.overrides());
+    let cache = if all_policies().any(|p| p.cache.is_some()) {
+        let fingerprint =
+            cache::fingerprint(&(&api.policies, &api.openapi, &api.upstreams, &api.base_path));
+        previous
+            .and_then(|r| r.cache.as_ref())
+            .filter(|c| c.fingerprint() == fingerprint)
+            .cloned()
+            .or_else(|| ResponseCache::for_api(all_policies(), fingerprint).map(Arc::new))
+    } else {
+        None
+    };
     Some(Arc::new(ApiRoute {
         id: api.id.clone(),
         slug: api.slug.clone(),
@@ -346,7 +363,8 @@ fn api_route(
         balancer,
         metrics: metrics.route(&api.slug),
         policies: Arc::new(api.policies.clone()),
-        operations: Operations::from_openapi(api.openapi.as_ref(), &api.policies),
+        operations,
+        cache,
     }))
 }
 

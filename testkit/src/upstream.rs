@@ -191,3 +191,156 @@ impl Drop for JsonServer {
         self.task.abort();
     }
 }
+
+/// One canned answer of a [`Scripted`] upstream.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+    delay: Duration,
+}
+
+impl Answer {
+    /// `200` with a JSON body (`Content-Type: application/json`).
+    pub fn json(doc: serde_json::Value) -> Self {
+        Self {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Bytes::from(doc.to_string()),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// `200` with a plain-text body.
+    pub fn text(body: &str) -> Self {
+        Self {
+            status: 200,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: Bytes::from(body.to_owned()),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// With another status.
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// With one more header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Answered after `delay`.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// What a [`Scripted`] upstream saw of a request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The query string, if any.
+    pub query: Option<String>,
+    /// The request headers.
+    pub headers: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Default)]
+struct Script {
+    answers: std::collections::HashMap<String, Answer>,
+    hits: std::collections::HashMap<String, usize>,
+    last: std::collections::HashMap<String, Seen>,
+}
+
+/// An upstream that answers each path with a canned [`Answer`] (404 for
+/// others), counting hits per path and keeping the last request per path.
+#[derive(Debug)]
+pub struct Scripted {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    script: Arc<std::sync::Mutex<Script>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Scripted {
+    /// Starts with no answers.
+    pub async fn start() -> Self {
+        let script = Arc::new(std::sync::Mutex::new(Script::default()));
+        let state = script.clone();
+        let app = Router::new().fallback(move |req: Request| {
+            let state = state.clone();
+            async move {
+                let path = req.uri().path().to_owned();
+                let answer = {
+                    let mut s = state.lock().expect("not poisoned");
+                    *s.hits.entry(path.clone()).or_default() += 1;
+                    s.last.insert(
+                        path.clone(),
+                        Seen {
+                            query: req.uri().query().map(str::to_owned),
+                            headers: header_map(req.headers()),
+                        },
+                    );
+                    s.answers.get(&path).cloned()
+                };
+                let Some(a) = answer else {
+                    return axum::http::StatusCode::NOT_FOUND.into_response();
+                };
+                if !a.delay.is_zero() {
+                    tokio::time::sleep(a.delay).await;
+                }
+                let mut resp = axum::response::Response::builder().status(a.status);
+                for (k, v) in &a.headers {
+                    resp = resp.header(k.as_str(), v.as_str());
+                }
+                resp.body(axum::body::Body::from(a.body))
+                    .expect("valid response")
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("bound address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, script, task }
+    }
+
+    /// Answers `path` with `answer` from now on.
+    pub fn set(&self, path: &str, answer: Answer) {
+        self.script
+            .lock()
+            .expect("not poisoned")
+            .answers
+            .insert(path.to_owned(), answer);
+    }
+
+    /// Requests served for `path` so far.
+    pub fn hits(&self, path: &str) -> usize {
+        let s = self.script.lock().expect("not poisoned");
+        s.hits.get(path).copied().unwrap_or(0)
+    }
+
+    /// The last request for `path`.
+    pub fn last(&self, path: &str) -> Option<Seen> {
+        let s = self.script.lock().expect("not poisoned");
+        s.last.get(path).cloned()
+    }
+
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -12,3 +12,4 @@ mod policies;
 mod quotas;
 mod rate_limits;
 mod support;
+mod transform;

@@ -543,9 +543,18 @@ async fn change_log_names_what_changed(store: Store) {
 
     let set = store.changes_since(v0).await.unwrap().expect("a full log");
     assert_eq!(set.version, store.config_version().await.unwrap());
-    assert_eq!(set.apis.iter().map(String::as_str).collect::<Vec<_>>(), [api.id.as_str()]);
-    assert_eq!(set.plans.iter().map(String::as_str).collect::<Vec<_>>(), [plan.id.as_str()]);
-    assert_eq!(set.apps.iter().map(String::as_str).collect::<Vec<_>>(), [app.id.as_str()]);
+    assert_eq!(
+        set.apis.iter().map(String::as_str).collect::<Vec<_>>(),
+        [api.id.as_str()]
+    );
+    assert_eq!(
+        set.plans.iter().map(String::as_str).collect::<Vec<_>>(),
+        [plan.id.as_str()]
+    );
+    assert_eq!(
+        set.apps.iter().map(String::as_str).collect::<Vec<_>>(),
+        [app.id.as_str()]
+    );
     let now = store.config_version().await.unwrap();
     assert_eq!(
         store.changes_since(now).await.unwrap().unwrap().apps.len(),
@@ -565,7 +574,10 @@ async fn change_log_names_what_changed(store: Store) {
     assert_eq!(slice.subscriptions[0].api_ids, [api.id.as_str()]);
     store.revoke_key(&key.record.id).await.unwrap();
     let set = store.changes_since(now).await.unwrap().unwrap();
-    assert_eq!(set.apps.iter().map(String::as_str).collect::<Vec<_>>(), [app.id.as_str()]);
+    assert_eq!(
+        set.apps.iter().map(String::as_str).collect::<Vec<_>>(),
+        [app.id.as_str()]
+    );
     assert!(
         store
             .load_app_slice(&app.id)

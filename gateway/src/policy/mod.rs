@@ -1,6 +1,8 @@
 //! Policies that run between authorization and the proxy, each in its own module.
 
 pub mod access;
+pub mod body;
+pub mod cache;
 pub mod jwt;
 pub mod quota;
 pub mod rate_limit;
