@@ -22,7 +22,7 @@ use tollgate_billing::BillingInterval;
 use crate::key::KeyHash;
 use crate::model::{
     ApiPolicies, KeyStatus, NewApi, NewApp, NewPlan, NewUser, PlanStatus, QuotaAnchor, RateLimit,
-    Role, SubscriptionStatus, Visibility,
+    Role, SubscriptionStatus, Visibility, route_clash,
 };
 
 /// The document format this build reads and writes.
@@ -352,7 +352,7 @@ impl Document {
         };
 
         let mut slugs: HashMap<&str, usize> = HashMap::new();
-        let mut base_paths: HashMap<&str, usize> = HashMap::new();
+        let mut base_paths: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, a) in self.apis.iter().enumerate() {
             let path = format!("apis[{i}]");
             unique_id(path.clone(), &a.id, &mut add);
@@ -375,16 +375,24 @@ impl Document {
                     format!("slug {:?} is already used by apis[{first}]", a.slug),
                 );
             }
-            // Base paths are unique for now, whatever the hosts (as in the store).
-            if let Some(first) = base_paths.insert(&a.base_path, i) {
-                add(
-                    format!("{path}.base_path"),
-                    format!(
-                        "base path {:?} is already used by apis[{first}]",
-                        a.base_path
-                    ),
-                );
+            let same_base = base_paths.entry(&a.base_path).or_default();
+            for &first in same_base.iter() {
+                let other = &self.apis[first];
+                if let Some(host) =
+                    route_clash((&a.base_path, &a.hosts), (&other.base_path, &other.hosts))
+                {
+                    let where_ =
+                        host.map_or("on every host".to_owned(), |h| format!("on host {h}"));
+                    add(
+                        format!("{path}.base_path"),
+                        format!(
+                            "apis[{first}] already answers base path {:?} {where_}; give one of them other hosts or another base path",
+                            a.base_path
+                        ),
+                    );
+                }
             }
+            same_base.push(i);
         }
 
         for (i, p) in self.plans.iter().enumerate() {

@@ -161,6 +161,27 @@ pub struct Api {
     pub updated_at: Timestamp,
 }
 
+/// Where two APIs would answer the same calls: the same base path on a common
+/// host. An API without hosts answers on every host, but where an API with the
+/// same base path lists a host, that one wins; so only two host-less APIs with
+/// one base path, or two listing a common host, clash. Returns the contested
+/// host (`None` for "every host") when they clash.
+pub fn route_clash(
+    (base_a, hosts_a): (&str, &[String]),
+    (base_b, hosts_b): (&str, &[String]),
+) -> Option<Option<String>> {
+    if base_a != base_b {
+        return None;
+    }
+    if hosts_a.is_empty() && hosts_b.is_empty() {
+        return Some(None);
+    }
+    hosts_a
+        .iter()
+        .find(|h| hosts_b.contains(h))
+        .map(|h| Some(h.clone()))
+}
+
 /// Input for a new API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

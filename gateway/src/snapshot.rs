@@ -368,12 +368,16 @@ fn api_route(
     }))
 }
 
+/// Routes in matching order: longest base path first; for one base path, APIs
+/// that list hosts before the one that answers on every host.
 fn sorted(mut routes: Vec<Arc<ApiRoute>>) -> Arc<[Arc<ApiRoute>]> {
     routes.sort_by(|a, b| {
         b.base_path
             .len()
             .cmp(&a.base_path.len())
             .then_with(|| a.base_path.cmp(&b.base_path))
+            .then_with(|| a.hosts.is_empty().cmp(&b.hosts.is_empty()))
+            .then_with(|| a.id.cmp(&b.id))
     });
     routes.into()
 }

@@ -702,6 +702,47 @@ async fn apis_can_answer_on_their_hosts_only() {
         "case and port do not matter"
     );
     assert_eq!(call("other.example.com").await.unwrap().status(), 404);
+
+    // The same base path on other hosts is another API; one API may take every
+    // other host, and host-specific APIs win over it.
+    let on_b = Upstream::echo().await;
+    let elsewhere = Upstream::echo().await;
+    app.create(
+        "/admin/apis",
+        json!({"name": "B", "slug": "hosted-b", "base_path": "/hosted", "hosts": ["b.example.com"],
+               "upstreams": [on_b.url()], "policies": {"keyless": true}}),
+    )
+    .await;
+    app.create(
+        "/admin/apis",
+        json!({"name": "Any", "slug": "hosted-any", "base_path": "/hosted",
+               "upstreams": [elsewhere.url()], "policies": {"keyless": true}}),
+    )
+    .await;
+    let (status, body) = app
+        .admin(
+            "POST",
+            "/admin/apis",
+            Some(json!({"name": "Any 2", "slug": "hosted-any2", "base_path": "/hosted", "upstreams": [elsewhere.url()]})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("every host"),
+        "{body}"
+    );
+    tollgate_testkit::eventually(Duration::from_secs(2), || async {
+        (call("other.example.com").await.unwrap().status() == 200).then_some(())
+    })
+    .await
+    .expect("the any-host API answers other hosts");
+    assert_eq!(call("b.example.com").await.unwrap().status(), 200);
+    assert_eq!(call("api.example.com").await.unwrap().status(), 200);
+    assert_eq!((upstream.hits(), on_b.hits(), elsewhere.hits()), (3, 1, 1));
+
     let (s, b) = app
         .patch_api(&p.api_id, json!({"hosts": ["Not A Host"]}))
         .await;

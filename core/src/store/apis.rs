@@ -3,10 +3,10 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Change, Store, text_enum, ts};
+use super::{Backend, Change, Store, text_enum, ts};
 use crate::error::{StoreError, StoreResult, ValidationError};
 use crate::id::{IdKind, new_id};
-use crate::model::{Api, ApiPatch, NewApi, Visibility};
+use crate::model::{Api, ApiPatch, NewApi, Visibility, route_clash};
 use crate::time::Timestamp;
 
 pub(super) fn api(row: &AnyRow) -> StoreResult<Api> {
@@ -35,20 +35,53 @@ pub(super) fn api(row: &AnyRow) -> StoreResult<Api> {
     })
 }
 
-/// Turns a unique violation on `apis` into a message naming the taken value.
-fn api_conflict(e: sqlx::Error, slug: &str, base_path: &str) -> StoreError {
-    let which = match &e {
-        sqlx::Error::Database(db) => {
-            let text = format!("{} {}", db.message(), db.constraint().unwrap_or(""));
-            if text.contains("base_path") {
-                Some(format!("an API with base_path {base_path} already exists"))
-            } else {
-                Some(format!("an API with slug {slug} already exists"))
-            }
+/// Turns a unique violation on `apis` (the slug) into a message naming it.
+fn api_conflict(e: sqlx::Error, slug: &str) -> StoreError {
+    StoreError::unique(e, || format!("an API with slug {slug} already exists"))
+}
+
+/// Starts a transaction in which no other writer can add or move an API, so the
+/// base path and host check and the write see the same APIs.
+async fn begin_api_write(store: &Store) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+    Ok(match store.backend {
+        Backend::Sqlite => store.pool.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => {
+            let mut tx = store.pool.begin().await?;
+            sqlx::query("LOCK TABLE apis IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+            tx
         }
-        _ => None,
-    };
-    StoreError::unique(e, || which.unwrap_or_default())
+    })
+}
+
+/// Refuses an API whose base path and hosts clash with another API's.
+async fn check_route_free(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    api: &Api,
+) -> StoreResult<()> {
+    let rows = sqlx::query("SELECT id, hosts FROM apis WHERE base_path = $1 AND id <> $2")
+        .bind(&api.base_path)
+        .bind(&api.id)
+        .fetch_all(&mut **tx)
+        .await?;
+    for row in &rows {
+        let other: String = row.try_get("id")?;
+        let hosts: String = row.try_get("hosts")?;
+        let hosts: Vec<String> = serde_json::from_str(&hosts)
+            .map_err(|e| StoreError::Corrupt(format!("apis.hosts: {e}")))?;
+        if let Some(host) = route_clash((&api.base_path, &api.hosts), (&api.base_path, &hosts)) {
+            let where_ = match host {
+                Some(h) => format!("on host {h}"),
+                None => "on every host".to_owned(),
+            };
+            return Err(StoreError::Conflict(format!(
+                "API {other} already answers base_path {} {where_}; give this API other hosts or another base path",
+                api.base_path
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn to_json(v: &impl serde::Serialize) -> String {
@@ -73,7 +106,8 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_api_write(self).await?;
+        check_route_free(&mut tx, &a).await?;
         sqlx::query(
             "INSERT INTO apis (id, name, slug, base_path, upstreams, visibility, openapi, policies, created_at, updated_at, hosts) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -91,7 +125,7 @@ impl Store {
         .bind(to_json(&a.hosts))
         .execute(&mut *tx)
         .await
-        .map_err(|e| api_conflict(e, &a.slug, &a.base_path))?;
+        .map_err(|e| api_conflict(e, &a.slug))?;
         let v = self
             .bump_version(&mut tx, &[Change::Api(a.id.clone())])
             .await?;
@@ -156,7 +190,8 @@ impl Store {
             a.policies = v;
         }
         a.updated_at = Timestamp::now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_api_write(self).await?;
+        check_route_free(&mut tx, &a).await?;
         let done = sqlx::query(
             "UPDATE apis SET name = $2, slug = $3, base_path = $4, upstreams = $5, visibility = $6, \
              openapi = $7, policies = $8, updated_at = $9, hosts = $10 WHERE id = $1",
@@ -173,7 +208,7 @@ impl Store {
         .bind(to_json(&a.hosts))
         .execute(&mut *tx)
         .await
-        .map_err(|e| api_conflict(e, &a.slug, &a.base_path))?;
+        .map_err(|e| api_conflict(e, &a.slug))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("api", id));
         }

@@ -19,7 +19,7 @@ use crate::declarative::{
     PlanEntry, Problem, Problems, SubscriptionEntry,
 };
 use crate::error::{StoreError, StoreResult};
-use crate::model::{KeyStatus, Role};
+use crate::model::{KeyStatus, Role, route_clash};
 use crate::time::Timestamp;
 
 /// How to apply a document.
@@ -399,11 +399,12 @@ impl Store {
                         ),
                     );
                 }
-                if other.base_path == a.base_path {
+                if route_clash((&a.base_path, &a.hosts), (&other.base_path, &other.hosts)).is_some()
+                {
                     clash(
                         format!("apis[{i}].base_path"),
                         format!(
-                            "base path {:?} is taken by the stored API {}; {hint}",
+                            "base path {:?} on these hosts is taken by the stored API {}; {hint}",
                             a.base_path, other.id
                         ),
                     );

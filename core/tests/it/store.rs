@@ -614,3 +614,80 @@ on_both!(
     change_log_names_what_changed,
     super::change_log_names_what_changed
 );
+
+async fn base_paths_are_unique_per_host(store: Store) {
+    let with_hosts = |slug: &str, hosts: &[&str]| {
+        let mut a = new_api(slug);
+        a.base_path = "/v1".into();
+        a.hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
+        a
+    };
+    let a = store
+        .create_api(with_hosts("a", &["a.example.com"]))
+        .await
+        .unwrap();
+    store
+        .create_api(with_hosts("b", &["b.example.com"]))
+        .await
+        .unwrap();
+    // One API may answer every other host on the same base path.
+    let any = store.create_api(with_hosts("any", &[])).await.unwrap();
+    let err = store.create_api(with_hosts("any2", &[])).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains(&any.id) && m.contains("every host")),
+        "{err:?}"
+    );
+    let err = store
+        .create_api(with_hosts("c", &["c.example.com", "a.example.com"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains(&a.id) && m.contains("a.example.com")),
+        "{err:?}"
+    );
+    // Moving an API onto a taken host is refused too.
+    let b = store.get_api_by_slug("b").await.unwrap();
+    let err = store
+        .update_api(
+            &b.id,
+            serde_json::from_value(serde_json::json!({"hosts": ["a.example.com"]})).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.list_apis().await.unwrap().len(), 3);
+}
+on_both!(
+    base_paths_are_unique_per_host,
+    super::base_paths_are_unique_per_host
+);
+
+/// SQLite's table rebuild (migration 0008) keeps every API and every plan's
+/// coverage: run it again over data and compare.
+#[tokio::test]
+async fn sqlite_rebuild_of_apis_keeps_data_and_coverage() {
+    let db = tollgate_testkit::TestDb::new(tollgate_testkit::Db::Sqlite).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let api = store.create_api(new_api("weather")).await.unwrap();
+    let plan = store
+        .create_plan(new_plan("Free", &["weather"]))
+        .await
+        .unwrap();
+    let before = store.list_apis().await.unwrap();
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(store.url())
+        .await
+        .unwrap();
+    let sql = include_str!("../../../migrations/sqlite/0008_base_path_per_host.sql");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    assert_eq!(store.list_apis().await.unwrap(), before);
+    assert_eq!(store.get_plan(&plan.id).await.unwrap().apis, ["weather"]);
+    let config = store.load_gateway_config().await.unwrap();
+    assert_eq!(config.apis[0].id, api.id);
+    store.close().await;
+    db.cleanup().await;
+}
