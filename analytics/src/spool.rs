@@ -1,0 +1,467 @@
+//! The durable spool: usage events on disk between the in-memory queue and the
+//! usage store, so a store outage or a crash loses nothing that was synced.
+//!
+//! Events are appended as records to segment files in a directory (normally
+//! `<data dir>/spool`). A segment is written by one [`SpoolWriter`], synced to
+//! disk on an interval, and sealed when it reaches its size or when the writer
+//! hands it to the shipper; a sealed segment is never written again. The shipper
+//! reads sealed segments oldest first, sends their events to the store, and
+//! deletes a segment only after the store has confirmed every event in it. At
+//! start every segment found in the directory is treated as sealed and shipped
+//! again: the store drops events it already has by id.
+//!
+//! On disk a segment is `TGSPOOL1` followed by records of
+//! `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`. Reading stops
+//! at the first record that is cut short or fails its checksum — the torn tail of
+//! a crash, or corruption — and counts the bytes it skips; it is never fatal.
+//! A size cap protects the disk: when the spool is full, appends are refused and
+//! counted, and serving goes on.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The first bytes of every segment file.
+const MAGIC: &[u8; 8] = b"TGSPOOL1";
+/// Bytes before each record's payload.
+const RECORD_HEADER: u64 = 8;
+/// No event comes near this; a longer length is corruption.
+const MAX_RECORD: u32 = 1 << 20;
+/// Segment files are named by sequence number with this extension.
+const EXTENSION: &str = "seg";
+
+/// Sizes of the spool.
+#[derive(Debug, Clone, Copy)]
+pub struct SpoolLimits {
+    /// A segment is sealed once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// The spool refuses appends beyond this many bytes on disk.
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolLimits {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 8 << 20,
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Counters of the spool, for metrics; shared by the writer and the shipper.
+#[derive(Debug, Default)]
+pub struct SpoolStats {
+    /// Bytes of segments on disk.
+    pub bytes: AtomicU64,
+    /// Segment files on disk.
+    pub segments: AtomicU64,
+    /// Records refused because the spool was full.
+    pub dropped_full: AtomicU64,
+    /// Records refused because the disk failed (write error).
+    pub dropped_io: AtomicU64,
+    /// Segments whose tail was cut short or corrupt.
+    pub corrupt_tails: AtomicU64,
+    /// Bytes skipped in such tails.
+    pub skipped_bytes: AtomicU64,
+}
+
+/// A sealed segment, ready to ship.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Sequence number: segments ship in this order.
+    pub seq: u64,
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// What was read back from a segment.
+#[derive(Debug, Default)]
+pub struct SegmentRecords {
+    /// The intact records, in order.
+    pub records: Vec<Vec<u8>>,
+    /// Bytes after the last intact record (a torn or corrupt tail), skipped.
+    pub skipped_bytes: u64,
+}
+
+/// Why an append was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The spool holds its maximum size.
+    #[error("the usage spool is full ({0} bytes)")]
+    Full(u64),
+    /// The disk refused the write.
+    #[error("cannot write the usage spool: {0}")]
+    Io(#[from] io::Error),
+}
+
+struct Open {
+    seq: u64,
+    path: PathBuf,
+    file: BufWriter<File>,
+    bytes: u64,
+}
+
+/// The appending side of the spool. One per spool directory.
+pub struct SpoolWriter {
+    dir: PathBuf,
+    limits: SpoolLimits,
+    stats: Arc<SpoolStats>,
+    next_seq: u64,
+    open: Option<Open>,
+}
+
+impl std::fmt::Debug for SpoolWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpoolWriter")
+            .field("dir", &self.dir)
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:020}.{EXTENSION}"))
+}
+
+impl SpoolWriter {
+    /// Opens (creating) the spool directory. Returns the writer and every
+    /// segment already there, oldest first: what a previous run did not ship.
+    pub fn open(
+        dir: &Path,
+        limits: SpoolLimits,
+        stats: Arc<SpoolStats>,
+    ) -> io::Result<(Self, Vec<Segment>)> {
+        fs::create_dir_all(dir)?;
+        let mut found = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
+                continue;
+            }
+            let Some(seq) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let bytes = entry.metadata()?.len();
+            found.push(Segment { seq, path, bytes });
+        }
+        found.sort_by_key(|s| s.seq);
+        stats
+            .bytes
+            .store(found.iter().map(|s| s.bytes).sum(), Ordering::Relaxed);
+        stats.segments.store(found.len() as u64, Ordering::Relaxed);
+        let next_seq = found.last().map_or(1, |s| s.seq + 1);
+        Ok((
+            Self {
+                dir: dir.to_owned(),
+                limits,
+                stats,
+                next_seq,
+                open: None,
+            },
+            found,
+        ))
+    }
+
+    /// The spool's counters.
+    pub fn stats(&self) -> &Arc<SpoolStats> {
+        &self.stats
+    }
+
+    /// Appends one record. Returns the segment that filled up and was sealed by
+    /// this append, if any. A refused record is counted.
+    pub fn append(&mut self, payload: &[u8]) -> Result<Option<Segment>, AppendError> {
+        let len = RECORD_HEADER + payload.len() as u64;
+        let on_disk = self.stats.bytes.load(Ordering::Relaxed);
+        if on_disk + len > self.limits.max_bytes {
+            self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
+            return Err(AppendError::Full(on_disk));
+        }
+        let result = self.write_record(payload);
+        if let Err(e) = result {
+            self.stats.dropped_io.fetch_add(1, Ordering::Relaxed);
+            // The segment may hold half a record now: seal it (readers skip a torn
+            // tail) and start a fresh one with the next append.
+            let _ = self.seal();
+            return Err(AppendError::Io(e));
+        }
+        self.stats.bytes.fetch_add(len, Ordering::Relaxed);
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.bytes >= self.limits.segment_bytes)
+        {
+            return Ok(self.seal()?);
+        }
+        Ok(None)
+    }
+
+    fn write_record(&mut self, payload: &[u8]) -> io::Result<()> {
+        let length = u32::try_from(payload.len())
+            .ok()
+            .filter(|l| *l <= MAX_RECORD)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "record too large"))?;
+        if self.open.is_none() {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let path = segment_path(&self.dir, seq);
+            let file = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(&path)?;
+            let mut file = BufWriter::with_capacity(64 << 10, file);
+            file.write_all(MAGIC)?;
+            self.stats
+                .bytes
+                .fetch_add(MAGIC.len() as u64, Ordering::Relaxed);
+            self.stats.segments.fetch_add(1, Ordering::Relaxed);
+            self.open = Some(Open {
+                seq,
+                path,
+                file,
+                bytes: MAGIC.len() as u64,
+            });
+        }
+        let open = self.open.as_mut().expect("opened above");
+        let mut header = [0u8; RECORD_HEADER as usize];
+        header[..4].copy_from_slice(&length.to_le_bytes());
+        header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        open.file.write_all(&header)?;
+        open.file.write_all(payload)?;
+        open.bytes += RECORD_HEADER + u64::from(length);
+        Ok(())
+    }
+
+    /// Writes buffered records to the file and asks the disk to keep them: what
+    /// was appended before a sync survives a crash of the process or machine.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if let Some(open) = &mut self.open {
+            open.file.flush()?;
+            open.file.get_ref().sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Syncs and closes the segment being written, handing it over for
+    /// shipping; `None` when nothing was appended since the last seal.
+    pub fn seal(&mut self) -> io::Result<Option<Segment>> {
+        let Some(mut open) = self.open.take() else {
+            return Ok(None);
+        };
+        open.file.flush()?;
+        open.file.get_ref().sync_data()?;
+        Ok(Some(Segment {
+            seq: open.seq,
+            path: open.path,
+            bytes: open.bytes,
+        }))
+    }
+}
+
+/// Reads a sealed segment's intact records; a torn or corrupt tail is skipped
+/// and counted in `stats`.
+pub fn read_segment(segment: &Segment, stats: &SpoolStats) -> io::Result<SegmentRecords> {
+    let mut data = Vec::with_capacity(segment.bytes as usize);
+    File::open(&segment.path)?.read_to_end(&mut data)?;
+    let mut out = SegmentRecords::default();
+    let mut at = if data.starts_with(MAGIC) {
+        MAGIC.len()
+    } else {
+        // Not even the magic: the whole file is a torn tail.
+        0
+    };
+    if at == 0 {
+        out.skipped_bytes = data.len() as u64;
+    } else {
+        loop {
+            let rest = &data[at..];
+            if rest.is_empty() {
+                break;
+            }
+            let intact = (|| {
+                let header = rest.get(..RECORD_HEADER as usize)?;
+                let len = u32::from_le_bytes(header[..4].try_into().ok()?);
+                let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
+                if len > MAX_RECORD {
+                    return None;
+                }
+                let payload =
+                    rest.get(RECORD_HEADER as usize..RECORD_HEADER as usize + len as usize)?;
+                (crc32fast::hash(payload) == crc).then_some(payload)
+            })();
+            match intact {
+                Some(payload) => {
+                    at += RECORD_HEADER as usize + payload.len();
+                    out.records.push(payload.to_vec());
+                }
+                None => {
+                    out.skipped_bytes = rest.len() as u64;
+                    break;
+                }
+            }
+        }
+    }
+    if out.skipped_bytes > 0 {
+        stats.corrupt_tails.fetch_add(1, Ordering::Relaxed);
+        stats
+            .skipped_bytes
+            .fetch_add(out.skipped_bytes, Ordering::Relaxed);
+        tracing::warn!(
+            segment = %segment.path.display(),
+            skipped_bytes = out.skipped_bytes,
+            records = out.records.len(),
+            "usage spool segment has a torn or corrupt tail; its intact records are kept"
+        );
+    }
+    Ok(out)
+}
+
+/// Deletes a shipped segment and takes it off the spool's size.
+pub fn remove_segment(segment: &Segment, stats: &SpoolStats) -> io::Result<()> {
+    match fs::remove_file(&segment.path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let less = |by: u64| move |v: u64| Some(v.saturating_sub(by));
+    let _ = stats
+        .bytes
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, less(segment.bytes));
+    let _ = stats
+        .segments
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, less(1));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, limits: SpoolLimits) -> (SpoolWriter, Vec<Segment>, Arc<SpoolStats>) {
+        let stats = Arc::new(SpoolStats::default());
+        let (w, found) = SpoolWriter::open(dir, limits, stats.clone()).unwrap();
+        (w, found, stats)
+    }
+
+    #[test]
+    fn records_come_back_in_order_and_segments_roll_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            segment_bytes: 100,
+            max_bytes: 1 << 20,
+        };
+        let (mut w, found, stats) = open(dir.path(), limits);
+        assert!(found.is_empty());
+        let mut sealed = Vec::new();
+        for i in 0..20u32 {
+            if let Some(s) = w.append(format!("event-{i}").as_bytes()).unwrap() {
+                sealed.push(s);
+            }
+        }
+        sealed.extend(w.seal().unwrap());
+        assert!(sealed.len() > 2, "{sealed:?}");
+        assert!(w.seal().unwrap().is_none(), "nothing to seal twice");
+        let all: Vec<String> = sealed
+            .iter()
+            .flat_map(|s| read_segment(s, &stats).unwrap().records)
+            .map(|r| String::from_utf8(r).unwrap())
+            .collect();
+        assert_eq!(
+            all,
+            (0..20).map(|i| format!("event-{i}")).collect::<Vec<_>>()
+        );
+        let on_disk: u64 = sealed.iter().map(|s| s.bytes).sum();
+        assert_eq!(stats.bytes.load(Ordering::Relaxed), on_disk);
+        for s in &sealed {
+            assert_eq!(fs::metadata(&s.path).unwrap().len(), s.bytes);
+            remove_segment(s, &stats).unwrap();
+        }
+        assert_eq!(stats.bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.segments.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn unshipped_segments_are_found_again_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _, _) = open(dir.path(), SpoolLimits::default());
+        w.append(b"a").unwrap();
+        let first = w.seal().unwrap().unwrap();
+        w.append(b"b").unwrap();
+        w.sync().unwrap();
+        drop(w); // a crash after the sync: the open segment stays on disk
+        let (mut w, found, stats) = open(dir.path(), SpoolLimits::default());
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0], first);
+        assert_eq!(
+            read_segment(&found[1], &stats).unwrap().records,
+            [b"b".to_vec()]
+        );
+        // New segments continue after the old ones.
+        w.append(b"c").unwrap();
+        let next = w.seal().unwrap().unwrap();
+        assert!(next.seq > found[1].seq);
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_tail_is_skipped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _, stats) = open(dir.path(), SpoolLimits::default());
+        for r in [b"one".as_slice(), b"two", b"three"] {
+            w.append(r).unwrap();
+        }
+        let seg = w.seal().unwrap().unwrap();
+        // Torn: the last record cut in half.
+        let data = fs::read(&seg.path).unwrap();
+        fs::write(&seg.path, &data[..data.len() - 3]).unwrap();
+        let got = read_segment(&seg, &stats).unwrap();
+        assert_eq!(got.records, [b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(got.skipped_bytes, RECORD_HEADER + 2);
+        // Corrupt: a flipped byte in the second payload stops reading there.
+        let mut bad = data.clone();
+        let at = MAGIC.len() + RECORD_HEADER as usize + 3 + RECORD_HEADER as usize;
+        bad[at] ^= 0xff;
+        fs::write(&seg.path, &bad).unwrap();
+        let got = read_segment(&seg, &stats).unwrap();
+        assert_eq!(got.records, [b"one".to_vec()]);
+        assert_eq!(stats.corrupt_tails.load(Ordering::Relaxed), 2);
+        // Garbage without the magic is skipped whole, not fatal.
+        fs::write(&seg.path, b"garbage").unwrap();
+        let got = read_segment(&seg, &stats).unwrap();
+        assert!(got.records.is_empty());
+        assert_eq!(got.skipped_bytes, 7);
+    }
+
+    #[test]
+    fn a_full_spool_refuses_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            segment_bytes: 1 << 20,
+            max_bytes: 64,
+        };
+        let (mut w, _, stats) = open(dir.path(), limits);
+        let mut accepted = 0;
+        let mut refused = 0;
+        for _ in 0..10 {
+            match w.append(b"0123456789") {
+                Ok(_) => accepted += 1,
+                Err(AppendError::Full(_)) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // 8 bytes of magic, then 18 bytes per record: three fit under 64.
+        assert_eq!((accepted, refused), (3, 7));
+        assert_eq!(stats.dropped_full.load(Ordering::Relaxed), 7);
+        // Shipping frees room again.
+        let seg = w.seal().unwrap().unwrap();
+        remove_segment(&seg, &stats).unwrap();
+        assert!(w.append(b"0123456789").is_ok());
+    }
+}
