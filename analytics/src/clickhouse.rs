@@ -24,6 +24,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0002_overage.sql",
         include_str!("../../migrations/clickhouse/0002_overage.sql"),
     ),
+    (
+        3,
+        "0003_rollups.sql",
+        include_str!("../../migrations/clickhouse/0003_rollups.sql"),
+    ),
 ];
 
 /// Usage events in ClickHouse.

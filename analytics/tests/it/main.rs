@@ -1,6 +1,8 @@
 //! Usage store tests: the same cases against the embedded store and ClickHouse,
 //! expecting the same answers.
 
+mod rollups;
+
 use std::time::Duration;
 
 use tollgate_analytics::writer::WriterSettings;
