@@ -159,6 +159,8 @@ return back
 /// Quota counters in Redis.
 pub struct RedisQuotaCounter {
     conn: ArcSwapOption<redis::aio::ConnectionManager>,
+    /// Turns true once connected, for leases that arrive before.
+    connected: tokio::sync::watch::Sender<bool>,
     lease_script: redis::Script,
     release_script: redis::Script,
     timeout: Duration,
@@ -177,7 +179,9 @@ impl std::fmt::Debug for RedisQuotaCounter {
 impl RedisQuotaCounter {
     /// Counters under `prefix` on `url`. Connects in the background (retrying
     /// every second), so a gateway starts while Redis is down; until then
-    /// leases fail and calls are admitted.
+    /// leases fail and calls are admitted. A lease that arrives while the first
+    /// connection is being made waits for it up to the timeout, so a freshly
+    /// started gateway does not admit its first calls unchecked.
     pub fn start(
         url: &str,
         timeout: Duration,
@@ -186,6 +190,7 @@ impl RedisQuotaCounter {
         let client = redis::Client::open(url)?;
         let counter = Arc::new(Self {
             conn: ArcSwapOption::empty(),
+            connected: tokio::sync::watch::Sender::new(false),
             lease_script: redis::Script::new(LEASE_SCRIPT),
             release_script: redis::Script::new(RELEASE_SCRIPT),
             timeout,
@@ -202,6 +207,7 @@ impl RedisQuotaCounter {
                     Ok(conn) => {
                         let Some(c) = weak.upgrade() else { return };
                         c.conn.store(Some(Arc::new(conn)));
+                        c.connected.send_replace(true);
                         tracing::info!("quotas: connected to Redis");
                         return;
                     }
@@ -230,8 +236,13 @@ impl RedisQuotaCounter {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, CounterError> {
-        let Some(conn) = self.conn.load_full() else {
-            return Err(CounterError::NotConnected);
+        let conn = match self.conn.load_full() {
+            Some(conn) => conn,
+            None => {
+                let mut connected = self.connected.subscribe();
+                let _ = tokio::time::timeout(self.timeout, connected.wait_for(|c| *c)).await;
+                self.conn.load_full().ok_or(CounterError::NotConnected)?
+            }
         };
         let mut conn = (*conn).clone();
         match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
@@ -489,6 +500,23 @@ mod tests {
         )
         .await;
         assert_eq!(exists, 0);
+        cleanup(&c).await;
+    }
+
+    #[tokio::test]
+    async fn a_lease_right_after_start_waits_for_the_connection() {
+        let c =
+            RedisQuotaCounter::start(&super::test_redis::url(), Duration::from_secs(2), &prefix())
+                .unwrap();
+        let (start, end) = old_period();
+        // No wait for the background connection: the lease itself waits.
+        assert_eq!(
+            c.lease("sub", start, end, 10, Some(10)).await.unwrap(),
+            QuotaLease {
+                start: 0,
+                granted: 10
+            }
+        );
         cleanup(&c).await;
     }
 
