@@ -105,11 +105,6 @@ impl QuotaKeeper {
         }
     }
 
-    /// The shared counter leases come from.
-    pub fn counter(&self) -> &QuotaCounter {
-        &self.counter
-    }
-
     /// Decides one call of `subscription_id` under `rule` at `now_ms`.
     pub async fn check(
         &self,
