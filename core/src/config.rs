@@ -145,13 +145,13 @@ pub const SETTINGS: &[SettingSpec] = &[
         key: "redis_url",
         env: "TOLLGATE_REDIS_URL",
         default: "",
-        doc: "Redis for cluster-wide rate limits, e.g. `redis://127.0.0.1:6379`. Unset: each gateway limits on its own.",
+        doc: "Redis for cluster-wide rate limits (and quota counters with `quota_counter = \"redis\"`), e.g. `redis://127.0.0.1:6379`. Unset: each gateway limits on its own.",
     },
     SettingSpec {
         key: "redis_timeout_ms",
         env: "TOLLGATE_REDIS_TIMEOUT_MS",
         default: "100",
-        doc: "Longest wait for one rate-limit decision from Redis before the failure mode applies.",
+        doc: "Longest wait for one answer from Redis: a rate-limit decision (then the failure mode applies) or a quota lease (then the call is admitted).",
     },
     SettingSpec {
         key: "rate_limit_failure_mode",
@@ -176,6 +176,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         env: "TOLLGATE_QUOTA_LEASE_SIZE",
         default: "100",
         doc: "Calls a gateway leases at once from a subscription's quota counter; bounds how many calls a hard quota may under-admit per gateway.",
+    },
+    SettingSpec {
+        key: "quota_counter",
+        env: "TOLLGATE_QUOTA_COUNTER",
+        default: "database",
+        doc: "Where gateways share quota counters: `database` (the control-plane database) or `redis` (the Redis of `redis_url`, which must then be set).",
     },
     SettingSpec {
         key: "access_log",
@@ -252,6 +258,8 @@ pub struct Settings {
     pub access_log: bool,
     /// Calls leased at once from a quota counter.
     pub quota_lease_size: u32,
+    /// Where the shared quota counters live.
+    pub quota_counter: QuotaCounterKind,
     /// Worker threads; `None` means one per CPU core.
     pub workers: Option<usize>,
     /// Log filter.
@@ -281,6 +289,16 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Where gateways share quota counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuotaCounterKind {
+    /// The control-plane database (`quota_counters`).
+    #[default]
+    Database,
+    /// Redis at `redis_url`.
+    Redis,
 }
 
 /// Where a value came from, for error messages.
@@ -581,6 +599,7 @@ impl Settings {
                 }
             },
             quota_lease_size: u32::try_from(l.count("quota_lease_size")?).unwrap_or(u32::MAX),
+            quota_counter: quota_counter(l)?,
             workers: match l.raw("workers").unwrap_or("0") {
                 "0" => None,
                 _ => Some(l.count("workers")?),
@@ -621,6 +640,23 @@ pub fn display_addr(addr: SocketAddr) -> String {
         format!("127.0.0.1:{}", addr.port())
     } else {
         addr.to_string()
+    }
+}
+
+fn quota_counter(l: &Layers) -> Result<QuotaCounterKind, ConfigError> {
+    match l.raw("quota_counter").unwrap_or("database") {
+        "database" => Ok(QuotaCounterKind::Database),
+        "redis" if l.raw("redis_url").is_some() => Ok(QuotaCounterKind::Redis),
+        "redis" => Err(ConfigError::new(format!(
+            "invalid setting {}: \"redis\" needs a Redis; set {} (redis_url in tollgate.toml), or use \"database\"",
+            l.name("quota_counter"),
+            Layers::spec("redis_url").env,
+        ))),
+        other => Err(l.invalid(
+            "quota_counter",
+            other,
+            "is not a quota counter; expected database or redis",
+        )),
     }
 }
 
@@ -752,6 +788,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("TOLLGATE_USAGE_BATCH_SIZE"), "{err}");
+    }
+
+    #[test]
+    fn a_redis_quota_counter_needs_a_redis_url() {
+        let s = Settings::load_from(None, []).unwrap();
+        assert_eq!(s.quota_counter, QuotaCounterKind::Database);
+
+        let err = Settings::load_from(None, env(&[("TOLLGATE_QUOTA_COUNTER", "redis")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid setting TOLLGATE_QUOTA_COUNTER:")
+                && err.contains("TOLLGATE_REDIS_URL"),
+            "{err}"
+        );
+
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("TOLLGATE_QUOTA_COUNTER", "redis"),
+                ("TOLLGATE_REDIS_URL", "redis://127.0.0.1:6379"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.quota_counter, QuotaCounterKind::Redis);
+
+        let err = Settings::load_from(None, env(&[("TOLLGATE_QUOTA_COUNTER", "memcached")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("TOLLGATE_QUOTA_COUNTER") && err.contains("database or redis"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::access_log::AccessLog;
 use crate::metrics::GatewayMetrics;
 use crate::oauth::TokenIssuer;
 use crate::policy::jwt::JwtVerifier;
-use crate::policy::quota::QuotaKeeper;
+use crate::policy::quota::{QuotaCounter, QuotaKeeper};
 use crate::policy::rate_limit::{RateLimiter, RedisLimiter};
 use crate::proxy::UpstreamClient;
 use crate::snapshot::Snapshot;
@@ -96,6 +96,8 @@ impl Gateway {
             None => None,
         };
         let rate_limiter = RateLimiter::new(redis, settings.rate_limit_fail_closed);
+        let quota_counter =
+            QuotaCounter::from_settings(&store, settings).map_err(StoreError::Corrupt)?;
         let gateway = Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             client: proxy::client(settings.upstream_connect_timeout),
@@ -103,7 +105,7 @@ impl Gateway {
             upstream_timeout: settings.upstream_timeout,
             node: settings.node_name.clone(),
             rate_limiter,
-            quotas: QuotaKeeper::new(store.clone(), settings.quota_lease_size),
+            quotas: QuotaKeeper::new(quota_counter, settings.quota_lease_size),
             jwt: JwtVerifier::new(),
             access_log: settings.access_log.then(AccessLog::start),
             tokens: settings

@@ -16,6 +16,8 @@ pub fn tollgate() -> Command {
         "CLICKHOUSE_URL",
         "TOLLGATE_ADMIN_TOKEN",
         "TOLLGATE_DATA_DIR",
+        "TOLLGATE_REDIS_URL",
+        "TOLLGATE_QUOTA_COUNTER",
     ] {
         cmd.env_remove(var);
     }
@@ -157,6 +159,11 @@ async fn invalid_configuration_gives_one_line_and_exit_code_2() {
             vec![("TOLLGATE_UPSTREAM_TIMEOUT_MS", "soon".into())],
             vec![],
             "invalid setting TOLLGATE_UPSTREAM_TIMEOUT_MS",
+        ),
+        (
+            vec![("TOLLGATE_QUOTA_COUNTER", "redis".into())],
+            vec![],
+            "invalid setting TOLLGATE_QUOTA_COUNTER: \"redis\" needs a Redis; set TOLLGATE_REDIS_URL",
         ),
         (
             vec![],

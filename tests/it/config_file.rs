@@ -11,6 +11,7 @@ use tollgate_testkit::upstream::Upstream;
 use tollgate_testkit::{Db, TestDb, eventually};
 
 use crate::cli::{Process, tollgate};
+use crate::support::{drop_redis_quota_counters, redis_quota_counters, redis_url};
 
 fn key_entry(id: &str, key: &GeneratedKey, status: &str) -> String {
     format!(
@@ -354,4 +355,68 @@ async fn dump_and_apply_on_sqlite() {
 #[tokio::test]
 async fn dump_and_apply_on_postgres() {
     dump_and_apply_through_the_binary(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbless_gateways_share_quotas_through_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::echo().await;
+    let key = key::generate();
+    // A subscription id of its own, so the Redis counter is this test's alone.
+    let sub = format!("sub_{}", uuid::Uuid::new_v4().simple());
+    let file = dir.path().join("tollgate.yaml");
+    std::fs::write(
+        &file,
+        config(&upstream.url(), 20, &key_entry("key_one", &key, "active"))
+            .replace("id: sub_ada", &format!("id: {sub}")),
+    )
+    .unwrap();
+    let spawn = |n: usize, counter: &str| {
+        let mut cmd = tollgate();
+        cmd.env("TOLLGATE_DATA_DIR", dir.path().join(format!("data{n}")))
+            .env("TOLLGATE_QUOTA_LEASE_SIZE", "5")
+            .env("TOLLGATE_QUOTA_COUNTER", counter)
+            .env("TOLLGATE_REDIS_URL", redis_url())
+            .arg("gateway")
+            .arg("--config-file")
+            .arg(&file);
+        Process::spawn(cmd)
+    };
+    let shared = [spawn(1, "redis").await, spawn(2, "redis").await];
+    let urls: Vec<String> = shared
+        .iter()
+        .map(|g| format!("{}/echo/x", g.printed("Gateway:")))
+        .collect();
+    let client = reqwest::Client::new();
+    let mut admitted = 0;
+    for i in 0..60 {
+        match status(&client, &urls[i % 2], &key).await {
+            200 => admitted += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        admitted, 20,
+        "two DB-less gateways on one Redis admit the quota once"
+    );
+    let counters = redis_quota_counters(&sub).await;
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    assert_eq!(counters[0].1, 20, "{counters:?}");
+
+    // For contrast: a DB-less gateway on its own database counter admits the
+    // quota again.
+    let alone = spawn(3, "database").await;
+    let url = format!("{}/echo/x", alone.printed("Gateway:"));
+    let mut alone_admitted = 0;
+    for _ in 0..30 {
+        if status(&client, &url, &key).await == 200 {
+            alone_admitted += 1;
+        }
+    }
+    assert_eq!(alone_admitted, 20);
+    for g in shared.into_iter().chain([alone]) {
+        assert_eq!(g.terminate().await.code(), Some(0));
+    }
+    drop_redis_quota_counters(&sub).await;
 }

@@ -1,18 +1,43 @@
 //! Quotas over real sockets: hard and soft, plan changes, and several gateway
-//! processes leasing from one counter.
+//! processes leasing from one counter — in the database or in Redis.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tollgate_testkit::upstream::Upstream;
+use tollgate_core::config::QuotaCounterKind;
+use tollgate_testkit::upstream::{Upstream, closed_port};
 
 use crate::cli::{Process, RemoteAdmin, configured};
 use crate::on_both_stacks;
-use crate::support::{Stack, TestApp, test_settings};
+use crate::support::{
+    Stack, TestApp, drop_redis_quota_counters, redis_quota_counters, redis_url, test_settings,
+};
+
+/// An in-process app (SQLite, embedded usage store) whose quota counters live in Redis.
+async fn app_on_redis_counter(redis: String) -> TestApp {
+    let (mut settings, db, ch) = test_settings(Stack::Embedded).await;
+    settings.redis_url = Some(redis);
+    settings.quota_counter = QuotaCounterKind::Redis;
+    TestApp::start_with(settings, db, ch).await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hard_quota_refuses_then_an_upgrade_applies_within_a_second() {
-    let app = TestApp::start(Stack::Embedded).await;
+    hard_quota_refuses_then_an_upgrade_applies(TestApp::start(Stack::Embedded).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_quota_in_redis_refuses_then_an_upgrade_applies_within_a_second() {
+    let app = app_on_redis_counter(redis_url()).await;
+    let sub = hard_quota_refuses_then_an_upgrade_applies(app).await;
+    let counters = redis_quota_counters(&sub).await;
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    assert_eq!(counters[0].1, 7, "{counters:?}");
+    drop_redis_quota_counters(&sub).await;
+}
+
+/// Returns the subscription's id.
+async fn hard_quota_refuses_then_an_upgrade_applies(app: TestApp) -> String {
     let upstream = Upstream::echo().await;
     let p = app.provision("hard", &upstream.url()).await;
     let (s, _) = app
@@ -61,10 +86,26 @@ async fn hard_quota_refuses_then_an_upgrade_applies_within_a_second() {
     assert_eq!(app.call("/hard/x", Some(&p.key)).await.status(), 429);
     assert_eq!(upstream.hits(), 7);
     app.stop().await;
+    p.subscription_id
 }
 
 async fn soft_quota_marks_overage(stack: Stack) {
-    let app = TestApp::start(stack).await;
+    soft_quota_marks_overage_on(TestApp::start(stack).await).await;
+}
+on_both_stacks!(soft_quota_marks_overage, super::soft_quota_marks_overage);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_quota_in_redis_marks_overage() {
+    let sub = soft_quota_marks_overage_on(app_on_redis_counter(redis_url()).await).await;
+    let counters = redis_quota_counters(&sub).await;
+    // Leased in blocks of 100, the unused rest given back at shutdown.
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    assert_eq!(counters[0].1, 7, "{counters:?}");
+    drop_redis_quota_counters(&sub).await;
+}
+
+/// Returns the subscription's id.
+async fn soft_quota_marks_overage_on(app: TestApp) -> String {
     let upstream = Upstream::echo().await;
     let p = app.provision("soft", &upstream.url()).await;
     app.admin(
@@ -89,16 +130,52 @@ async fn soft_quota_marks_overage(stack: Stack) {
         .await;
     assert_eq!(summary["by_api"][0]["overage_calls"], 4, "{summary}");
     app.stop().await;
+    p.subscription_id
 }
-on_both_stacks!(soft_quota_marks_overage, super::soft_quota_marks_overage);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_counter_admits_calls_as_unknown() {
+    let app = app_on_redis_counter(format!("redis://{}", closed_port().await)).await;
+    let upstream = Upstream::echo().await;
+    let p = app.provision("down", &upstream.url()).await;
+    app.admin(
+        "PATCH",
+        &format!("/admin/plans/{}", p.plan_id),
+        Some(json!({"included_calls": 1})),
+    )
+    .await;
+    app.synced().await;
+    // Quotas never stop the gateway serving: all three pass the hard quota of 1.
+    for _ in 0..3 {
+        assert_eq!(app.call("/down/x", Some(&p.key)).await.status(), 200);
+    }
+    assert_eq!(upstream.hits(), 3);
+    let stats = &app.running.gateway.as_ref().unwrap().quotas().stats;
+    assert_eq!(stats.unknown.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(stats.leases.load(std::sync::atomic::Ordering::Relaxed), 0);
+    app.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_gateways_share_one_hard_quota_and_counters_survive_restarts() {
+    three_gateways_share_one_hard_quota(QuotaCounterKind::Database).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_share_one_hard_quota_in_redis_and_counters_survive_restarts() {
+    three_gateways_share_one_hard_quota(QuotaCounterKind::Redis).await;
+}
+
+async fn three_gateways_share_one_hard_quota(counter: QuotaCounterKind) {
     let (settings, db, ch) = test_settings(Stack::Scaled).await;
     let ch = ch.unwrap();
     let spawn = |mode: &str| {
         let mut cmd = configured(mode, &settings, Some(&ch));
         cmd.env("TOLLGATE_QUOTA_LEASE_SIZE", "10");
+        if counter == QuotaCounterKind::Redis {
+            cmd.env("TOLLGATE_QUOTA_COUNTER", "redis")
+                .env("TOLLGATE_REDIS_URL", redis_url());
+        }
         Process::spawn(cmd)
     };
     let portal = spawn("portal").await;
@@ -143,9 +220,31 @@ async fn three_gateways_share_one_hard_quota_and_counters_survive_restarts() {
     );
     assert_eq!(upstream.hits(), 50);
 
-    // Counters live in the database: a gateway started afterwards still refuses.
+    // Counters live in the database or in Redis: a gateway started afterwards still refuses.
     for g in gateways {
         assert!(g.terminate().await.success());
+    }
+    let pool = sqlx::PgPool::connect(&settings.database_url).await.unwrap();
+    let sub: String = sqlx::query_scalar("SELECT id FROM subscriptions WHERE app_id = $1")
+        .bind(&app_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let in_database: Vec<i64> =
+        sqlx::query_scalar("SELECT leased FROM quota_counters WHERE subscription_id = $1")
+            .bind(&sub)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    let in_redis: Vec<i64> = redis_quota_counters(&sub)
+        .await
+        .into_iter()
+        .map(|(_, leased)| leased)
+        .collect();
+    match counter {
+        QuotaCounterKind::Database => assert_eq!((in_database, in_redis), (vec![50], vec![])),
+        QuotaCounterKind::Redis => assert_eq!((in_database, in_redis), (vec![], vec![50])),
     }
     let fresh = spawn("gateway").await;
     let resp = http
@@ -169,6 +268,7 @@ async fn three_gateways_share_one_hard_quota_and_counters_survive_restarts() {
     for p in [fresh, portal] {
         assert!(p.terminate().await.success());
     }
+    drop_redis_quota_counters(&sub).await;
     db.cleanup().await;
     ch.cleanup().await;
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tollgate_testkit::upstream::{Upstream, closed_port};
 
 use crate::cli::{Process, RemoteAdmin, configured};
-use crate::support::{Stack, TestApp, test_settings};
+use crate::support::{Stack, TestApp, redis_url, test_settings};
 
 async fn limited_plan(
     app: &TestApp,
@@ -235,10 +235,6 @@ async fn redis_down_fails_open_to_local_limits() {
 #[tokio::test]
 async fn redis_down_fails_closed_with_503() {
     redis_failure(true).await;
-}
-
-fn redis_url() -> String {
-    std::env::var("TOLLGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// Counts 200s over `calls` decided calls (200 or 429) spread round-robin over

@@ -344,6 +344,58 @@ pub struct Provisioned {
     pub key: String,
 }
 
+/// The test Redis (`TOLLGATE_TEST_REDIS_URL`, default the local one).
+pub fn redis_url() -> String {
+    std::env::var("TOLLGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+async fn redis() -> redis::aio::MultiplexedConnection {
+    let url = redis_url();
+    let client = redis::Client::open(url.as_str()).expect("TOLLGATE_TEST_REDIS_URL is a Redis URL");
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot reach the test Redis at {url}: {e}\n\
+                 start it (scripts/test.sh does) or set TOLLGATE_TEST_REDIS_URL"
+            )
+        })
+}
+
+/// A subscription's quota counters in the test Redis: (key, calls leased).
+pub async fn redis_quota_counters(subscription_id: &str) -> Vec<(String, i64)> {
+    let mut conn = redis().await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("tollgate:quota:{subscription_id}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    let mut counters = Vec::new();
+    for key in keys {
+        let leased: i64 = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        counters.push((key, leased));
+    }
+    counters
+}
+
+/// Deletes a subscription's quota counters from the test Redis.
+pub async fn drop_redis_quota_counters(subscription_id: &str) {
+    let mut conn = redis().await;
+    for (key, _) in redis_quota_counters(subscription_id).await {
+        let _: i64 = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
 /// Declares an async test that runs on both stacks.
 #[macro_export]
 macro_rules! on_both_stacks {

@@ -5,5 +5,6 @@ pub mod body;
 pub mod cache;
 pub mod jwt;
 pub mod quota;
+pub mod quota_counter;
 pub mod rate_limit;
 pub mod transform;

@@ -1,29 +1,41 @@
 //! The quota phase: included calls per subscription per billing period.
 //!
-//! Counting is cluster-wide without touching the shared store on every call:
-//! each gateway leases a block of calls from the subscription's counter in the
-//! control-plane database ([`Store::lease_quota`]), admits calls from the block
-//! in memory, and leases the next block when it runs out. A hard quota's leases
-//! never pass the included calls, so the cluster never admits more than the plan
-//! includes; it may admit fewer while other gateways hold unused blocks (at most
-//! nodes × lease size), and unused blocks are given back at the end of a period
-//! and at shutdown. A soft quota's leases are never refused: each call gets an
-//! ordinal from its block, and calls past the included ones are overage.
+//! Counting is cluster-wide without touching the shared counter on every call:
+//! each gateway leases a block of calls from the subscription's counter (in the
+//! control-plane database or in Redis, see [`QuotaCounter`]), admits calls from
+//! the block in memory, and leases the next block when it runs out. A hard
+//! quota's leases never pass the included calls, so the cluster never admits
+//! more than the plan includes; it may admit fewer while other gateways hold
+//! unused blocks (at most nodes × lease size), and unused blocks are given back
+//! at the end of a period and at shutdown. A soft quota's leases are never
+//! refused: each call gets an ordinal from its block, and calls past the
+//! included ones are overage.
 //!
-//! After a hard quota is used up a gateway asks the store again at most once a
-//! second, or at once when the plan's quota changes.
+//! After a hard quota is used up a gateway asks the counter again at most once a
+//! second, or at once when the plan's quota changes. When the counter cannot be
+//! reached, calls are admitted (`Unknown`), the counter is asked again at most
+//! once a second, and a warning is logged at most once a minute.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tollgate_core::Store;
 use tollgate_core::quota::period;
 use tollgate_core::store::QuotaRule;
 
+pub use super::quota_counter::QuotaCounter;
+
 /// How long a gateway waits before asking again for a used-up hard quota.
 const RETRY_EXHAUSTED: Duration = Duration::from_secs(1);
+
+/// How long a gateway admits calls without asking after the counter failed.
+/// Without it every call of a subscription would wait, one after another,
+/// for the counter's timeout.
+const RETRY_UNAVAILABLE: Duration = Duration::from_secs(1);
+
+/// Least time between two warnings that the counter cannot be reached.
+const WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What the quota says about one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,20 +82,25 @@ struct Block {
 /// Per-subscription blocks of leased calls.
 #[derive(Debug)]
 pub struct QuotaKeeper {
-    store: Store,
+    counter: QuotaCounter,
     lease_size: i64,
     blocks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Block>>>>,
+    /// Until when the counter is not asked after a failure.
+    unavailable_until: Mutex<Option<Instant>>,
+    last_warning: Mutex<Option<Instant>>,
     /// Counters for metrics.
     pub stats: QuotaStats,
 }
 
 impl QuotaKeeper {
-    /// A keeper leasing `lease_size` calls at a time from `store`.
-    pub fn new(store: Store, lease_size: u32) -> Self {
+    /// A keeper leasing `lease_size` calls at a time from `counter`.
+    pub fn new(counter: QuotaCounter, lease_size: u32) -> Self {
         Self {
-            store,
+            counter,
             lease_size: i64::from(lease_size.max(1)),
             blocks: Mutex::new(HashMap::new()),
+            unavailable_until: Mutex::new(None),
+            last_warning: Mutex::new(None),
             stats: QuotaStats::default(),
         }
     }
@@ -151,10 +168,18 @@ impl QuotaKeeper {
             if block.exhausted_until.is_some_and(|t| Instant::now() < t) {
                 return exceeded;
             }
+            if self.counter_unavailable() {
+                return QuotaOutcome::Unknown;
+            }
             let cap = (!rule.overage).then_some(rule.included);
             match self
-                .store
-                .lease_quota(subscription_id, period_start, self.lease_size, cap)
+                .counter
+                .lease(
+                    subscription_id,
+                    (period_start, period_end),
+                    self.lease_size,
+                    cap,
+                )
                 .await
             {
                 Ok(lease) if lease.granted > 0 => {
@@ -167,10 +192,39 @@ impl QuotaKeeper {
                     return exceeded;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, subscription = subscription_id, "cannot lease quota; admitting the call");
+                    self.counter_failed(&e);
                     return QuotaOutcome::Unknown;
                 }
             }
+        }
+    }
+
+    /// True while the counter is not asked after a failure.
+    fn counter_unavailable(&self) -> bool {
+        let until = self
+            .unavailable_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Notes a failed lease: stop asking for a second, warn at most once a minute.
+    fn counter_failed(&self, error: &super::quota_counter::CounterError) {
+        let now = Instant::now();
+        *self
+            .unavailable_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(now + RETRY_UNAVAILABLE);
+        let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| now.duration_since(t) >= WARNING_INTERVAL) {
+            *last = Some(now);
+            tracing::warn!(
+                %error,
+                counter = self.counter.name(),
+                "quotas: cannot lease from the shared counter; admitting calls until it answers (counted as unknown)"
+            );
+        } else {
+            tracing::debug!(%error, "cannot lease quota; admitting the call");
         }
     }
 
@@ -181,11 +235,11 @@ impl QuotaKeeper {
         if unused <= 0 {
             return;
         }
-        let store = self.store.clone();
+        let counter = self.counter.clone();
         let id = subscription_id.to_owned();
         let period_start = block.period_start;
         tokio::spawn(async move {
-            if let Err(e) = store.release_quota(&id, period_start, unused).await {
+            if let Err(e) = counter.release(&id, period_start, unused).await {
                 tracing::debug!(error = %e, "cannot give back unused quota");
             }
         });
@@ -202,13 +256,110 @@ impl QuotaKeeper {
             let unused = block.end - block.next;
             block.end = block.next;
             if unused > 0
-                && let Err(e) = self
-                    .store
-                    .release_quota(&id, block.period_start, unused)
-                    .await
+                && let Err(e) = self.counter.release(&id, block.period_start, unused).await
             {
                 tracing::warn!(error = %e, subscription = %id, "cannot give back unused quota at shutdown");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_billing::BillingInterval;
+    use tollgate_core::model::QuotaAnchor;
+
+    use super::super::quota_counter::test_redis::{cleanup, cmd, counter, prefix};
+    use super::*;
+
+    fn rule(included: i64, overage: bool) -> QuotaRule {
+        QuotaRule {
+            included,
+            overage,
+            interval: BillingInterval::Month,
+            anchor: QuotaAnchor::Calendar,
+            subscription_start: 0,
+        }
+    }
+
+    fn now() -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+
+    #[tokio::test]
+    async fn hard_quota_on_redis_admits_the_included_calls_and_follows_plan_changes() {
+        let redis = counter(&prefix()).await;
+        let keeper = QuotaKeeper::new(QuotaCounter::Redis(redis.clone()), 2);
+        let five = rule(5, false);
+        for _ in 0..5 {
+            assert_eq!(
+                keeper.check("sub", &five, now()).await,
+                QuotaOutcome::Within
+            );
+        }
+        assert!(matches!(
+            keeper.check("sub", &five, now()).await,
+            QuotaOutcome::Exceeded { included: 5, .. }
+        ));
+        // An upgrade is tried at once, not after the one-second pause.
+        let seven = rule(7, false);
+        for _ in 0..2 {
+            assert_eq!(
+                keeper.check("sub", &seven, now()).await,
+                QuotaOutcome::Within
+            );
+        }
+        assert!(matches!(
+            keeper.check("sub", &seven, now()).await,
+            QuotaOutcome::Exceeded { included: 7, .. }
+        ));
+        let (start, _) = period(&seven, now());
+        let leased: i64 = cmd(&redis, redis::cmd("GET").arg(redis.key("sub", start))).await;
+        assert_eq!(leased, 7);
+        assert_eq!(keeper.stats.within.load(Ordering::Relaxed), 7);
+        assert_eq!(keeper.stats.exceeded.load(Ordering::Relaxed), 2);
+        assert_eq!(keeper.stats.leases.load(Ordering::Relaxed), 4);
+        cleanup(&redis).await;
+    }
+
+    #[tokio::test]
+    async fn soft_quota_on_redis_marks_overage_and_unused_calls_go_back() {
+        let redis = counter(&prefix()).await;
+        let keeper = QuotaKeeper::new(QuotaCounter::Redis(redis.clone()), 10);
+        let soft = rule(3, true);
+        let mut outcomes = Vec::new();
+        for _ in 0..5 {
+            outcomes.push(keeper.check("sub", &soft, now()).await);
+        }
+        use QuotaOutcome::{Overage, Within};
+        assert_eq!(outcomes, [Within, Within, Within, Overage, Overage]);
+        let key = redis.key("sub", period(&soft, now()).0);
+        let leased: i64 = cmd(&redis, redis::cmd("GET").arg(&key)).await;
+        assert_eq!(leased, 10, "one block leased");
+        keeper.release_all().await;
+        let leased: i64 = cmd(&redis, redis::cmd("GET").arg(&key)).await;
+        assert_eq!(leased, 5, "the unused rest went back");
+        cleanup(&redis).await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_counter_admits_calls_as_unknown() {
+        let addr = tollgate_testkit::upstream::closed_port().await;
+        let redis = super::super::quota_counter::RedisQuotaCounter::start(
+            &format!("redis://{addr}"),
+            Duration::from_millis(100),
+            &prefix(),
+        )
+        .unwrap();
+        let keeper = QuotaKeeper::new(QuotaCounter::Redis(redis), 10);
+        let hard = rule(1, false);
+        for _ in 0..3 {
+            assert_eq!(
+                keeper.check("sub", &hard, now()).await,
+                QuotaOutcome::Unknown
+            );
+        }
+        assert_eq!(keeper.stats.unknown.load(Ordering::Relaxed), 3);
+        assert_eq!(keeper.stats.leases.load(Ordering::Relaxed), 0);
     }
 }
