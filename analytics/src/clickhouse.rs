@@ -29,6 +29,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0003_rollups.sql",
         include_str!("../../migrations/clickhouse/0003_rollups.sql"),
     ),
+    (
+        4,
+        "0004_batch_id.sql",
+        include_str!("../../migrations/clickhouse/0004_batch_id.sql"),
+    ),
 ];
 
 /// Usage events in ClickHouse.
@@ -73,10 +78,11 @@ struct EventRow<'a> {
     client_ip: &'a str,
     error_code: &'a str,
     overage: u8,
+    batch_id: &'a str,
 }
 
-impl<'a> From<&'a UsageEvent> for EventRow<'a> {
-    fn from(e: &'a UsageEvent) -> Self {
+impl<'a> EventRow<'a> {
+    fn new(e: &'a UsageEvent, batch_id: &'a str) -> Self {
         Self {
             event_id: e.id,
             event_time: (e.timestamp_ms / 1000) as u32,
@@ -99,6 +105,7 @@ impl<'a> From<&'a UsageEvent> for EventRow<'a> {
             client_ip: &e.client_ip,
             error_code: &e.error_code,
             overage: u8::from(e.overage),
+            batch_id,
         }
     }
 }
@@ -116,6 +123,12 @@ struct ApiRow {
 struct ClassRow {
     class: u16,
     n: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct StoredId {
+    #[serde(with = "::clickhouse::serde::uuid")]
+    event_id: uuid::Uuid,
 }
 
 #[derive(Row, Deserialize)]
@@ -196,17 +209,55 @@ impl ClickHouseStore {
         Ok(())
     }
 
-    /// Writes a batch in one INSERT.
-    pub async fn insert(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
+    /// Writes a batch in one INSERT (one block: all or nothing), tagged with
+    /// `batch_id` so a later [`ClickHouseStore::insert_once`] can find it.
+    pub async fn insert(&self, batch_id: &str, events: &[UsageEvent]) -> Result<(), UsageError> {
         if events.is_empty() {
             return Ok(());
         }
         let mut insert = self.client.insert::<EventRow<'_>>("usage_events").await?;
         for e in events {
-            insert.write(&EventRow::from(e)).await?;
+            insert.write(&EventRow::new(e, batch_id)).await?;
         }
         insert.end().await?;
         Ok(())
+    }
+
+    /// Writes a batch that may have been written before (a replay, or a retry
+    /// after an insert whose answer was lost): only the events of the batch not
+    /// already stored are inserted. Returns how many were inserted. Costs a scan
+    /// of the batch's time range, so it is for replays, not every batch.
+    pub async fn insert_once(
+        &self,
+        batch_id: &str,
+        events: &[UsageEvent],
+    ) -> Result<usize, UsageError> {
+        let (Some(first), Some(last)) = (
+            events.iter().map(|e| e.timestamp_ms).min(),
+            events.iter().map(|e| e.timestamp_ms).max(),
+        ) else {
+            return Ok(0);
+        };
+        let stored: Vec<StoredId> = self
+            .client
+            .query(
+                "SELECT event_id FROM usage_events \
+                 WHERE event_time >= toDateTime(?) AND event_time <= toDateTime(?) AND batch_id = ?",
+            )
+            .bind(first / 1000)
+            .bind(last / 1000)
+            .bind(batch_id)
+            .fetch_all()
+            .await?;
+        let stored: std::collections::HashSet<uuid::Uuid> =
+            stored.into_iter().map(|r| r.event_id).collect();
+        let missing: Vec<UsageEvent> = events
+            .iter()
+            .filter(|e| !stored.contains(&e.id))
+            .cloned()
+            .collect();
+        self.insert(batch_id, &missing).await?;
+        Ok(missing.len())
     }
 
     /// Totals, per-API latency quantiles and status classes over a range.

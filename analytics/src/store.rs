@@ -47,12 +47,35 @@ impl UsageStore {
         }
     }
 
-    /// Writes a batch; replaying a batch never counts an event twice in the
-    /// embedded store (ClickHouse deduplication comes with the durable spool).
+    /// Writes a batch known to be new.
     pub async fn insert(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
+        self.insert_batch("", events).await
+    }
+
+    /// Writes a batch known to be new, tagged with its batch (spool segment) id.
+    pub async fn insert_batch(
+        &self,
+        batch_id: &str,
+        events: &[UsageEvent],
+    ) -> Result<(), UsageError> {
         match self {
             Self::Embedded(s) => s.insert(events).await,
-            Self::ClickHouse(s) => s.insert(events).await,
+            Self::ClickHouse(s) => s.insert(batch_id, events).await,
+        }
+    }
+
+    /// Writes a batch that may have been written before, without counting any
+    /// event twice: the embedded store ignores ids it has; ClickHouse looks the
+    /// batch up first. Returns how many events were new (the embedded store
+    /// reports the batch size).
+    pub async fn insert_once(
+        &self,
+        batch_id: &str,
+        events: &[UsageEvent],
+    ) -> Result<usize, UsageError> {
+        match self {
+            Self::Embedded(s) => s.insert(events).await.map(|()| events.len()),
+            Self::ClickHouse(s) => s.insert_once(batch_id, events).await,
         }
     }
 

@@ -114,3 +114,52 @@ async fn rollups_agree_with_raw_events_and_backfill_on_migration() {
     assert_eq!(calls.trim(), "250");
     ch.cleanup().await;
 }
+
+#[tokio::test]
+async fn replayed_batches_are_counted_once_in_raw_events_and_rollups() {
+    let ch = TestClickHouse::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::for_data_dir(dir.path());
+    settings.clickhouse_url = Some(ch.url.clone());
+    settings.clickhouse_database = ch.database.clone();
+    let store = UsageStore::open(&settings).await.unwrap();
+    let all = events();
+    let (first, second) = all.split_at(120);
+
+    // A batch written, then replayed whole (a crash after the insert, before
+    // the segment was deleted).
+    store
+        .insert_batch("node-a/00000000000000000001", first)
+        .await
+        .unwrap();
+    let again = store
+        .insert_once("node-a/00000000000000000001", first)
+        .await
+        .unwrap();
+    assert_eq!(again, 0, "nothing of the replayed batch is new");
+    // A batch of which only part was stored before: the rest goes in.
+    store
+        .insert_batch("node-a/00000000000000000002", &second[..40])
+        .await
+        .unwrap();
+    let rest = store
+        .insert_once("node-a/00000000000000000002", second)
+        .await
+        .unwrap();
+    assert_eq!(rest, 80);
+    // The same events under another batch id are other events' business: a
+    // batch id is never reused, so only ids within the batch are checked.
+    let db = &ch.database;
+    let raw = ch
+        .query(&format!(
+            "SELECT count(), uniqExact(event_id) FROM {db}.usage_events FORMAT TSV"
+        ))
+        .await;
+    assert_eq!(raw.trim(), "240\t240");
+    assert_eq!(
+        totals(&ch, "usage_hour", "hour").await.split('\t').next(),
+        Some("240"),
+        "the rollups count every event once"
+    );
+    ch.cleanup().await;
+}
