@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::UsageError;
 use crate::event::UsageEvent;
-use crate::query::{ApiUsage, LatencyMs, SummaryQuery, UsageSummary};
+use crate::query::{
+    ApiUsage, Bucket, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, UsageSummary,
+};
 
 /// Schema files, applied in order and recorded in `tollgate_migrations`.
 const MIGRATIONS: &[(u32, &str, &str)] = &[
@@ -318,6 +320,84 @@ impl ClickHouseStore {
             .map(|r| (r.class, r.n))
             .collect();
         Ok(UsageSummary::assemble(q, by_api, classes))
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct SeriesRow {
+    t: u64,
+    calls: u64,
+    errors: u64,
+    client_errors: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    q: Vec<f64>,
+}
+
+impl ClickHouseStore {
+    /// A time series from the rollups: minute buckets from `usage_minute`, hour
+    /// and day buckets from `usage_hour`.
+    pub async fn time_series(&self, q: &TimeSeriesQuery) -> Result<TimeSeries, UsageError> {
+        let (table, column, bucket) = match q.bucket {
+            Bucket::Minute => ("usage_minute", "minute", "minute"),
+            Bucket::Hour => ("usage_hour", "hour", "hour"),
+            Bucket::Day => ("usage_hour", "hour", "toStartOfDay(hour)"),
+        };
+        let f = &q.filter;
+        // Fixed SQL fragments only; every value is bound.
+        let mut sql = format!(
+            "SELECT toUInt64(toUnixTimestamp({bucket})) * 1000 AS t, sumMerge(calls) AS calls, \
+             sumMerge(errors) AS errors, sumMerge(client_errors) AS client_errors, \
+             sumMerge(bytes_in) AS bytes_in, sumMerge(bytes_out) AS bytes_out, \
+             quantilesMerge(0.5, 0.95, 0.99)(latency) AS q \
+             FROM {table} WHERE {column} >= toDateTime(?) AND {column} < toDateTime(?)"
+        );
+        for (present, condition) in [
+            (f.api.is_some(), " AND api_slug = ?"),
+            (f.app.is_some(), " AND app_id = ?"),
+            (f.plan.is_some(), " AND plan_id = ?"),
+            (f.developer.is_some(), " AND developer_id = ?"),
+            (f.status_class.is_some(), " AND status_class = ?"),
+        ] {
+            if present {
+                sql.push_str(condition);
+            }
+        }
+        sql.push_str(" GROUP BY t ORDER BY t");
+        let mut query = self
+            .client
+            .query(&sql)
+            .bind((q.from_ms / 1000) as u64)
+            .bind((q.to_ms / 1000) as u64);
+        for value in [&f.api, &f.app, &f.plan, &f.developer]
+            .into_iter()
+            .flatten()
+        {
+            query = query.bind(value.as_str());
+        }
+        if let Some(c) = f.status_class {
+            query = query.bind(c);
+        }
+        let rows = query
+            .fetch_all::<SeriesRow>()
+            .await?
+            .into_iter()
+            .map(|r| {
+                let at = |i: usize| r.q.get(i).copied().unwrap_or(0.0) / 1000.0;
+                (
+                    r.t as i64,
+                    BucketRow {
+                        calls: r.calls,
+                        errors: r.errors,
+                        client_errors: r.client_errors,
+                        bytes_in: r.bytes_in,
+                        bytes_out: r.bytes_out,
+                        latency_ms: [at(0), at(1), at(2)],
+                    },
+                )
+            })
+            .collect();
+        Ok(TimeSeries::fill(q, &rows))
     }
 }
 

@@ -160,3 +160,67 @@ impl EmbeddedStore {
         Ok(UsageSummary::assemble(q, by_api, classes))
     }
 }
+
+impl EmbeddedStore {
+    /// A time series from the raw events, with exact nearest-rank latency
+    /// percentiles per bucket.
+    pub async fn time_series(
+        &self,
+        q: &crate::query::TimeSeriesQuery,
+    ) -> Result<crate::query::TimeSeries, UsageError> {
+        let f = &q.filter;
+        let rows = sqlx::query(
+            "WITH f AS (
+                 SELECT (timestamp_ms / ?1) * ?1 AS b, status, latency_us, bytes_in, bytes_out
+                 FROM usage_events
+                 WHERE timestamp_ms >= ?2 AND timestamp_ms < ?3
+                   AND (?4 IS NULL OR api_slug = ?4) AND (?5 IS NULL OR app_id = ?5)
+                   AND (?6 IS NULL OR plan_id = ?6) AND (?7 IS NULL OR developer_id = ?7)
+                   AND (?8 IS NULL OR status / 100 = ?8)
+             ), r AS (
+                 SELECT b, status, latency_us, bytes_in, bytes_out,
+                        ROW_NUMBER() OVER (PARTITION BY b ORDER BY latency_us) AS rn,
+                        COUNT(*) OVER (PARTITION BY b) AS n
+                 FROM f
+             )
+             SELECT b, MAX(n) AS calls, SUM(status >= 500) AS errors,
+                    SUM(status >= 400 AND status < 500) AS client_errors,
+                    SUM(bytes_in) AS bytes_in, SUM(bytes_out) AS bytes_out,
+                    MIN(CASE WHEN rn * 100 >= n * 50 THEN latency_us END) AS p50,
+                    MIN(CASE WHEN rn * 100 >= n * 95 THEN latency_us END) AS p95,
+                    MIN(CASE WHEN rn * 100 >= n * 99 THEN latency_us END) AS p99
+             FROM r GROUP BY b ORDER BY b",
+        )
+        .bind(q.bucket.millis())
+        .bind(q.from_ms)
+        .bind(q.to_ms)
+        .bind(f.api.as_deref())
+        .bind(f.app.as_deref())
+        .bind(f.plan.as_deref())
+        .bind(f.developer.as_deref())
+        .bind(f.status_class.map(i64::from))
+        .fetch_all(&self.pool)
+        .await?;
+        let ms = |us: i64| us as f64 / 1000.0;
+        let mut buckets = std::collections::BTreeMap::new();
+        for r in &rows {
+            let count = |c: &str| r.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
+            buckets.insert(
+                r.try_get::<i64, _>("b")?,
+                crate::query::BucketRow {
+                    calls: count("calls")?,
+                    errors: count("errors")?,
+                    client_errors: count("client_errors")?,
+                    bytes_in: count("bytes_in")?,
+                    bytes_out: count("bytes_out")?,
+                    latency_ms: [
+                        ms(r.try_get("p50")?),
+                        ms(r.try_get("p95")?),
+                        ms(r.try_get("p99")?),
+                    ],
+                },
+            );
+        }
+        Ok(crate::query::TimeSeries::fill(q, &buckets))
+    }
+}

@@ -13,6 +13,9 @@ pub mod writer;
 
 pub use error::UsageError;
 pub use event::UsageEvent;
-pub use query::{ApiUsage, LatencyMs, SummaryQuery, UsageSummary};
+pub use query::{
+    ApiUsage, Bucket, LatencyMs, SeriesPoint, SummaryQuery, TimeSeries, TimeSeriesParams,
+    TimeSeriesQuery, UsageFilter, UsageSummary,
+};
 pub use store::UsageStore;
 pub use writer::{UsageRecorder, UsageStats, UsageWriter};

@@ -152,6 +152,231 @@ impl UsageSummary {
     }
 }
 
+/// Most points one time series may have.
+const MAX_POINTS: i64 = 10_000;
+
+/// The width of a time-series bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// One minute.
+    Minute,
+    /// One hour.
+    Hour,
+    /// One day (UTC).
+    Day,
+}
+
+impl Bucket {
+    /// Width in milliseconds.
+    pub fn millis(self) -> i64 {
+        match self {
+            Self::Minute => 60_000,
+            Self::Hour => 3_600_000,
+            Self::Day => 86_400_000,
+        }
+    }
+
+    fn parse(value: &str) -> Result<Self, UsageError> {
+        match value {
+            "minute" => Ok(Self::Minute),
+            "hour" => Ok(Self::Hour),
+            "day" => Ok(Self::Day),
+            other => Err(UsageError::Invalid {
+                param: "bucket",
+                message: format!("{other:?} is not a bucket; use minute, hour or day"),
+            }),
+        }
+    }
+}
+
+/// Which calls a usage query counts; every filter is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageFilter {
+    /// Only this API (slug).
+    pub api: Option<String>,
+    /// Only this app (id).
+    pub app: Option<String>,
+    /// Only this plan (id).
+    pub plan: Option<String>,
+    /// Only this developer (id).
+    pub developer: Option<String>,
+    /// Only this status class: 1 to 5 (`2` for 2xx).
+    pub status_class: Option<u8>,
+}
+
+fn id_param(param: &'static str, value: Option<&str>) -> Result<Option<String>, UsageError> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v)
+            if v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) =>
+        {
+            Ok(Some(v.to_owned()))
+        }
+        Some(v) => Err(UsageError::Invalid {
+            param,
+            message: format!("{v:?} is not an id (letters, digits, '_', '-', '.')"),
+        }),
+    }
+}
+
+/// A checked time-series request: `[from, to)` widened to whole buckets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeSeriesQuery {
+    /// Start of the first bucket (ms).
+    pub from_ms: i64,
+    /// End of the last bucket, exclusive (ms).
+    pub to_ms: i64,
+    /// Bucket width.
+    pub bucket: Bucket,
+    /// Which calls count.
+    pub filter: UsageFilter,
+}
+
+/// URL parameters of a time-series request, as given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TimeSeriesParams<'a> {
+    /// RFC 3339 start (required).
+    pub from: Option<&'a str>,
+    /// RFC 3339 end (now when absent).
+    pub to: Option<&'a str>,
+    /// `minute`, `hour` (default) or `day`.
+    pub bucket: Option<&'a str>,
+    /// API slug.
+    pub api: Option<&'a str>,
+    /// App id.
+    pub app: Option<&'a str>,
+    /// Plan id.
+    pub plan: Option<&'a str>,
+    /// Developer id.
+    pub developer: Option<&'a str>,
+    /// `2xx`, `4xx`, … or `2`, `4`, ….
+    pub status_class: Option<&'a str>,
+}
+
+impl TimeSeriesQuery {
+    /// Parses and checks URL parameters.
+    pub fn parse(p: TimeSeriesParams<'_>) -> Result<Self, UsageError> {
+        let range = SummaryQuery::parse(p.from, p.to, p.api)?;
+        let bucket = Bucket::parse(p.bucket.unwrap_or("hour"))?;
+        let width = bucket.millis();
+        let from_ms = range.from_ms.div_euclid(width) * width;
+        let to_ms = (range.to_ms + width - 1).div_euclid(width) * width;
+        let points = (to_ms - from_ms) / width;
+        if points > MAX_POINTS {
+            return Err(UsageError::Invalid {
+                param: "bucket",
+                message: format!(
+                    "{points} buckets is more than {MAX_POINTS}; use a coarser bucket or a shorter range"
+                ),
+            });
+        }
+        let status_class = match p.status_class.filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => {
+                let digit = s.strip_suffix("xx").unwrap_or(s);
+                match digit.parse::<u8>() {
+                    Ok(c @ 1..=5) => Some(c),
+                    _ => {
+                        return Err(UsageError::Invalid {
+                            param: "status_class",
+                            message: format!("{s:?} is not a status class; use 1xx to 5xx"),
+                        });
+                    }
+                }
+            }
+        };
+        Ok(Self {
+            from_ms,
+            to_ms,
+            bucket,
+            filter: UsageFilter {
+                api: range.api,
+                app: id_param("app", p.app)?,
+                plan: id_param("plan", p.plan)?,
+                developer: id_param("developer", p.developer)?,
+                status_class,
+            },
+        })
+    }
+}
+
+/// One bucket of a time series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesPoint {
+    /// Start of the bucket (RFC 3339).
+    pub t: String,
+    /// Calls answered.
+    pub calls: u64,
+    /// Calls answered with a 5xx status.
+    pub errors: u64,
+    /// Calls answered with a 4xx status.
+    pub client_errors: u64,
+    /// Request body bytes.
+    pub bytes_in: u64,
+    /// Response body bytes.
+    pub bytes_out: u64,
+    /// Latency percentiles (0 in empty buckets).
+    pub latency_ms: LatencyMs,
+}
+
+/// A bucket's numbers as a store returns them, keyed by bucket start (ms).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct BucketRow {
+    pub calls: u64,
+    pub errors: u64,
+    pub client_errors: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub latency_ms: [f64; 3],
+}
+
+/// A time series, every bucket of the range present.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimeSeries {
+    /// `minute`, `hour` or `day`.
+    pub bucket: &'static str,
+    /// The points, oldest first.
+    pub points: Vec<SeriesPoint>,
+}
+
+impl TimeSeries {
+    /// Every bucket of the query's range, zero where the store had nothing.
+    pub(crate) fn fill(q: &TimeSeriesQuery, rows: &BTreeMap<i64, BucketRow>) -> Self {
+        let width = q.bucket.millis();
+        let points = (0..(q.to_ms - q.from_ms) / width)
+            .map(|i| {
+                let t = q.from_ms + i * width;
+                let r = rows.get(&t).copied().unwrap_or_default();
+                SeriesPoint {
+                    t: DateTime::<Utc>::from_timestamp_millis(t)
+                        .unwrap_or_default()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    calls: r.calls,
+                    errors: r.errors,
+                    client_errors: r.client_errors,
+                    bytes_in: r.bytes_in,
+                    bytes_out: r.bytes_out,
+                    latency_ms: LatencyMs {
+                        p50: r.latency_ms[0],
+                        p95: r.latency_ms[1],
+                        p99: r.latency_ms[2],
+                    },
+                }
+            })
+            .collect();
+        Self {
+            bucket: match q.bucket {
+                Bucket::Minute => "minute",
+                Bucket::Hour => "hour",
+                Bucket::Day => "day",
+            },
+            points,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +406,65 @@ mod tests {
         let e =
             SummaryQuery::parse(Some("2026-01-01T00:00:00Z"), None, Some("x'; DROP")).unwrap_err();
         assert!(matches!(e, UsageError::Invalid { param: "api", .. }));
+    }
+
+    #[test]
+    fn time_series_parameters_are_checked() {
+        let p = TimeSeriesParams {
+            from: Some("2026-01-01T00:30:00Z"),
+            to: Some("2026-01-01T02:10:00Z"),
+            bucket: Some("hour"),
+            status_class: Some("5xx"),
+            app: Some("app_1"),
+            ..TimeSeriesParams::default()
+        };
+        let q = TimeSeriesQuery::parse(p).unwrap();
+        assert_eq!(
+            (q.to_ms - q.from_ms) / 3_600_000,
+            3,
+            "widened to whole hours"
+        );
+        assert_eq!(q.filter.status_class, Some(5));
+        let bad = |p: TimeSeriesParams<'_>| match TimeSeriesQuery::parse(p).unwrap_err() {
+            UsageError::Invalid { param, .. } => param,
+            e => panic!("{e}"),
+        };
+        assert_eq!(
+            bad(TimeSeriesParams {
+                bucket: Some("week"),
+                ..p
+            }),
+            "bucket"
+        );
+        assert_eq!(
+            bad(TimeSeriesParams {
+                status_class: Some("6xx"),
+                ..p
+            }),
+            "status_class"
+        );
+        assert_eq!(
+            bad(TimeSeriesParams {
+                app: Some("a' OR 1=1"),
+                ..p
+            }),
+            "app"
+        );
+        assert_eq!(
+            bad(TimeSeriesParams {
+                from: Some("2025-01-01T00:00:00Z"),
+                bucket: Some("minute"),
+                ..p
+            }),
+            "bucket",
+            "too many points"
+        );
+        assert_eq!(
+            bad(TimeSeriesParams {
+                to: Some("2025-01-01T00:00:00Z"),
+                ..p
+            }),
+            "to"
+        );
     }
 }

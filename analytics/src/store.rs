@@ -6,7 +6,7 @@ use crate::clickhouse::ClickHouseStore;
 use crate::embedded::EmbeddedStore;
 use crate::error::UsageError;
 use crate::event::UsageEvent;
-use crate::query::{SummaryQuery, UsageSummary};
+use crate::query::{SummaryQuery, TimeSeries, TimeSeriesQuery, UsageSummary};
 
 /// Where usage events are kept and queried.
 #[derive(Clone, Debug)]
@@ -84,6 +84,14 @@ impl UsageStore {
         match self {
             Self::Embedded(s) => s.summary(q).await,
             Self::ClickHouse(s) => s.summary(q).await,
+        }
+    }
+
+    /// Calls, errors, bytes and latency over time, every bucket present.
+    pub async fn time_series(&self, q: &TimeSeriesQuery) -> Result<TimeSeries, UsageError> {
+        match self {
+            Self::Embedded(s) => s.time_series(q).await,
+            Self::ClickHouse(s) => s.time_series(q).await,
         }
     }
 

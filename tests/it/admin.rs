@@ -227,6 +227,25 @@ async fn crud_and_errors(stack: Stack) {
         (s, error(&b)),
         (422, ("validation_failed", Some("dimension")))
     );
+    for (query, field) in [
+        ("from=2026-01-01T00:00:00Z&bucket=week", "bucket"),
+        ("from=2026-01-01T00:00:00Z&status_class=9xx", "status_class"),
+        ("from=2026-01-01T00:00:00Z&app=x%27%20OR%201", "app"),
+        (
+            "from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z&bucket=minute",
+            "bucket",
+        ),
+        ("from=2026-01-01T00:00:00Z&group=api", "group"),
+    ] {
+        let (s, b) = app
+            .admin("GET", &format!("/admin/usage/timeseries?{query}"), None)
+            .await;
+        assert_eq!(
+            (s, error(&b)),
+            (422, ("validation_failed", Some(field))),
+            "{query}"
+        );
+    }
     app.stop().await;
 }
 on_both_stacks!(crud_and_errors, super::crud_and_errors);
@@ -301,6 +320,7 @@ async fn openapi_document_covers_every_route() {
         ("/admin/subscriptions", &["get", "post"]),
         ("/admin/subscriptions/{id}", &["get", "patch"]),
         ("/admin/usage/summary", &["get"]),
+        ("/admin/usage/timeseries", &["get"]),
         ("/admin/openapi.json", &["get"]),
     ];
     for (path, methods) in routes {

@@ -120,6 +120,32 @@ async fn proxies_and_refuses(stack: Stack) {
     // Every answered call was metered once: proxied and refused alike.
     app.expect_usage(None, calls).await;
     app.expect_usage(Some("echo"), calls - 2).await;
+
+    // The same calls as a time series of the last two hours, by the admin API:
+    // all of them, and those of the key's app (refused before authentication,
+    // a 404 has no app).
+    let from = (chrono::Utc::now() - chrono::Duration::hours(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let series = |filter: String| {
+        let app = &app;
+        let from = from.clone();
+        async move {
+            let url = format!("/admin/usage/timeseries?from={from}&bucket=minute{filter}");
+            let (s, series) = app.admin("GET", &url, None).await;
+            assert_eq!(s, 200, "{series}");
+            let points = series["points"].as_array().unwrap().clone();
+            assert!((120..=121).contains(&points.len()), "every minute present");
+            let total = |field: &str| {
+                points
+                    .iter()
+                    .map(|p| p[field].as_u64().unwrap())
+                    .sum::<u64>()
+            };
+            (total("calls"), total("client_errors"), total("errors"))
+        }
+    };
+    assert_eq!(series(String::new()).await, (calls, calls - 3, 0));
+    assert_eq!(series(format!("&app={}", p.app_id)).await, (3, 0, 0));
     app.stop().await;
 }
 on_both_stacks!(proxies_and_refuses, super::proxies_and_refuses);

@@ -2,6 +2,7 @@
 //! expecting the same answers.
 
 mod rollups;
+mod series;
 
 use std::time::Duration;
 

@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
             get(subscriptions::show).patch(subscriptions::update),
         )
         .route("/admin/usage/summary", get(usage::summary))
+        .route("/admin/usage/timeseries", get(usage::time_series))
         .route("/admin/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
