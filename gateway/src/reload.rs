@@ -41,11 +41,13 @@ pub(crate) async fn follow(store: Store, gateway: Weak<Gateway>) {
         let wanted = *changes.borrow_and_update();
         let current = gw.snapshot.load_full();
         if wanted > current.version {
+            let started = std::time::Instant::now();
             match next_snapshot(&store, &gw, &current).await {
                 Ok((next, incremental)) => {
                     tracing::debug!(
                         version = next.version,
                         incremental,
+                        elapsed_us = started.elapsed().as_micros() as u64,
                         apis = next.route_count(),
                         keys = next.key_count(),
                         "gateway configuration reloaded"
