@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::UsageError;
 use crate::event::UsageEvent;
 use crate::query::{
-    ApiUsage, Bucket, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, UsageSummary,
+    ApiUsage, Bucket, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, TopList,
+    TopQuery, UsageSummary,
 };
 
 /// Schema files, applied in order and recorded in `tollgate_migrations`.
@@ -398,6 +399,61 @@ impl ClickHouseStore {
             })
             .collect();
         Ok(TimeSeries::fill(q, &rows))
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct TopRow {
+    key: String,
+    calls: u64,
+    errors: u64,
+    client_errors: u64,
+    bytes_out: u64,
+}
+
+impl ClickHouseStore {
+    /// The busiest APIs, routes, apps, developers, plans or status classes, from
+    /// the hour rollups.
+    pub async fn top(&self, q: &TopQuery) -> Result<TopList, UsageError> {
+        let f = &q.filter;
+        let column = q.dimension.column(false);
+        let mut sql = format!(
+            "SELECT toString({column}) AS key, sumMerge(calls) AS calls, sumMerge(errors) AS errors, \
+             sumMerge(client_errors) AS client_errors, sumMerge(bytes_out) AS bytes_out \
+             FROM usage_hour WHERE hour >= toDateTime(?) AND hour < toDateTime(?)"
+        );
+        for (present, condition) in [
+            (f.api.is_some(), " AND api_slug = ?"),
+            (f.app.is_some(), " AND app_id = ?"),
+            (f.plan.is_some(), " AND plan_id = ?"),
+            (f.developer.is_some(), " AND developer_id = ?"),
+            (f.status_class.is_some(), " AND status_class = ?"),
+        ] {
+            if present {
+                sql.push_str(condition);
+            }
+        }
+        sql.push_str(" GROUP BY key ORDER BY calls DESC, key LIMIT ?");
+        let mut query = self
+            .client
+            .query(&sql)
+            .bind((q.from_ms / 1000) as u64)
+            .bind((q.to_ms / 1000) as u64);
+        for value in [&f.api, &f.app, &f.plan, &f.developer]
+            .into_iter()
+            .flatten()
+        {
+            query = query.bind(value.as_str());
+        }
+        if let Some(c) = f.status_class {
+            query = query.bind(c);
+        }
+        let rows = query.bind(q.limit).fetch_all::<TopRow>().await?;
+        Ok(TopList::assemble(
+            q.dimension,
+            rows.into_iter()
+                .map(|r| (r.key, r.calls, r.errors, r.client_errors, r.bytes_out)),
+        ))
     }
 }
 

@@ -224,3 +224,54 @@ impl EmbeddedStore {
         Ok(crate::query::TimeSeries::fill(q, &buckets))
     }
 }
+
+impl EmbeddedStore {
+    /// The busiest APIs, routes, apps, developers, plans or status classes.
+    pub async fn top(
+        &self,
+        q: &crate::query::TopQuery,
+    ) -> Result<crate::query::TopList, UsageError> {
+        let f = &q.filter;
+        let column = q.dimension.column(true);
+        // The column is fixed text chosen by the dimension; values are bound.
+        let sql = format!(
+            "SELECT CAST({column} AS TEXT) AS key, COUNT(*) AS calls, SUM(status >= 500) AS errors,
+                    SUM(status >= 400 AND status < 500) AS client_errors, SUM(bytes_out) AS bytes_out
+             FROM usage_events
+             WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2
+               AND (?3 IS NULL OR api_slug = ?3) AND (?4 IS NULL OR app_id = ?4)
+               AND (?5 IS NULL OR plan_id = ?5) AND (?6 IS NULL OR developer_id = ?6)
+               AND (?7 IS NULL OR status / 100 = ?7)
+             GROUP BY key ORDER BY calls DESC, key LIMIT ?8"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(q.from_ms)
+            .bind(q.to_ms)
+            .bind(f.api.as_deref())
+            .bind(f.app.as_deref())
+            .bind(f.plan.as_deref())
+            .bind(f.developer.as_deref())
+            .bind(f.status_class.map(i64::from))
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let count =
+            |r: &sqlx::sqlite::SqliteRow, c: &str| r.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<Option<String>, _>("key")?.unwrap_or_default(),
+                    count(r, "calls")?,
+                    count(r, "errors")?,
+                    count(r, "client_errors")?,
+                    count(r, "bytes_out")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(crate::query::TopList::assemble(
+            q.dimension,
+            rows.into_iter(),
+        ))
+    }
+}

@@ -13,9 +13,10 @@ pub mod writer;
 
 pub use error::UsageError;
 pub use event::UsageEvent;
+pub use query::Dimension;
 pub use query::{
     ApiUsage, Bucket, LatencyMs, SeriesPoint, SummaryQuery, TimeSeries, TimeSeriesParams,
-    TimeSeriesQuery, UsageFilter, UsageSummary,
+    TimeSeriesQuery, TopEntry, TopList, TopQuery, UsageFilter, UsageSummary,
 };
 pub use store::UsageStore;
 pub use writer::{UsageRecorder, UsageStats, UsageWriter};

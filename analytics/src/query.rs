@@ -272,6 +272,18 @@ impl TimeSeriesQuery {
                 ),
             });
         }
+        Ok(Self {
+            from_ms,
+            to_ms,
+            bucket,
+            filter: UsageFilter::parse(&p, range.api)?,
+        })
+    }
+}
+
+impl UsageFilter {
+    /// The filters of `p`; the API slug was checked with the range.
+    fn parse(p: &TimeSeriesParams<'_>, api: Option<String>) -> Result<Self, UsageError> {
         let status_class = match p.status_class.filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => {
@@ -288,16 +300,11 @@ impl TimeSeriesQuery {
             }
         };
         Ok(Self {
-            from_ms,
-            to_ms,
-            bucket,
-            filter: UsageFilter {
-                api: range.api,
-                app: id_param("app", p.app)?,
-                plan: id_param("plan", p.plan)?,
-                developer: id_param("developer", p.developer)?,
-                status_class,
-            },
+            api,
+            app: id_param("app", p.app)?,
+            plan: id_param("plan", p.plan)?,
+            developer: id_param("developer", p.developer)?,
+            status_class,
         })
     }
 }
@@ -373,6 +380,176 @@ impl TimeSeries {
                 Bucket::Day => "day",
             },
             points,
+        }
+    }
+}
+
+/// What a top-N list ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    /// APIs, by slug.
+    Api,
+    /// Routes (operation templates).
+    Route,
+    /// Apps, by id.
+    App,
+    /// Developers, by id.
+    Developer,
+    /// Plans, by id.
+    Plan,
+    /// Status codes (ClickHouse rollups keep classes, so `2xx`, `4xx`, …).
+    StatusClass,
+}
+
+impl Dimension {
+    fn parse(value: &str) -> Result<Self, UsageError> {
+        Ok(match value {
+            "api" => Self::Api,
+            "route" => Self::Route,
+            "app" => Self::App,
+            "developer" => Self::Developer,
+            "plan" => Self::Plan,
+            "status_class" => Self::StatusClass,
+            other => {
+                return Err(UsageError::Invalid {
+                    param: "dimension",
+                    message: format!(
+                        "{other:?} is not a dimension; use api, route, app, developer, plan or status_class"
+                    ),
+                });
+            }
+        })
+    }
+
+    /// The expression that holds it in the raw events and the rollups (fixed
+    /// text, never user input); the embedded store derives the status class.
+    pub(crate) fn column(self, raw: bool) -> &'static str {
+        match self {
+            Self::Api => "api_slug",
+            Self::Route => "route",
+            Self::App => "app_id",
+            Self::Developer => "developer_id",
+            Self::Plan => "plan_id",
+            Self::StatusClass if raw => "status / 100",
+            Self::StatusClass => "status_class",
+        }
+    }
+
+    /// Its name in answers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Route => "route",
+            Self::App => "app",
+            Self::Developer => "developer",
+            Self::Plan => "plan",
+            Self::StatusClass => "status_class",
+        }
+    }
+}
+
+/// Longest top-N list.
+const MAX_LIMIT: u32 = 1000;
+
+/// A checked top-N request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopQuery {
+    /// Start, inclusive (ms), widened to a whole hour.
+    pub from_ms: i64,
+    /// End, exclusive (ms), widened to a whole hour.
+    pub to_ms: i64,
+    /// What to rank.
+    pub dimension: Dimension,
+    /// How many entries (1 to 1000, default 10).
+    pub limit: u32,
+    /// Which calls count.
+    pub filter: UsageFilter,
+}
+
+impl TopQuery {
+    /// Parses and checks URL parameters (`bucket` is not used: rankings cover the
+    /// range widened to whole hours).
+    pub fn parse(
+        p: TimeSeriesParams<'_>,
+        dimension: Option<&str>,
+        limit: Option<&str>,
+    ) -> Result<Self, UsageError> {
+        let range = SummaryQuery::parse(p.from, p.to, p.api)?;
+        let dimension = Dimension::parse(dimension.ok_or(UsageError::Invalid {
+            param: "dimension",
+            message: "is required: api, route, app, developer, plan or status_class".into(),
+        })?)?;
+        let limit = match limit {
+            None => 10,
+            Some(l) => match l.parse::<u32>() {
+                Ok(n @ 1..=MAX_LIMIT) => n,
+                _ => {
+                    return Err(UsageError::Invalid {
+                        param: "limit",
+                        message: format!("{l:?} is not a number from 1 to {MAX_LIMIT}"),
+                    });
+                }
+            },
+        };
+        let hour = Bucket::Hour.millis();
+        Ok(Self {
+            from_ms: range.from_ms.div_euclid(hour) * hour,
+            to_ms: (range.to_ms + hour - 1).div_euclid(hour) * hour,
+            dimension,
+            limit,
+            filter: UsageFilter::parse(&p, range.api)?,
+        })
+    }
+}
+
+/// One entry of a top-N list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopEntry {
+    /// The API slug, route, app id, developer id, plan id or status class
+    /// (`null` for calls without one, e.g. the app of a call refused before
+    /// authentication).
+    pub key: Option<String>,
+    /// Calls answered.
+    pub calls: u64,
+    /// Calls answered with a 5xx status.
+    pub errors: u64,
+    /// Calls answered with a 4xx status.
+    pub client_errors: u64,
+    /// Response body bytes.
+    pub bytes_out: u64,
+}
+
+/// A top-N list, busiest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopList {
+    /// What was ranked.
+    pub dimension: &'static str,
+    /// The entries, most calls first (ties by key).
+    pub entries: Vec<TopEntry>,
+}
+
+impl TopList {
+    /// A list from `(key, calls, errors, client errors, bytes out)` rows.
+    pub(crate) fn assemble(
+        dimension: Dimension,
+        rows: impl Iterator<Item = (String, u64, u64, u64, u64)>,
+    ) -> Self {
+        Self {
+            dimension: dimension.name(),
+            entries: rows
+                .map(|(key, calls, errors, client_errors, bytes_out)| TopEntry {
+                    key: Some(key)
+                        .filter(|k| !k.is_empty())
+                        .map(|k| match dimension {
+                            Dimension::StatusClass => format!("{k}xx"),
+                            _ => k,
+                        }),
+                    calls,
+                    errors,
+                    client_errors,
+                    bytes_out,
+                })
+                .collect(),
         }
     }
 }

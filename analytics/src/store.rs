@@ -6,7 +6,7 @@ use crate::clickhouse::ClickHouseStore;
 use crate::embedded::EmbeddedStore;
 use crate::error::UsageError;
 use crate::event::UsageEvent;
-use crate::query::{SummaryQuery, TimeSeries, TimeSeriesQuery, UsageSummary};
+use crate::query::{SummaryQuery, TimeSeries, TimeSeriesQuery, TopList, TopQuery, UsageSummary};
 
 /// Where usage events are kept and queried.
 #[derive(Clone, Debug)]
@@ -92,6 +92,14 @@ impl UsageStore {
         match self {
             Self::Embedded(s) => s.time_series(q).await,
             Self::ClickHouse(s) => s.time_series(q).await,
+        }
+    }
+
+    /// The busiest APIs, routes, apps, developers, plans or status classes.
+    pub async fn top(&self, q: &TopQuery) -> Result<TopList, UsageError> {
+        match self {
+            Self::Embedded(s) => s.top(q).await,
+            Self::ClickHouse(s) => s.top(q).await,
         }
     }
 

@@ -246,6 +246,25 @@ async fn crud_and_errors(stack: Stack) {
             "{query}"
         );
     }
+    for (query, field) in [
+        ("from=2026-01-01T00:00:00Z", "dimension"),
+        ("from=2026-01-01T00:00:00Z&dimension=country", "dimension"),
+        ("from=2026-01-01T00:00:00Z&dimension=app&limit=0", "limit"),
+        ("from=2026-01-01T00:00:00Z&dimension=app&limit=ten", "limit"),
+        (
+            "from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z&dimension=app",
+            "to",
+        ),
+    ] {
+        let (s, b) = app
+            .admin("GET", &format!("/admin/usage/top?{query}"), None)
+            .await;
+        assert_eq!(
+            (s, error(&b)),
+            (422, ("validation_failed", Some(field))),
+            "{query}"
+        );
+    }
     app.stop().await;
 }
 on_both_stacks!(crud_and_errors, super::crud_and_errors);
@@ -321,6 +340,7 @@ async fn openapi_document_covers_every_route() {
         ("/admin/subscriptions/{id}", &["get", "patch"]),
         ("/admin/usage/summary", &["get"]),
         ("/admin/usage/timeseries", &["get"]),
+        ("/admin/usage/top", &["get"]),
         ("/admin/openapi.json", &["get"]),
     ];
     for (path, methods) in routes {

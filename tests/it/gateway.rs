@@ -146,6 +146,16 @@ async fn proxies_and_refuses(stack: Stack) {
     };
     assert_eq!(series(String::new()).await, (calls, calls - 3, 0));
     assert_eq!(series(format!("&app={}", p.app_id)).await, (3, 0, 0));
+    let (s, top) = app
+        .admin(
+            "GET",
+            &format!("/admin/usage/top?from={from}&dimension=api"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{top}");
+    assert_eq!(top["entries"][0]["key"], "echo");
+    assert_eq!(top["entries"][0]["calls"], calls - 2);
     app.stop().await;
 }
 on_both_stacks!(proxies_and_refuses, super::proxies_and_refuses);

@@ -129,3 +129,104 @@ async fn time_series_embedded() {
 async fn time_series_clickhouse() {
     with_usage_store(Kind::ClickHouse, same_buckets).await;
 }
+
+async fn same_rankings(store: UsageStore) {
+    let mut all = events();
+    // A third app with fewer calls, and a call refused before authentication.
+    for i in 0..5u64 {
+        let mut e = UsageEvent::new(T0 + 7_200_000 + i * 1000);
+        e.api_slug = "maps".into();
+        e.app_id = "app_z".into();
+        e.status = 200;
+        all.push(e);
+    }
+    let mut anonymous = UsageEvent::new(T0 + 7_300_000);
+    anonymous.status = 401;
+    all.push(anonymous);
+    store.insert(&all).await.unwrap();
+
+    let top = |dimension: &'static str,
+               limit: Option<&'static str>,
+               f: fn(&mut TimeSeriesParams<'static>)| {
+        let store = &store;
+        async move {
+            let mut p = TimeSeriesParams {
+                from: Some("2026-01-01T00:00:00Z"),
+                to: Some("2026-01-02T00:00:00Z"),
+                ..TimeSeriesParams::default()
+            };
+            f(&mut p);
+            let q = tollgate_analytics::TopQuery::parse(p, Some(dimension), limit).unwrap();
+            store
+                .top(&q)
+                .await
+                .unwrap()
+                .entries
+                .into_iter()
+                .map(|e| (e.key, e.calls, e.errors, e.client_errors))
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_app = top("app", None, |_| {}).await;
+    let errors_of = |app: u64| {
+        all[..240]
+            .iter()
+            .filter(|e| e.app_id == format!("app_{app}") && e.status >= 500)
+            .count() as u64
+    };
+    let client_of = |app: u64| {
+        all[..240]
+            .iter()
+            .filter(|e| e.app_id == format!("app_{app}") && e.status / 100 == 4)
+            .count() as u64
+    };
+    assert_eq!(
+        by_app,
+        [
+            (Some("app_0".into()), 120, errors_of(0), client_of(0)),
+            (Some("app_1".into()), 120, errors_of(1), client_of(1)),
+            (Some("app_z".into()), 5, 0, 0),
+            (None, 1, 0, 1),
+        ]
+    );
+    assert_eq!(
+        top("api", Some("1"), |_| {}).await,
+        [(
+            Some("weather".into()),
+            240,
+            errors_of(0) + errors_of(1),
+            client_of(0) + client_of(1)
+        )]
+    );
+    let classes = top("status_class", None, |_| {}).await;
+    let fives = errors_of(0) + errors_of(1);
+    let fours = client_of(0) + client_of(1) + 1;
+    assert_eq!(
+        classes
+            .iter()
+            .map(|(k, n, _, _)| (k.clone().unwrap(), *n))
+            .collect::<Vec<_>>(),
+        [
+            ("2xx".into(), 246 - fives - fours),
+            ("4xx".into(), fours),
+            ("5xx".into(), fives)
+        ]
+    );
+    let server_errors_by_app = top("app", None, |p| p.status_class = Some("5xx")).await;
+    assert_eq!(server_errors_by_app.len(), 2);
+    assert!(
+        server_errors_by_app
+            .iter()
+            .all(|(_, calls, errors, _)| calls == errors)
+    );
+}
+
+#[tokio::test]
+async fn top_lists_embedded() {
+    with_usage_store(Kind::Embedded, same_rankings).await;
+}
+
+#[tokio::test]
+async fn top_lists_clickhouse() {
+    with_usage_store(Kind::ClickHouse, same_rankings).await;
+}

@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/usage/summary", get(usage::summary))
         .route("/admin/usage/timeseries", get(usage::time_series))
+        .route("/admin/usage/top", get(usage::top))
         .route("/admin/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,11 +1,11 @@
-//! `/admin/usage/summary` and `/admin/usage/timeseries`
+//! `/admin/usage/summary`, `/admin/usage/timeseries` and `/admin/usage/top`
 
 use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
-use tollgate_analytics::{SummaryQuery, TimeSeriesParams, TimeSeriesQuery};
+use tollgate_analytics::{SummaryQuery, TimeSeriesParams, TimeSeriesQuery, TopQuery};
 
 use super::ApiResult;
 use super::error::ApiError;
@@ -42,18 +42,9 @@ const SERIES_PARAMS: [&str; 8] = [
     "status_class",
 ];
 
-pub(super) async fn time_series(
-    State(s): State<AppState>,
-    Query(params): Query<HashMap<String, String>>,
-) -> ApiResult<impl IntoResponse> {
-    if let Some(unknown) = params.keys().find(|k| !SERIES_PARAMS.contains(&k.as_str())) {
-        return Err(ApiError::validation(
-            unknown.clone(),
-            "unknown parameter; use from, to, bucket, api, app, plan, developer and status_class",
-        ));
-    }
+fn series_params(params: &HashMap<String, String>) -> TimeSeriesParams<'_> {
     let get = |k: &str| params.get(k).map(String::as_str);
-    let q = TimeSeriesQuery::parse(TimeSeriesParams {
+    TimeSeriesParams {
         from: get("from"),
         to: get("to"),
         bucket: get("bucket"),
@@ -62,6 +53,49 @@ pub(super) async fn time_series(
         plan: get("plan"),
         developer: get("developer"),
         status_class: get("status_class"),
-    })?;
+    }
+}
+
+fn refuse_unknown(params: &HashMap<String, String>, known: &[&str]) -> ApiResult<()> {
+    match params.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::validation(
+            unknown.clone(),
+            format!("unknown parameter; use {}", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+pub(super) async fn time_series(
+    State(s): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult<impl IntoResponse> {
+    refuse_unknown(&params, &SERIES_PARAMS)?;
+    let q = TimeSeriesQuery::parse(series_params(&params))?;
     Ok(Json(s.usage.time_series(&q).await?))
+}
+
+const TOP_PARAMS: [&str; 9] = [
+    "from",
+    "to",
+    "dimension",
+    "limit",
+    "api",
+    "app",
+    "plan",
+    "developer",
+    "status_class",
+];
+
+pub(super) async fn top(
+    State(s): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult<impl IntoResponse> {
+    refuse_unknown(&params, &TOP_PARAMS)?;
+    let q = TopQuery::parse(
+        series_params(&params),
+        params.get("dimension").map(String::as_str),
+        params.get("limit").map(String::as_str),
+    )?;
+    Ok(Json(s.usage.top(&q).await?))
 }
