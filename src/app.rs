@@ -60,6 +60,7 @@ pub struct Running {
     servers: JoinSet<()>,
     writer: Option<UsageWriter>,
     follower: Option<tokio::task::JoinHandle<()>>,
+    retention: tokio::task::JoinHandle<()>,
 }
 
 /// Opens both stores, applying migrations.
@@ -106,6 +107,15 @@ pub async fn start(
         servers: JoinSet::new(),
         writer: None,
         follower: None,
+        // Every process runs retention: dropping old data is idempotent, and a
+        // gateway with the embedded store has no one else to do it.
+        retention: tokio::spawn(tollgate_analytics::retention::run(
+            usage.clone(),
+            tollgate_analytics::retention::RetentionPolicy {
+                raw_days: settings.usage_retention_days,
+                rollup_days: settings.usage_rollup_retention_days,
+            },
+        )),
     };
 
     if mode.gateway() {
@@ -194,6 +204,7 @@ impl Running {
         if let Some(f) = self.follower.take() {
             f.abort();
         }
+        self.retention.abort();
         // The gateway's body wrappers hold recorders; they are done once the
         // servers have finished their connections.
         if let Some(gw) = self.gateway.take() {

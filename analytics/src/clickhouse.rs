@@ -14,6 +14,7 @@ use crate::query::{
     ApiUsage, Bucket, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, TopList,
     TopQuery, UsageSummary,
 };
+use crate::retention::{RetentionPolicy, RetentionReport, oldest_kept_month};
 
 /// Schema files, applied in order and recorded in `tollgate_migrations`.
 const MIGRATIONS: &[(u32, &str, &str)] = &[
@@ -454,6 +455,63 @@ impl ClickHouseStore {
             rows.into_iter()
                 .map(|r| (r.key, r.calls, r.errors, r.client_errors, r.bytes_out)),
         ))
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct PartitionRow {
+    table: String,
+    partition: String,
+}
+
+impl ClickHouseStore {
+    /// Drops the monthly partitions of raw events and rollups that are entirely
+    /// older than the policy keeps.
+    pub async fn apply_retention(
+        &self,
+        now_ms: i64,
+        policy: RetentionPolicy,
+    ) -> Result<RetentionReport, UsageError> {
+        let raw_keep = oldest_kept_month(now_ms, policy.raw_days);
+        let rollup_keep = oldest_kept_month(now_ms, policy.rollup_days);
+        let parts = self
+            .server
+            .query(
+                "SELECT DISTINCT table, partition FROM system.parts \
+                 WHERE database = ? AND active AND table IN ('usage_events', 'usage_minute', 'usage_hour') \
+                 ORDER BY table, partition",
+            )
+            .bind(self.database.as_str())
+            .fetch_all::<PartitionRow>()
+            .await?;
+        let mut report = RetentionReport::default();
+        for part in parts {
+            // Partitions are toYYYYMM values; anything else is not ours to drop.
+            let Ok(month) = part.partition.parse::<u32>() else {
+                continue;
+            };
+            let keep = if part.table == "usage_events" {
+                raw_keep
+            } else {
+                rollup_keep
+            };
+            if month >= keep {
+                continue;
+            }
+            // Table and partition come from the closed list above and a parsed
+            // number: nothing from outside reaches this text.
+            self.client
+                .query(&format!(
+                    "ALTER TABLE {} DROP PARTITION {month}",
+                    part.table
+                ))
+                .execute()
+                .await?;
+            report
+                .partitions_dropped
+                .push(format!("{}:{month}", part.table));
+        }
+        Ok(report)
     }
 }
 

@@ -275,3 +275,14 @@ impl EmbeddedStore {
         ))
     }
 }
+
+impl EmbeddedStore {
+    /// Deletes raw events older than `cutoff_ms`; returns how many.
+    pub async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, UsageError> {
+        let done = sqlx::query("DELETE FROM usage_events WHERE timestamp_ms < ?1")
+            .bind(cutoff_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -7,6 +7,7 @@ pub mod embedded;
 pub mod error;
 pub mod event;
 pub mod query;
+pub mod retention;
 pub mod spool;
 pub mod store;
 pub mod writer;

@@ -136,6 +136,18 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "Usage events held in memory while the writer is busy; beyond it events are dropped and counted.",
     },
     SettingSpec {
+        key: "usage_retention_days",
+        env: "TOLLGATE_USAGE_RETENTION_DAYS",
+        default: "400",
+        doc: "Days raw usage events are kept; older ones are removed (ClickHouse: whole monthly partitions, once every day of the month is older).",
+    },
+    SettingSpec {
+        key: "usage_rollup_retention_days",
+        env: "TOLLGATE_USAGE_ROLLUP_RETENTION_DAYS",
+        default: "1100",
+        doc: "Days the ClickHouse minute and hour rollups are kept (whole monthly partitions).",
+    },
+    SettingSpec {
         key: "node_name",
         env: "TOLLGATE_NODE_NAME",
         default: "",
@@ -242,6 +254,10 @@ pub struct Settings {
     pub usage_batch_size: usize,
     /// Usage queue capacity.
     pub usage_queue_capacity: usize,
+    /// Days raw usage events are kept.
+    pub usage_retention_days: u32,
+    /// Days usage rollups are kept.
+    pub usage_rollup_retention_days: u32,
     /// Node name in usage events.
     pub node_name: String,
     /// Redis URL for cluster-wide rate limits.
@@ -396,6 +412,18 @@ impl Layers {
         }
     }
 
+    fn days(&self, key: &str) -> Result<u32, ConfigError> {
+        let v = self.raw(key).unwrap_or(Self::spec(key).default);
+        match v.parse::<u32>() {
+            Ok(n @ 1..=36_500) => Ok(n),
+            _ => Err(self.invalid(
+                key,
+                v,
+                "is not a number of days; expected a whole number from 1 to 36500",
+            )),
+        }
+    }
+
     fn flag(&self, key: &str) -> Result<bool, ConfigError> {
         let v = self.raw(key).unwrap_or(Self::spec(key).default);
         match v.to_ascii_lowercase().as_str() {
@@ -543,6 +571,8 @@ impl Settings {
             usage_flush_interval: l.millis("usage_flush_interval_ms")?,
             usage_batch_size: l.count("usage_batch_size")?,
             usage_queue_capacity: l.count("usage_queue_capacity")?,
+            usage_retention_days: l.days("usage_retention_days")?,
+            usage_rollup_retention_days: l.days("usage_rollup_retention_days")?,
             node_name,
             redis_url: match l.string("redis_url") {
                 None => None,
