@@ -339,12 +339,7 @@ mod tests {
         let targets = (0..n)
             .map(|i| {
                 let url = format!("http://10.0.0.{i}:80");
-                let uri: http::Uri = url.parse().unwrap();
-                let t = Target {
-                    scheme: uri.scheme().unwrap().clone(),
-                    authority: uri.authority().unwrap().clone(),
-                    path: String::new(),
-                };
+                let t = Target::parse(&url).unwrap();
                 (url, t)
             })
             .collect();

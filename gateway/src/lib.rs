@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod balancer;
 pub mod error;
+pub mod headers;
 pub mod metering;
 pub mod metrics;
 pub mod oauth;
@@ -51,7 +52,7 @@ pub struct Gateway {
     client: UpstreamClient,
     recorder: UsageRecorder,
     upstream_timeout: Duration,
-    node: String,
+    node: tollgate_analytics::event::Text,
     rate_limiter: RateLimiter,
     quotas: QuotaKeeper,
     jwt: JwtVerifier,
@@ -99,7 +100,7 @@ impl Gateway {
             client: proxy::client(settings.upstream_connect_timeout),
             recorder,
             upstream_timeout: settings.upstream_timeout,
-            node: settings.node_name.clone(),
+            node: settings.node_name.as_str().into(),
             rate_limiter,
             quotas: QuotaKeeper::new(store.clone(), settings.quota_lease_size),
             jwt: JwtVerifier::new(),
@@ -174,8 +175,10 @@ impl Gateway {
                     };
                     let _ = stream.set_nodelay(true);
                     let gateway = self.clone();
+                    let peer = Arc::new(proxy::Peer::new(peer));
                     let service = service_fn(move |req| {
                         let gateway = gateway.clone();
+                        let peer = peer.clone();
                         async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
                     });
                     let conn = builder

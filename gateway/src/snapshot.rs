@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use http::HeaderValue;
 use http::uri::{Authority, Scheme};
+use tollgate_analytics::event::Text;
 use tollgate_core::key::KeyHash;
 use tollgate_core::model::{ApiPolicies, RateLimit, SubscriptionStatus};
 use tollgate_core::store::{GatewayConfig, QuotaRule};
@@ -26,15 +28,20 @@ pub struct Target {
     pub authority: Authority,
     /// Path prefix on the upstream, without a trailing slash (may be empty).
     pub path: String,
+    /// The `Host` header sent to it (the authority), built once.
+    pub host: HeaderValue,
 }
 
 impl Target {
-    fn parse(url: &str) -> Option<Self> {
+    /// The target of an upstream URL (`http://host:port/prefix`).
+    pub fn parse(url: &str) -> Option<Self> {
         let uri: http::Uri = url.parse().ok()?;
         let path = uri.path().trim_end_matches('/').to_owned();
+        let authority = uri.authority()?.clone();
         Some(Self {
             scheme: uri.scheme()?.clone(),
-            authority: uri.authority()?.clone(),
+            host: HeaderValue::from_str(authority.as_str()).ok()?,
+            authority,
             path,
         })
     }
@@ -44,11 +51,11 @@ impl Target {
 #[derive(Debug)]
 pub struct ApiRoute {
     /// API id.
-    pub id: String,
+    pub id: Text,
     /// API slug.
-    pub slug: String,
+    pub slug: Text,
     /// Path prefix on the gateway.
-    pub base_path: String,
+    pub base_path: Text,
     /// Host names the API answers on; empty means every host.
     pub hosts: Vec<String>,
     /// Upstream targets, their health and how calls are spread over them.
@@ -65,9 +72,9 @@ pub struct ApiRoute {
 #[derive(Debug, Clone)]
 pub struct Access {
     /// Subscription id.
-    pub subscription_id: String,
+    pub subscription_id: Text,
     /// Plan id.
-    pub plan_id: String,
+    pub plan_id: Text,
     /// Its status; only active admits calls.
     pub status: SubscriptionStatus,
     /// The plan's rate limits.
@@ -82,11 +89,11 @@ pub struct KeyGrant {
     /// Key id.
     pub key_id: String,
     /// Visible prefix.
-    pub prefix: String,
+    pub prefix: Text,
     /// Owning app.
-    pub app_id: String,
+    pub app_id: Text,
     /// The app's developer.
-    pub developer_id: String,
+    pub developer_id: Text,
     /// Expiry, milliseconds since the epoch.
     pub expires_at_ms: Option<i64>,
     /// Access by API id, shared by every key of the app.
@@ -99,9 +106,9 @@ pub struct KeyGrant {
 #[derive(Debug)]
 pub struct AppGrant {
     /// App id.
-    pub app_id: String,
+    pub app_id: Text,
     /// The app's developer.
-    pub developer_id: String,
+    pub developer_id: Text,
     /// Access by API id.
     pub access: Arc<HashMap<String, Access>>,
     /// SHA-256 of the app's OAuth2 client secret.
@@ -138,12 +145,7 @@ impl Snapshot {
     ) -> Self {
         // Balancers of the previous snapshot, by API id, to carry health over.
         let previous_balancers: HashMap<&str, &Arc<Balancer>> = previous
-            .map(|p| {
-                p.routes
-                    .iter()
-                    .map(|r| (r.id.as_str(), &r.balancer))
-                    .collect()
-            })
+            .map(|p| p.routes.iter().map(|r| (&*r.id, &r.balancer)).collect())
             .unwrap_or_default();
         let mut routes: Vec<ApiRoute> = config
             .apis
@@ -170,9 +172,9 @@ impl Snapshot {
                     b
                 });
                 Some(ApiRoute {
-                    id: api.id.clone(),
-                    slug: api.slug.clone(),
-                    base_path: api.base_path.clone(),
+                    id: api.id.as_str().into(),
+                    slug: api.slug.as_str().into(),
+                    base_path: api.base_path.as_str().into(),
                     hosts: api.hosts.clone(),
                     balancer,
                     metrics: metrics.route(&api.slug),
@@ -199,8 +201,8 @@ impl Snapshot {
                     access.insert(
                         api_id.clone(),
                         Access {
-                            subscription_id: sub.id.clone(),
-                            plan_id: sub.plan_id.clone(),
+                            subscription_id: sub.id.as_str().into(),
+                            plan_id: sub.plan_id.as_str().into(),
                             status: sub.status,
                             rate_limits: sub.rate_limits.clone().into(),
                             quota: sub.quota,
@@ -224,9 +226,9 @@ impl Snapshot {
                     k.hash,
                     KeyGrant {
                         key_id: k.id.clone(),
-                        prefix: k.prefix.clone(),
-                        app_id: k.app_id.clone(),
-                        developer_id: k.developer_id.clone(),
+                        prefix: k.prefix.as_str().into(),
+                        app_id: k.app_id.as_str().into(),
+                        developer_id: k.developer_id.as_str().into(),
                         expires_at_ms: k.expires_at.map(|t| t.0),
                         access: by_app
                             .get(k.app_id.as_str())
@@ -245,8 +247,8 @@ impl Snapshot {
                 (
                     app.id.clone(),
                     AppGrant {
-                        app_id: app.id.clone(),
-                        developer_id: app.developer_id.clone(),
+                        app_id: app.id.as_str().into(),
+                        developer_id: app.developer_id.as_str().into(),
                         access: by_app
                             .get(app.id.as_str())
                             .cloned()
@@ -277,7 +279,7 @@ impl Snapshot {
             .iter()
             .filter(|r| r.hosts.is_empty() || host.is_some_and(|h| r.hosts.iter().any(|x| x == h)))
             .find_map(|r| {
-                let rest = path.strip_prefix(r.base_path.as_str())?;
+                let rest = path.strip_prefix(&*r.base_path)?;
                 (rest.is_empty() || rest.starts_with('/')).then_some((r, rest))
             })
     }
@@ -350,17 +352,16 @@ mod tests {
         let s = Snapshot::build(&config, None, &GatewayMetrics::new());
         assert_eq!(
             s.route(None, "/weather/v2/today")
-                .map(|(r, rest)| (r.id.as_str(), rest)),
+                .map(|(r, rest)| (&*r.id, rest)),
             Some(("b", "/today"))
         );
         assert_eq!(
             s.route(None, "/weather/today")
-                .map(|(r, rest)| (r.id.as_str(), rest)),
+                .map(|(r, rest)| (&*r.id, rest)),
             Some(("a", "/today"))
         );
         assert_eq!(
-            s.route(None, "/weather")
-                .map(|(r, rest)| (r.id.as_str(), rest)),
+            s.route(None, "/weather").map(|(r, rest)| (&*r.id, rest)),
             Some(("a", ""))
         );
         assert!(s.route(None, "/weatherman").is_none());
@@ -410,8 +411,11 @@ mod tests {
         };
         let s = Snapshot::build(&config, None, &GatewayMetrics::new());
         let grant = s.key(&hash).unwrap();
-        assert_eq!(grant.access["a"].subscription_id, "sub_a");
-        assert_eq!(s.app("app_1").unwrap().access["a"].subscription_id, "sub_a");
+        assert_eq!(&*grant.access["a"].subscription_id, "sub_a");
+        assert_eq!(
+            &*s.app("app_1").unwrap().access["a"].subscription_id,
+            "sub_a"
+        );
         assert!(s.app("app_2").is_none());
         assert!(s.key(&KeyHash::of("other")).is_none());
 
