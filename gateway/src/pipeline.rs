@@ -527,7 +527,7 @@ impl Gateway {
                     RateScope::App => principal.app_id,
                 };
                 Budget {
-                    id: format!("{}:{i}:{counted}", access.plan_id),
+                    id: budget_id(&access.plan_id, i, counted),
                     limit: *limit,
                 }
             })
@@ -542,6 +542,21 @@ impl Gateway {
             Err(_) => Err(GatewayError::RateLimiterUnavailable),
         }
     }
+}
+
+/// A rate budget's id, `plan:limit index:key or app` (the same text in Redis).
+fn budget_id(plan_id: &str, index: usize, counted: &str) -> String {
+    use std::fmt::Write;
+    let mut id = String::with_capacity(plan_id.len() + counted.len() + 8);
+    id.push_str(plan_id);
+    id.push(':');
+    match u8::try_from(index) {
+        Ok(i @ 0..=9) => id.push(char::from(b'0' + i)),
+        _ => write!(id, "{index}").expect("writing to a String cannot fail"),
+    }
+    id.push(':');
+    id.push_str(counted);
+    id
 }
 
 /// The request's host name, lowercase and without a port: from the URI
@@ -718,6 +733,12 @@ mod tests {
             HeaderValue::from_static("Basic Zm9vOmJhcg=="),
         );
         assert_eq!(presented_key(&basic), None);
+    }
+
+    #[test]
+    fn budget_ids_name_plan_limit_and_key() {
+        assert_eq!(budget_id("plan_1", 0, "key_1"), "plan_1:0:key_1");
+        assert_eq!(budget_id("plan_1", 12, "app_1"), "plan_1:12:app_1");
     }
 
     #[test]

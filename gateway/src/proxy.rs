@@ -113,7 +113,14 @@ pub struct Proxied {
     pub upstream_latency: Duration,
 }
 
-/// Sends the prepared request upstream and waits at most `timeout` for the head.
+/// Why an exchange with the upstream failed, before the timeout.
+enum Failed {
+    Request(hyper_util::client::legacy::Error),
+    Body(hyper::Error),
+}
+
+/// Sends the prepared request upstream and waits at most `timeout` for the
+/// head and, when small, the body.
 pub async fn forward(
     client: &UpstreamClient,
     req: Request<UpstreamBody>,
@@ -124,46 +131,44 @@ pub async fn forward(
     // For log lines only; a shared-bytes clone, not a copy.
     let target = req.uri().authority().cloned();
     let target = DisplayTarget(target.as_ref());
-    match tokio::time::timeout(timeout, client.request(req)).await {
+    // One deadline (one timer) for the head and a small body.
+    let exchange = async {
+        let mut response = client.request(req).await.map_err(Failed::Request)?;
+        let upstream_latency = sent.elapsed();
+        strip_hop_by_hop(response.headers_mut());
+        // A small body announced by Content-Length is read whole, so the
+        // response goes out in one write instead of a head and a body.
+        let small = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n <= SMALL_BODY);
+        let response = if small {
+            let (parts, body) = response.into_parts();
+            let collected = body.collect().await.map_err(Failed::Body)?;
+            Response::from_parts(parts, Either::Right(Full::new(collected.to_bytes())))
+        } else {
+            response.map(Either::Left)
+        };
+        Ok(Proxied {
+            response,
+            upstream_latency,
+        })
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(proxied)) => Ok(proxied),
         Err(_) => {
             tracing::warn!(request_id, upstream = %target, timeout_ms = timeout.as_millis() as u64, "upstream timed out");
             Err(GatewayError::UpstreamTimeout)
         }
-        Ok(Err(e)) => {
+        Ok(Err(Failed::Request(e))) => {
             tracing::warn!(request_id, upstream = %target, error = %e, source = ?std::error::Error::source(&e), "upstream unreachable");
             Err(GatewayError::UpstreamUnreachable)
         }
-        Ok(Ok(mut response)) => {
-            strip_hop_by_hop(response.headers_mut());
-            let upstream_latency = sent.elapsed();
-            // A small body announced by Content-Length is read whole, so the
-            // response goes out in one write instead of a head and a body.
-            let small = response
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<usize>().ok())
-                .is_some_and(|n| n <= SMALL_BODY);
-            let response = if small {
-                let (parts, body) = response.into_parts();
-                let left = timeout.saturating_sub(upstream_latency);
-                match tokio::time::timeout(left, body.collect()).await {
-                    Ok(Ok(collected)) => {
-                        Response::from_parts(parts, Either::Right(Full::new(collected.to_bytes())))
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(request_id, upstream = %target, error = %e, "upstream body failed");
-                        return Err(GatewayError::UpstreamUnreachable);
-                    }
-                    Err(_) => return Err(GatewayError::UpstreamTimeout),
-                }
-            } else {
-                response.map(Either::Left)
-            };
-            Ok(Proxied {
-                response,
-                upstream_latency,
-            })
+        Ok(Err(Failed::Body(e))) => {
+            tracing::warn!(request_id, upstream = %target, error = %e, "upstream body failed");
+            Err(GatewayError::UpstreamUnreachable)
         }
     }
 }
