@@ -65,6 +65,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: look first, as each removal hashes the name.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -238,6 +242,8 @@ pub fn prepare_headers(
     identity: Option<Identity<'_>>,
 ) {
     let original_host = headers.get(header::HOST).cloned();
+    // Room for what is added below, so the map grows once, not step by step.
+    headers.reserve(12);
     strip_hop_by_hop(headers);
     headers.remove(X_API_KEY);
     headers.remove(APIKEY);
