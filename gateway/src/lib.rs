@@ -19,6 +19,7 @@ pub mod proxy;
 mod reload;
 pub mod routing;
 pub mod snapshot;
+pub mod upstream_pool;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -52,6 +53,7 @@ pub struct Gateway {
     client: UpstreamClient,
     recorder: UsageRecorder,
     upstream_timeout: Duration,
+    upstream_connect_timeout: Duration,
     node: tollgate_analytics::event::Text,
     rate_limiter: RateLimiter,
     quotas: QuotaKeeper,
@@ -100,6 +102,7 @@ impl Gateway {
             client: proxy::client(settings.upstream_connect_timeout),
             recorder,
             upstream_timeout: settings.upstream_timeout,
+            upstream_connect_timeout: settings.upstream_connect_timeout,
             node: settings.node_name.as_str().into(),
             rate_limiter,
             quotas: QuotaKeeper::new(store.clone(), settings.quota_lease_size),

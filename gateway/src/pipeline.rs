@@ -446,7 +446,25 @@ impl Gateway {
             };
             let upstream_req =
                 attempt.map(|()| CountingBody::new(upstream_body, bytes_in.clone(), max_body));
-            match proxy::forward(&self.client, upstream_req, self.upstream_timeout, rid).await {
+            // Plain HTTP/1.1 goes over the target's own pool; https, HTTP/2
+            // and upgrades over the general client.
+            let route = if pick.target.scheme == http::uri::Scheme::HTTP && upgrade.is_none() {
+                proxy::Route::Pool(
+                    &balancer.targets[pick.index].pool,
+                    self.upstream_connect_timeout,
+                )
+            } else {
+                proxy::Route::Client
+            };
+            match proxy::forward(
+                &self.client,
+                route,
+                upstream_req,
+                self.upstream_timeout,
+                rid,
+            )
+            .await
+            {
                 Ok(p) => {
                     let status = p.response.status().as_u16();
                     let outcome = if matches!(status, 502..=504) {

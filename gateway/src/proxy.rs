@@ -24,6 +24,7 @@ use crate::headers::{
 };
 use crate::metering::CountingBody;
 use crate::snapshot::Target;
+use crate::upstream_pool::{Http1Pool, PoolError};
 
 /// The body sent upstream: the client's, counted (empty on a retry of a call
 /// without a body).
@@ -120,13 +121,25 @@ pub struct Proxied {
 /// Why an exchange with the upstream failed, before the timeout.
 enum Failed {
     Request(hyper_util::client::legacy::Error),
+    Pooled(PoolError),
     Body(hyper::Error),
+}
+
+/// Where a call goes: a target's own connection pool (plain HTTP/1.1), or
+/// the general client (https, HTTP/2, protocol upgrades).
+#[derive(Clone, Copy)]
+pub enum Route<'a> {
+    /// The target's pool, with the connect timeout for a new connection.
+    Pool(&'a Http1Pool, Duration),
+    /// The general client.
+    Client,
 }
 
 /// Sends the prepared request upstream and waits at most `timeout` for the
 /// head and, when small, the body.
 pub async fn forward(
     client: &UpstreamClient,
+    route: Route<'_>,
     req: Request<UpstreamBody>,
     timeout: Duration,
     request_id: &str,
@@ -137,7 +150,16 @@ pub async fn forward(
     let target = DisplayTarget(target.as_ref());
     // One deadline (one timer) for the head and a small body.
     let exchange = async {
-        let mut response = client.request(req).await.map_err(Failed::Request)?;
+        let mut response = match route {
+            Route::Pool(pool, connect_timeout) => match req.uri().authority().cloned() {
+                Some(authority) => pool
+                    .send(&authority, req, connect_timeout)
+                    .await
+                    .map_err(Failed::Pooled)?,
+                None => client.request(req).await.map_err(Failed::Request)?,
+            },
+            Route::Client => client.request(req).await.map_err(Failed::Request)?,
+        };
         let upstream_latency = sent.elapsed();
         strip_hop_by_hop(response.headers_mut());
         // A small body announced by Content-Length is read whole, so the
@@ -167,6 +189,10 @@ pub async fn forward(
             Err(GatewayError::UpstreamTimeout)
         }
         Ok(Err(Failed::Request(e))) => {
+            tracing::warn!(request_id, upstream = %target, error = %e, source = ?std::error::Error::source(&e), "upstream unreachable");
+            Err(GatewayError::UpstreamUnreachable)
+        }
+        Ok(Err(Failed::Pooled(e))) => {
             tracing::warn!(request_id, upstream = %target, error = %e, source = ?std::error::Error::source(&e), "upstream unreachable");
             Err(GatewayError::UpstreamUnreachable)
         }
