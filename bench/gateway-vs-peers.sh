@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 PEERS_SH=${PEERS_SH:-../shared/bench/peers.sh}
 [ -x "$PEERS_SH" ] || [ -f "$PEERS_SH" ] || { echo "peers.sh not found at $PEERS_SH" >&2; exit 1; }
 
-build_gateway
+[ "${SKIP_BUILD:-0}" = 1 ] || build_gateway
 start_gateway 18000
 trap stop_gateway EXIT
 add_api bench
