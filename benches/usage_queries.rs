@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tollgate_analytics::event::Text;
 use tollgate_analytics::{TimeSeriesParams, TimeSeriesQuery, TopQuery, UsageEvent, UsageStore};
 use tollgate_core::Settings;
 
@@ -28,7 +29,7 @@ const APPS: usize = 2_000;
 const BATCH: usize = 100_000;
 
 /// One realistic event at a random time of the 30 days.
-fn event(rng: &mut StdRng, apis: &[(String, String)], routes: &[Vec<String>]) -> UsageEvent {
+fn event(rng: &mut StdRng, apis: &[(Text, Text)], routes: &[Vec<Text>]) -> UsageEvent {
     let mut e = UsageEvent::new(START_MS + rng.random_range(0..30 * DAY_MS));
     // Skewed traffic: the first APIs get most calls.
     let api = ((rng.random::<f64>().powi(3)) * APIS as f64) as usize % APIS;
@@ -37,11 +38,11 @@ fn event(rng: &mut StdRng, apis: &[(String, String)], routes: &[Vec<String>]) ->
     e.route.clone_from(&routes[api][rng.random_range(0..5)]);
     e.method = if rng.random_bool(0.8) { "GET" } else { "POST" }.into();
     let app = ((rng.random::<f64>().powi(2)) * APPS as f64) as usize % APPS;
-    e.app_id = format!("app_{app:04}");
-    e.developer_id = format!("usr_{:03}", app / 5);
-    e.plan_id = format!("plan_{}", app % 4);
-    e.subscription_id = format!("sub_{app:04}");
-    e.key_prefix = format!("tg_live_{app:04}");
+    e.app_id = format!("app_{app:04}").into();
+    e.developer_id = format!("usr_{:03}", app / 5).into();
+    e.plan_id = format!("plan_{}", app % 4).into();
+    e.subscription_id = format!("sub_{app:04}").into();
+    e.key_prefix = format!("tg_live_{app:04}").into();
     let roll: f64 = rng.random();
     e.status = if roll < 0.90 {
         200
@@ -60,14 +61,14 @@ fn event(rng: &mut StdRng, apis: &[(String, String)], routes: &[Vec<String>]) ->
     let base: f64 = rng.random_range(0.0_f64..1.0);
     e.latency_us = (2000.0 * (base * 3.5).exp()) as u32;
     e.upstream_latency_us = e.latency_us.saturating_sub(150);
-    e.bytes_in = if e.method == "POST" {
+    e.bytes_in = if &*e.method == "POST" {
         rng.random_range(50..2000)
     } else {
         0
     };
     e.bytes_out = rng.random_range(100..20_000);
     e.node = "bench".into();
-    e.client_ip = format!("10.0.{}.{}", app % 250, api);
+    e.client_ip = format!("10.0.{}.{}", app % 250, api).into();
     e.overage = rng.random_bool(0.01);
     e
 }
@@ -113,12 +114,16 @@ async fn bench(kind: &str, events: usize) {
     println!("{} with {events} events over 30 days:", store.describe());
 
     let mut rng = StdRng::seed_from_u64(42);
-    let apis: Vec<(String, String)> = (0..APIS)
-        .map(|i| (format!("api_{i:02}"), format!("api-{i:02}")))
+    let apis: Vec<(Text, Text)> = (0..APIS)
+        .map(|i| (format!("api_{i:02}").into(), format!("api-{i:02}").into()))
         .collect();
-    let routes: Vec<Vec<String>> = apis
+    let routes: Vec<Vec<Text>> = apis
         .iter()
-        .map(|(_, slug)| (0..5).map(|r| format!("/{slug}/r{r}/{{id}}")).collect())
+        .map(|(_, slug)| {
+            (0..5)
+                .map(|r| format!("/{slug}/r{r}/{{id}}").into())
+                .collect()
+        })
         .collect();
     let mut inserting = Duration::ZERO;
     let mut left = events;

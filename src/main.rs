@@ -112,10 +112,19 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&settings.log);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = settings.workers {
-        builder.worker_threads(n);
-    }
+    // One worker means one thread: a current-thread runtime runs every task on
+    // this thread, without the multi-thread scheduler's cross-thread queues and
+    // wake-ups (and without an idle main thread beside the one worker).
+    let mut builder = match settings.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        workers => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = workers {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

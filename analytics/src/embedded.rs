@@ -4,10 +4,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Row;
+use std::sync::{Arc, OnceLock};
+
+use sqlx::sqlite::SqliteArguments;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{Arguments, AssertSqlSafe, Row};
 
 use crate::error::UsageError;
 use crate::event::UsageEvent;
@@ -22,8 +25,49 @@ pub struct EmbeddedStore {
     path: PathBuf,
 }
 
-/// Rows per INSERT statement (20 columns each, well under SQLite's bind limit).
-const ROWS_PER_STATEMENT: usize = 500;
+/// Most rows per INSERT statement (20 columns each, well under SQLite's bind
+/// limit of 32,766). A power of two: see [`statement_rows`].
+const ROWS_PER_STATEMENT: usize = 512;
+
+/// Columns of one row, in the order of [`insert_sql`]'s placeholders.
+const COLUMNS: usize = 20;
+
+/// Statement sizes for `n` rows: full statements, then the rest as powers of
+/// two. So only ten distinct INSERT statements exist; each is prepared once per
+/// connection and then taken from sqlx's statement cache, instead of a new
+/// statement (parsed and planned for thousands of placeholders) per batch.
+fn statement_rows(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let rows = if n >= ROWS_PER_STATEMENT {
+            ROWS_PER_STATEMENT
+        } else if n > 0 {
+            1 << n.ilog2()
+        } else {
+            return None;
+        };
+        n -= rows;
+        Some(rows)
+    })
+}
+
+/// The INSERT statement for `rows` rows (a power of two up to
+/// [`ROWS_PER_STATEMENT`]), built once.
+fn insert_sql(rows: usize) -> Arc<str> {
+    static SQL: [OnceLock<Arc<str>>; 10] = [const { OnceLock::new() }; 10];
+    debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_STATEMENT);
+    SQL[rows.trailing_zeros() as usize]
+        .get_or_init(|| {
+            let mut sql = String::from(
+                "INSERT OR IGNORE INTO usage_events (id, timestamp_ms, node, api_id, api_slug, route, method, \
+                 status, latency_us, upstream_latency_us, bytes_in, bytes_out, app_id, key_prefix, \
+                 developer_id, plan_id, subscription_id, client_ip, error_code, overage) VALUES ",
+            );
+            let row = format!("({})", vec!["?"; COLUMNS].join(","));
+            sql.push_str(&vec![row; rows].join(","));
+            Arc::from(sql)
+        })
+        .clone()
+}
 
 impl EmbeddedStore {
     /// Opens (creating when missing) the store at `path`.
@@ -64,35 +108,18 @@ impl EmbeddedStore {
     /// Writes a batch in one transaction; an event already stored (same id) is skipped.
     pub async fn insert(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
         let mut tx = self.pool.begin().await?;
-        for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT OR IGNORE INTO usage_events (id, timestamp_ms, node, api_id, api_slug, route, method, \
-                 status, latency_us, upstream_latency_us, bytes_in, bytes_out, app_id, key_prefix, \
-                 developer_id, plan_id, subscription_id, client_ip, error_code, overage) ",
-            );
-            qb.push_values(chunk, |mut b, e| {
-                b.push_bind(e.id.to_string())
-                    .push_bind(e.timestamp_ms as i64)
-                    .push_bind(&e.node)
-                    .push_bind(&e.api_id)
-                    .push_bind(&e.api_slug)
-                    .push_bind(&e.route)
-                    .push_bind(&e.method)
-                    .push_bind(i64::from(e.status))
-                    .push_bind(i64::from(e.latency_us))
-                    .push_bind(i64::from(e.upstream_latency_us))
-                    .push_bind(e.bytes_in as i64)
-                    .push_bind(e.bytes_out as i64)
-                    .push_bind(&e.app_id)
-                    .push_bind(&e.key_prefix)
-                    .push_bind(&e.developer_id)
-                    .push_bind(&e.plan_id)
-                    .push_bind(&e.subscription_id)
-                    .push_bind(&e.client_ip)
-                    .push_bind(&e.error_code)
-                    .push_bind(i64::from(e.overage));
-            });
-            qb.build().execute(&mut *tx).await?;
+        let mut rest = events;
+        for rows in statement_rows(events.len()) {
+            let (chunk, after) = rest.split_at(rows);
+            rest = after;
+            let mut args = SqliteArguments::default();
+            args.reserve(rows * COLUMNS, 0);
+            for e in chunk {
+                bind_event(&mut args, e).map_err(sqlx::Error::Encode)?;
+            }
+            sqlx::query_with(AssertSqlSafe(insert_sql(rows)), args)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -288,5 +315,58 @@ impl EmbeddedStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+}
+
+/// Binds one event's columns. Texts are shared with the event, not copied.
+fn bind_event(args: &mut SqliteArguments, e: &UsageEvent) -> Result<(), sqlx::error::BoxDynError> {
+    let mut id = uuid::Uuid::encode_buffer();
+    args.add(Arc::<str>::from(&*e.id.hyphenated().encode_lower(&mut id)))?;
+    args.add(e.timestamp_ms as i64)?;
+    for text in [&e.node, &e.api_id, &e.api_slug, &e.route, &e.method] {
+        args.add(text.clone())?;
+    }
+    args.add(i64::from(e.status))?;
+    args.add(i64::from(e.latency_us))?;
+    args.add(i64::from(e.upstream_latency_us))?;
+    args.add(e.bytes_in as i64)?;
+    args.add(e.bytes_out as i64)?;
+    for text in [
+        &e.app_id,
+        &e.key_prefix,
+        &e.developer_id,
+        &e.plan_id,
+        &e.subscription_id,
+        &e.client_ip,
+        &e.error_code,
+    ] {
+        args.add(text.clone())?;
+    }
+    args.add(i64::from(e.overage))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_into_few_statement_sizes() {
+        for n in [0, 1, 2, 3, 511, 512, 513, 1000, 10_000] {
+            let sizes: Vec<usize> = statement_rows(n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n, "{n}: {sizes:?}");
+            assert!(
+                sizes
+                    .iter()
+                    .all(|r| r.is_power_of_two() && *r <= ROWS_PER_STATEMENT)
+            );
+        }
+        assert_eq!(
+            statement_rows(1000).collect::<Vec<_>>(),
+            [512, 256, 128, 64, 32, 8]
+        );
+        let sql = insert_sql(2);
+        assert_eq!(sql.matches('?').count(), 2 * COLUMNS);
+        assert!(sql.ends_with("?),(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"));
     }
 }

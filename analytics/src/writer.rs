@@ -3,7 +3,10 @@
 //! The gateway hands each event to a [`UsageRecorder`], which puts it in a
 //! bounded in-memory queue with `try_send` (never waits). One [`UsageWriter`]
 //! task takes events off the queue in batches and writes a batch when it is
-//! full or when the flush interval has passed, whichever comes first. A failed
+//! full or when the flush interval has passed, whichever comes first. The
+//! writer sleeps in between: the recorder wakes it only when a full batch is
+//! queued, not for every event (a wake-up per event cost the serving thread
+//! more than the event itself). A failed
 //! write is retried with back-off, keeping the batch; while it retries the queue
 //! absorbs new events, and an event that finds the queue full is dropped and
 //! counted (the durable spool that removes this loss comes with the metering
@@ -13,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{Mutex, Notify, mpsc, watch};
 
 use crate::event::UsageEvent;
 use crate::store::UsageStore;
@@ -39,13 +42,20 @@ pub struct UsageRecorder {
     tx: mpsc::Sender<UsageEvent>,
     stats: Arc<UsageStats>,
     last_warning: Arc<Mutex<Option<Instant>>>,
+    /// Wakes the writer when a full batch is queued.
+    batch_full: Arc<Notify>,
+    batch_size: usize,
 }
 
 impl UsageRecorder {
     /// Queues an event; if the queue is full the event is dropped and counted.
     pub fn record(&self, event: UsageEvent) {
         match self.tx.try_send(event) {
-            Ok(()) => {}
+            Ok(()) => {
+                if self.queue_depth() >= self.batch_size {
+                    self.batch_full.notify_one();
+                }
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.stats
                     .dropped_queue_full
@@ -107,12 +117,22 @@ impl UsageWriter {
         let (tx, rx) = mpsc::channel(settings.queue_capacity);
         let stats = Arc::new(UsageStats::default());
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(store, rx, stop_rx, settings, stats.clone()));
+        let batch_full = Arc::new(Notify::new());
+        let task = tokio::spawn(run(
+            store,
+            rx,
+            stop_rx,
+            batch_full.clone(),
+            settings,
+            stats.clone(),
+        ));
         (
             UsageRecorder {
                 tx,
                 stats: stats.clone(),
                 last_warning: Arc::new(Mutex::new(None)),
+                batch_full,
+                batch_size: settings.batch_size.max(1),
             },
             Self { stop, task, stats },
         )
@@ -136,39 +156,44 @@ async fn run(
     store: UsageStore,
     mut rx: mpsc::Receiver<UsageEvent>,
     mut stop: watch::Receiver<bool>,
+    batch_full: Arc<Notify>,
     settings: WriterSettings,
     stats: Arc<UsageStats>,
 ) {
-    let mut batch: Vec<UsageEvent> = Vec::with_capacity(settings.batch_size);
+    let batch_size = settings.batch_size.max(1);
+    let mut batch: Vec<UsageEvent> = Vec::with_capacity(batch_size);
     let mut ticker = tokio::time::interval(settings.flush_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let room = settings.batch_size.saturating_sub(batch.len()).max(1);
-        tokio::select! {
+        let interval_passed = tokio::select! {
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     break;
                 }
+                continue;
             }
-            n = rx.recv_many(&mut batch, room) => {
-                if n == 0 {
-                    break; // every recorder is gone
-                }
-                if batch.len() >= settings.batch_size {
-                    write(&store, &mut batch, &stats, false).await;
-                }
-            }
-            _ = ticker.tick() => {
-                if !batch.is_empty() {
-                    write(&store, &mut batch, &stats, false).await;
-                }
-            }
+            () = batch_full.notified() => false,
+            _ = ticker.tick() => true,
+        };
+        // Full batches are written as they fill up; when the interval has
+        // passed, everything queued. A partial batch otherwise stays in the
+        // queue, where the recorder counts it towards the next full batch.
+        while rx.len() >= batch_size || (interval_passed && !rx.is_empty()) {
+            rx.recv_many(&mut batch, batch_size).await;
+            write(&store, &mut batch, &stats, false).await;
+        }
+        if rx.is_closed() && rx.is_empty() {
+            break; // every recorder is gone
         }
     }
     // Drain: refuse new events, write what is queued.
     rx.close();
-    while rx.recv_many(&mut batch, settings.batch_size).await > 0 {
-        if batch.len() >= settings.batch_size {
+    loop {
+        let room = batch_size - batch.len();
+        if rx.recv_many(&mut batch, room).await == 0 {
+            break;
+        }
+        if batch.len() >= batch_size {
             write(&store, &mut batch, &stats, true).await;
         }
     }

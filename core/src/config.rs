@@ -205,7 +205,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         key: "workers",
         env: "TOLLGATE_WORKERS",
         default: "0",
-        doc: "Worker threads serving requests. 0: one per CPU core.",
+        doc: "Worker threads serving requests. 0: one per CPU core; 1: one thread runs everything (calls, usage writer, background tasks).",
     },
     SettingSpec {
         key: "log",

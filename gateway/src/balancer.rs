@@ -17,12 +17,15 @@ use std::time::{Duration, Instant};
 use tollgate_core::model::{Balance, UpstreamPolicy};
 
 use crate::snapshot::Target;
+use crate::upstream_pool::Http1Pool;
 
 /// One target and its health.
 #[derive(Debug)]
 pub struct TargetHealth {
     /// Where calls go.
     pub target: Target,
+    /// Kept-alive connections to it (plain HTTP/1.1 targets).
+    pub pool: Http1Pool,
     url: String,
     in_flight: AtomicUsize,
     failures: AtomicU32,
@@ -97,6 +100,7 @@ impl Balancer {
                 .into_iter()
                 .map(|(url, target)| TargetHealth {
                     target,
+                    pool: Http1Pool::default(),
                     url,
                     in_flight: AtomicUsize::new(0),
                     failures: AtomicU32::new(0),
@@ -339,12 +343,7 @@ mod tests {
         let targets = (0..n)
             .map(|i| {
                 let url = format!("http://10.0.0.{i}:80");
-                let uri: http::Uri = url.parse().unwrap();
-                let t = Target {
-                    scheme: uri.scheme().unwrap().clone(),
-                    authority: uri.authority().unwrap().clone(),
-                    path: String::new(),
-                };
+                let t = Target::parse(&url).unwrap();
                 (url, t)
             })
             .collect();

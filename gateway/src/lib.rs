@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod aggregate;
 pub mod balancer;
 pub mod error;
+pub mod headers;
 pub mod metering;
 pub mod metrics;
 pub mod oauth;
@@ -19,6 +20,7 @@ pub mod proxy;
 mod reload;
 pub mod routing;
 pub mod snapshot;
+pub mod upstream_pool;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -52,7 +54,8 @@ pub struct Gateway {
     client: UpstreamClient,
     recorder: UsageRecorder,
     upstream_timeout: Duration,
-    node: String,
+    upstream_connect_timeout: Duration,
+    node: tollgate_analytics::event::Text,
     rate_limiter: RateLimiter,
     quotas: QuotaKeeper,
     jwt: JwtVerifier,
@@ -103,7 +106,8 @@ impl Gateway {
             client: proxy::client(settings.upstream_connect_timeout),
             recorder,
             upstream_timeout: settings.upstream_timeout,
-            node: settings.node_name.clone(),
+            upstream_connect_timeout: settings.upstream_connect_timeout,
+            node: settings.node_name.as_str().into(),
             rate_limiter,
             quotas: QuotaKeeper::new(quota_counter, settings.quota_lease_size),
             jwt: JwtVerifier::new(),
@@ -179,8 +183,10 @@ impl Gateway {
                     };
                     let _ = stream.set_nodelay(true);
                     let gateway = self.clone();
+                    let peer = Arc::new(proxy::Peer::new(peer));
                     let service = service_fn(move |req| {
                         let gateway = gateway.clone();
+                        let peer = peer.clone();
                         async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
                     });
                     let conn = builder

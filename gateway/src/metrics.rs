@@ -251,7 +251,7 @@ impl Collector for LiveCounters {
             snapshot
                 .routes()
                 .iter()
-                .map(|r| (r.slug.clone(), r.balancer.healthy() as i64)),
+                .map(|r| (r.slug.to_string(), r.balancer.healthy() as i64)),
         )?;
         per_api(
             &mut encoder,
@@ -260,7 +260,7 @@ impl Collector for LiveCounters {
             snapshot
                 .routes()
                 .iter()
-                .map(|r| (r.slug.clone(), r.balancer.targets.len() as i64)),
+                .map(|r| (r.slug.to_string(), r.balancer.targets.len() as i64)),
         )?;
 
         let rl = &gw.rate_limiter.stats;

@@ -23,9 +23,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -33,6 +32,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tollgate_analytics::UsageEvent;
+use tollgate_analytics::event::{Text, empty_text};
 use tollgate_core::key::KeyHash;
 use tollgate_core::model::{ApiPolicies, RateScope, SubscriptionStatus};
 
@@ -40,6 +40,9 @@ use crate::Gateway;
 use crate::aggregate;
 use crate::balancer::Outcome;
 use crate::error::GatewayError;
+use crate::headers::{
+    APIKEY, RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, X_API_KEY, X_REQUEST_ID,
+};
 use crate::metering::{CountingBody, Meter, MeteredBody};
 use crate::metrics::RouteMetrics;
 use crate::oauth::{self, TokenIssuer};
@@ -47,7 +50,7 @@ use crate::policy::body as json_body;
 use crate::policy::quota::QuotaOutcome;
 use crate::policy::rate_limit::{Budget, Decision};
 use crate::policy::{access, cache, jwt, transform};
-use crate::proxy::{self, Identity, ProxiedBody};
+use crate::proxy::{self, Identity, Peer, ProxiedBody};
 use crate::routing::OperationMatch;
 use crate::snapshot::{Access, ApiRoute, AppGrant, KeyGrant, Snapshot};
 
@@ -61,8 +64,8 @@ struct Call {
     bytes_in: Arc<AtomicU64>,
     /// The routed API's metrics (the unrouted ones until routed).
     metrics: Arc<RouteMetrics>,
-    /// The client's address.
-    client: IpAddr,
+    /// The client end of the connection.
+    client: Arc<Peer>,
     /// The API's policies and the allowed origin, for a CORS call.
     cors: Option<(Arc<ApiPolicies>, HeaderValue)>,
 }
@@ -77,19 +80,53 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The caller's request id if it is sane (1-128 visible ASCII), else a new one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
+/// The caller's request id if it is sane (1-128 visible ASCII), else the
+/// call's event id (a UUID v7) in hex.
+fn request_id(headers: &HeaderMap, event_id: uuid::Uuid) -> HeaderValue {
     headers
-        .get("x-request-id")
+        .get(X_REQUEST_ID)
         .filter(|v| {
             let b = v.as_bytes();
             !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
         })
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::now_v7().simple().to_string())
+            let mut hex = uuid::Uuid::encode_buffer();
+            HeaderValue::from_str(event_id.simple().encode_lower(&mut hex))
                 .expect("hex is a valid header value")
         })
+}
+
+/// The method as event text, shared for the common methods.
+fn method_text(method: &Method) -> Text {
+    static COMMON: LazyLock<[(Method, Text); 7]> = LazyLock::new(|| {
+        [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::HEAD,
+            Method::OPTIONS,
+        ]
+        .map(|m| {
+            let text = m.as_str().into();
+            (m, text)
+        })
+    });
+    COMMON
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or_else(|| method.as_str().into(), |(_, text)| text.clone())
+}
+
+/// The route text of an operation: the API's base path and the template.
+fn route_text(base_path: &Text, template: &str) -> Text {
+    if template == "/" {
+        base_path.clone()
+    } else {
+        format!("{base_path}{template}").into()
+    }
 }
 
 impl Gateway {
@@ -97,20 +134,20 @@ impl Gateway {
     pub async fn handle(
         &self,
         req: Request<Incoming>,
-        client: SocketAddr,
+        client: Arc<Peer>,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let snapshot = self.snapshot.load_full();
         let mut event = UsageEvent::new(now_ms());
-        event.node.clone_from(&self.node);
-        event.method = req.method().as_str().to_owned();
-        event.client_ip = client.ip().to_string();
+        event.node = self.node.clone();
+        event.method = method_text(req.method());
+        event.client_ip = client.text.clone();
         let mut call = Call {
-            request_id: request_id(req.headers()),
+            request_id: request_id(req.headers(), event.id),
             event,
             bytes_in: Arc::new(AtomicU64::new(0)),
             metrics: self.metrics.unrouted().clone(),
-            client: client.ip(),
+            client,
             cors: None,
         };
 
@@ -118,14 +155,12 @@ impl Gateway {
         let mut response = match outcome {
             Ok(upstream) => upstream,
             Err(e) => {
-                call.event.error_code = e.code().to_owned();
+                call.event.error_code = e.code().into();
                 let rid = call.request_id.to_str().unwrap_or_default();
                 e.to_response(rid).map(|b| Either::Right(Full::new(b)))
             }
         };
-        response
-            .headers_mut()
-            .insert("x-request-id", call.request_id);
+        response.headers_mut().insert(X_REQUEST_ID, call.request_id);
         if let Some((policies, origin)) = call.cors
             && let Some(cors) = &policies.cors
         {
@@ -163,14 +198,14 @@ impl Gateway {
         if let Some(tokens) = &self.tokens
             && req.uri().path() == oauth::TOKEN_PATH
         {
-            event.route.push_str(oauth::TOKEN_PATH);
+            event.route = oauth::TOKEN_PATH.into();
             let (parts, body) = req.into_parts();
             let (resp, app) = tokens
                 .token_endpoint(snapshot, &parts.method, &parts.headers, body)
                 .await;
             match app {
-                Some(app_id) => event.app_id = app_id,
-                None => event.error_code.push_str("invalid_client"),
+                Some(app_id) => event.app_id = app_id.into(),
+                None => event.error_code = "invalid_client".into(),
             }
             return Ok(resp.map(Either::Right));
         }
@@ -181,9 +216,9 @@ impl Gateway {
             .route(host.as_deref(), req.uri().path())
             .ok_or(GatewayError::NoRoute)?;
         call.metrics = route.metrics.clone();
-        event.api_id.clone_from(&route.id);
-        event.api_slug.clone_from(&route.slug);
-        event.route.clone_from(&route.base_path);
+        event.api_id = route.id.clone();
+        event.api_slug = route.slug.clone();
+        event.route = route.base_path.clone();
 
         // 2. operation, when the API documents its paths. A CORS preflight is
         // matched by the method it asks about.
@@ -202,15 +237,13 @@ impl Gateway {
                 template,
                 policies: overridden,
             } => {
-                if template != "/" {
-                    event.route.push_str(template);
-                }
+                event.route = route_text(&route.base_path, template);
                 if let Some(p) = overridden {
                     policies = p;
                 }
             }
             OperationMatch::MethodNotAllowed { template, allowed } => {
-                event.route.push_str(template);
+                event.route = route_text(&route.base_path, template);
                 let allowed: Vec<&str> = allowed.iter().map(Method::as_str).collect();
                 return Err(GatewayError::MethodNotAllowed {
                     method: req.method().to_string(),
@@ -221,7 +254,7 @@ impl Gateway {
         }
 
         // 3. access
-        access::check_ip(policies, call.client)?;
+        access::check_ip(policies, call.client.ip)?;
         if let Some(cors) = &policies.cors {
             if let Some(answer) = access::preflight(cors, req.method(), req.headers()) {
                 return Ok(answer.map(Either::Right));
@@ -261,14 +294,14 @@ impl Gateway {
                     (Principal::from_key(grant), via)
                 }
             };
-            event.app_id.push_str(principal.app_id);
-            event.key_prefix.push_str(principal.key_prefix);
-            event.developer_id.push_str(principal.developer_id);
+            event.app_id = principal.app_id.clone();
+            event.key_prefix = principal.key_prefix.map_or_else(empty_text, Text::clone);
+            event.developer_id = principal.developer_id.clone();
 
             // 5. authorize
             let access = authorize(principal.access, route)?;
-            event.plan_id.clone_from(&access.plan_id);
-            event.subscription_id.clone_from(&access.subscription_id);
+            event.plan_id = access.plan_id.clone();
+            event.subscription_id = access.subscription_id.clone();
             if let Some(used) = principal.used
                 && !used.load(Ordering::Relaxed)
             {
@@ -331,13 +364,13 @@ impl Gateway {
 
         // 8. proxy: the upstream request, transformed (9), then sent
         let balancer = &route.balancer;
-        let hash_key = match &balancer.policy.hash_header {
+        let hash_key: Option<Cow<'_, str>> = match &balancer.policy.hash_header {
             Some(h) => req
                 .headers()
                 .get(h.as_str())
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            None => identity.map(|id| id.app_id.to_owned()),
+                .map(|v| Cow::Owned(v.to_owned())),
+            None => identity.map(|id| Cow::Borrowed(id.app_id)),
         };
 
         // aggregate: a route answered by several upstream calls at once
@@ -346,7 +379,7 @@ impl Gateway {
             proxy::prepare_headers(
                 &mut parts.headers,
                 &balancer.targets[0].target,
-                &event.client_ip,
+                &call.client,
                 request_id,
                 via_authorization,
                 identity,
@@ -395,7 +428,7 @@ impl Gateway {
             &mut parts.headers,
             // Host is set per target below.
             &balancer.targets[0].target,
-            &event.client_ip,
+            &call.client,
             request_id,
             via_authorization,
             identity,
@@ -483,9 +516,9 @@ impl Gateway {
             } else {
                 std::mem::take(&mut parts.headers)
             };
-            if let Ok(host) = HeaderValue::from_str(pick.target.authority.as_str()) {
-                attempt.headers_mut().insert(header::HOST, host);
-            }
+            attempt
+                .headers_mut()
+                .insert(header::HOST, pick.target.host.clone());
             let upstream_body = body
                 .take()
                 .unwrap_or_else(|| Either::Right(Full::default()));
@@ -497,7 +530,25 @@ impl Gateway {
             };
             let upstream_req =
                 attempt.map(|()| CountingBody::new(upstream_body, counter, max_body));
-            match proxy::forward(&self.client, upstream_req, self.upstream_timeout, rid).await {
+            // Plain HTTP/1.1 goes over the target's own pool; https, HTTP/2
+            // and upgrades over the general client.
+            let route = if pick.target.scheme == http::uri::Scheme::HTTP && upgrade.is_none() {
+                proxy::Route::Pool(
+                    &balancer.targets[pick.index].pool,
+                    self.upstream_connect_timeout,
+                )
+            } else {
+                proxy::Route::Client
+            };
+            match proxy::forward(
+                &self.client,
+                route,
+                upstream_req,
+                self.upstream_timeout,
+                rid,
+            )
+            .await
+            {
                 Ok(p) => {
                     let status = p.response.status().as_u16();
                     let outcome = if matches!(status, 502..=504) {
@@ -592,12 +643,12 @@ impl Gateway {
             .iter()
             .enumerate()
             .map(|(i, limit)| {
-                let counted = match limit.per {
+                let counted: &str = match limit.per {
                     RateScope::Key => principal.key_id.unwrap_or(principal.app_id),
                     RateScope::App => principal.app_id,
                 };
                 Budget {
-                    id: format!("{}:{i}:{counted}", access.plan_id),
+                    id: budget_id(&access.plan_id, i, counted),
                     limit: *limit,
                 }
             })
@@ -614,20 +665,39 @@ impl Gateway {
     }
 }
 
+/// A rate budget's id, `plan:limit index:key or app` (the same text in Redis).
+fn budget_id(plan_id: &str, index: usize, counted: &str) -> String {
+    use std::fmt::Write;
+    let mut id = String::with_capacity(plan_id.len() + counted.len() + 8);
+    id.push_str(plan_id);
+    id.push(':');
+    match u8::try_from(index) {
+        Ok(i @ 0..=9) => id.push(char::from(b'0' + i)),
+        _ => write!(id, "{index}").expect("writing to a String cannot fail"),
+    }
+    id.push(':');
+    id.push_str(counted);
+    id
+}
+
 /// The request's host name, lowercase and without a port: from the URI
 /// (HTTP/2 `:authority`, absolute-form) or the `Host` header.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
+fn request_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
     let raw = req.uri().host().or_else(|| {
         req.headers()
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
     })?;
     let name = if raw.starts_with('[') {
-        raw.split(']').next().map(|h| format!("{h}]"))?
+        &raw[..=raw.find(']')?]
     } else {
-        raw.split(':').next()?.to_owned()
+        raw.split(':').next()?
     };
-    Some(name.to_ascii_lowercase())
+    Some(if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    })
 }
 
 /// True when `Connection` lists `upgrade`.
@@ -666,19 +736,19 @@ fn ceil_secs(d: std::time::Duration) -> u64 {
 /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds) of
 /// the tightest budget.
 fn rate_limit_headers(headers: &mut HeaderMap, d: &Decision) {
-    headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
-    headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(d.reset)));
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(d.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(d.reset)));
 }
 
 /// Who a call is made for, from an API key or a bearer token.
 struct Principal<'s> {
-    app_id: &'s str,
-    developer_id: &'s str,
+    app_id: &'s Text,
+    developer_id: &'s Text,
     /// The key, for per-key rate limits (tokens count per app).
     key_id: Option<&'s str>,
-    /// The key's visible prefix; empty for tokens.
-    key_prefix: &'s str,
+    /// The key's visible prefix; none for tokens.
+    key_prefix: Option<&'s Text>,
     access: &'s HashMap<String, Access>,
     /// The key's last-use mark.
     used: Option<&'s std::sync::atomic::AtomicBool>,
@@ -690,7 +760,7 @@ impl<'s> Principal<'s> {
             app_id: &grant.app_id,
             developer_id: &grant.developer_id,
             key_id: Some(&grant.key_id),
-            key_prefix: &grant.prefix,
+            key_prefix: Some(&grant.prefix),
             access: &grant.access,
             used: Some(&grant.used),
         }
@@ -701,7 +771,7 @@ impl<'s> Principal<'s> {
             app_id: &app.app_id,
             developer_id: &app.developer_id,
             key_id: None,
-            key_prefix: "",
+            key_prefix: None,
             access: &app.access,
             used: None,
         }
@@ -729,17 +799,17 @@ fn authenticate<'s>(
 
 /// The key a call presents: `x-api-key`, then `apikey`, then `Authorization: Bearer`.
 fn presented_key(headers: &HeaderMap) -> Option<(&str, bool)> {
-    let text = |name: &str| {
+    let text = |name: &http::HeaderName| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
-    if let Some(k) = text("x-api-key").or_else(|| text("apikey")) {
+    if let Some(k) = text(&X_API_KEY).or_else(|| text(&APIKEY)) {
         return Some((k, false));
     }
-    let auth = text(header::AUTHORIZATION.as_str())?;
+    let auth = text(&header::AUTHORIZATION)?;
     let (scheme, token) = auth.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some((token, true))
@@ -751,7 +821,7 @@ fn authorize<'g>(
     access: &'g HashMap<String, Access>,
     route: &ApiRoute,
 ) -> Result<&'g Access, GatewayError> {
-    let access = access.get(&route.id).ok_or(GatewayError::NoSubscription)?;
+    let access = access.get(&*route.id).ok_or(GatewayError::NoSubscription)?;
     match access.status {
         SubscriptionStatus::Active => Ok(access),
         SubscriptionStatus::Pending => Err(GatewayError::SubscriptionPending),
@@ -787,12 +857,19 @@ mod tests {
     }
 
     #[test]
+    fn budget_ids_name_plan_limit_and_key() {
+        assert_eq!(budget_id("plan_1", 0, "key_1"), "plan_1:0:key_1");
+        assert_eq!(budget_id("plan_1", 12, "app_1"), "plan_1:12:app_1");
+    }
+
+    #[test]
     fn request_ids_are_kept_when_sane() {
         let mut h = HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&h), "abc-123");
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(request_id(&h, id), "abc-123");
         h.insert("x-request-id", HeaderValue::from_static("has space"));
-        assert_ne!(request_id(&h), "has space");
-        assert_eq!(request_id(&HeaderMap::new()).len(), 32);
+        assert_eq!(request_id(&h, id), id.simple().to_string().as_str());
+        assert_eq!(request_id(&HeaderMap::new(), id).len(), 32);
     }
 }

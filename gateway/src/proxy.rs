@@ -1,6 +1,7 @@
 //! The proxy phase: forward the call to an upstream target over a pooled
 //! keep-alive client, streaming both bodies.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -16,8 +17,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::error::GatewayError;
+use crate::headers::{
+    APIKEY, KEEP_ALIVE, TRACEPARENT, X_API_KEY, X_FORWARDED_FOR, X_FORWARDED_HOST,
+    X_FORWARDED_PROTO, X_REQUEST_ID, X_TOLLGATE_APP_ID, X_TOLLGATE_DEVELOPER_ID,
+    X_TOLLGATE_PLAN_ID, X_TOLLGATE_SUBSCRIPTION_ID,
+};
 use crate::metering::CountingBody;
 use crate::snapshot::Target;
+use crate::upstream_pool::{Http1Pool, PoolError};
 
 /// The body sent upstream: the client's, counted, or one the gateway made
 /// (a mapped JSON body; empty on a retry of a call without a body).
@@ -48,7 +55,7 @@ pub fn client(connect_timeout: Duration) -> UpstreamClient {
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that never cross a proxy.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
+    KEEP_ALIVE,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
@@ -59,6 +66,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: look first, as each removal hashes the name.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -107,59 +118,125 @@ pub struct Proxied {
     pub upstream_latency: Duration,
 }
 
-/// Sends the prepared request upstream and waits at most `timeout` for the head.
+/// Why an exchange with the upstream failed, before the timeout.
+enum Failed {
+    Request(hyper_util::client::legacy::Error),
+    Pooled(PoolError),
+    Body(hyper::Error),
+}
+
+/// Where a call goes: a target's own connection pool (plain HTTP/1.1), or
+/// the general client (https, HTTP/2, protocol upgrades).
+#[derive(Clone, Copy)]
+pub enum Route<'a> {
+    /// The target's pool, with the connect timeout for a new connection.
+    Pool(&'a Http1Pool, Duration),
+    /// The general client.
+    Client,
+}
+
+/// Sends the prepared request upstream and waits at most `timeout` for the
+/// head and, when small, the body.
 pub async fn forward(
     client: &UpstreamClient,
+    route: Route<'_>,
     req: Request<UpstreamBody>,
     timeout: Duration,
     request_id: &str,
 ) -> Result<Proxied, GatewayError> {
     let sent = Instant::now();
-    let target = req
-        .uri()
-        .authority()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    match tokio::time::timeout(timeout, client.request(req)).await {
+    // For log lines only; a shared-bytes clone, not a copy.
+    let target = req.uri().authority().cloned();
+    let target = DisplayTarget(target.as_ref());
+    // One deadline (one timer) for the head and a small body.
+    let exchange = async {
+        let mut response = match route {
+            Route::Pool(pool, connect_timeout) => match req.uri().authority().cloned() {
+                Some(authority) => pool
+                    .send(&authority, req, connect_timeout)
+                    .await
+                    .map_err(Failed::Pooled)?,
+                None => client.request(req).await.map_err(Failed::Request)?,
+            },
+            Route::Client => client.request(req).await.map_err(Failed::Request)?,
+        };
+        let upstream_latency = sent.elapsed();
+        strip_hop_by_hop(response.headers_mut());
+        // A small body announced by Content-Length is read whole, so the
+        // response goes out in one write instead of a head and a body.
+        let small = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n <= SMALL_BODY);
+        let response = if small {
+            let (parts, body) = response.into_parts();
+            let collected = body.collect().await.map_err(Failed::Body)?;
+            Response::from_parts(parts, Either::Right(Full::new(collected.to_bytes())))
+        } else {
+            response.map(Either::Left)
+        };
+        Ok(Proxied {
+            response,
+            upstream_latency,
+        })
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(proxied)) => Ok(proxied),
         Err(_) => {
             tracing::warn!(request_id, upstream = %target, timeout_ms = timeout.as_millis() as u64, "upstream timed out");
             Err(GatewayError::UpstreamTimeout)
         }
-        Ok(Err(e)) => {
+        Ok(Err(Failed::Request(e))) => {
             tracing::warn!(request_id, upstream = %target, error = %e, source = ?std::error::Error::source(&e), "upstream unreachable");
             Err(GatewayError::UpstreamUnreachable)
         }
-        Ok(Ok(mut response)) => {
-            strip_hop_by_hop(response.headers_mut());
-            let upstream_latency = sent.elapsed();
-            // A small body announced by Content-Length is read whole, so the
-            // response goes out in one write instead of a head and a body.
-            let small = response
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<usize>().ok())
-                .is_some_and(|n| n <= SMALL_BODY);
-            let response = if small {
-                let (parts, body) = response.into_parts();
-                let left = timeout.saturating_sub(upstream_latency);
-                match tokio::time::timeout(left, body.collect()).await {
-                    Ok(Ok(collected)) => {
-                        Response::from_parts(parts, Either::Right(Full::new(collected.to_bytes())))
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(request_id, upstream = %target, error = %e, "upstream body failed");
-                        return Err(GatewayError::UpstreamUnreachable);
-                    }
-                    Err(_) => return Err(GatewayError::UpstreamTimeout),
-                }
-            } else {
-                response.map(Either::Left)
-            };
-            Ok(Proxied {
-                response,
-                upstream_latency,
-            })
+        Ok(Err(Failed::Pooled(e))) => {
+            tracing::warn!(request_id, upstream = %target, error = %e, source = ?std::error::Error::source(&e), "upstream unreachable");
+            Err(GatewayError::UpstreamUnreachable)
+        }
+        Ok(Err(Failed::Body(e))) => {
+            tracing::warn!(request_id, upstream = %target, error = %e, "upstream body failed");
+            Err(GatewayError::UpstreamUnreachable)
+        }
+    }
+}
+
+/// An upstream's authority in log lines (empty when unknown).
+struct DisplayTarget<'a>(Option<&'a http::uri::Authority>);
+
+impl std::fmt::Display for DisplayTarget<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => f.write_str(a.as_str()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The client end of a connection, resolved once per connection: its address
+/// and the texts every call from it needs (the usage event's client IP, the
+/// `X-Forwarded-For` value), so calls on a kept-alive connection format nothing.
+#[derive(Debug)]
+pub struct Peer {
+    /// The client's address.
+    pub ip: IpAddr,
+    /// The address as text.
+    pub text: tollgate_analytics::event::Text,
+    /// The address as a header value.
+    pub header: HeaderValue,
+}
+
+impl Peer {
+    /// Resolves the texts of `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = addr.ip();
+        let text = ip.to_string();
+        Self {
+            ip,
+            header: HeaderValue::from_str(&text).expect("an IP address is a valid header value"),
+            text: text.into(),
         }
     }
 }
@@ -185,15 +262,17 @@ pub struct Identity<'a> {
 pub fn prepare_headers(
     headers: &mut HeaderMap,
     target: &Target,
-    client_ip: &str,
+    client: &Peer,
     request_id: &HeaderValue,
     strip_authorization: bool,
     identity: Option<Identity<'_>>,
 ) {
     let original_host = headers.get(header::HOST).cloned();
+    // Room for what is added below, so the map grows once, not step by step.
+    headers.reserve(12);
     strip_hop_by_hop(headers);
-    headers.remove("x-api-key");
-    headers.remove("apikey");
+    headers.remove(X_API_KEY);
+    headers.remove(APIKEY);
     if strip_authorization {
         headers.remove(header::AUTHORIZATION);
     }
@@ -207,33 +286,31 @@ pub fn prepare_headers(
     }
     if let Some(id) = identity {
         for (name, value) in [
-            ("x-tollgate-app-id", id.app_id),
-            ("x-tollgate-developer-id", id.developer_id),
-            ("x-tollgate-plan-id", id.plan_id),
-            ("x-tollgate-subscription-id", id.subscription_id),
+            (X_TOLLGATE_APP_ID, id.app_id),
+            (X_TOLLGATE_DEVELOPER_ID, id.developer_id),
+            (X_TOLLGATE_PLAN_ID, id.plan_id),
+            (X_TOLLGATE_SUBSCRIPTION_ID, id.subscription_id),
         ] {
             if let Ok(v) = HeaderValue::from_str(value) {
                 headers.insert(name, v);
             }
         }
     }
-    if let Ok(host) = HeaderValue::from_str(target.authority.as_str()) {
-        headers.insert(header::HOST, host);
-    }
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => client_ip.to_owned(),
+    headers.insert(header::HOST, target.host.clone());
+    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", client.text)).ok(),
+        None => Some(client.header.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(h) = original_host {
-        headers.insert("x-forwarded-host", h);
+        headers.insert(X_FORWARDED_HOST, h);
     }
-    let traceparent = traceparent(headers.get("traceparent"), request_id);
-    headers.insert("traceparent", traceparent);
-    headers.insert("x-request-id", request_id.clone());
+    let traceparent = traceparent(headers.get(TRACEPARENT), request_id);
+    headers.insert(TRACEPARENT, traceparent);
+    headers.insert(X_REQUEST_ID, request_id.clone());
 }
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
@@ -246,8 +323,11 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
 /// gateway as the parent span; a call without (or with a malformed) one starts a
 /// trace whose id is the request id when that is 32 hex characters.
 pub fn traceparent(incoming: Option<&HeaderValue>, request_id: &HeaderValue) -> HeaderValue {
-    let span = format!("{:016x}", uuid::Uuid::new_v4().as_u64_pair().0 | 1);
-    if let Some(v) = incoming.and_then(|v| v.to_str().ok()) {
+    // "00-" trace (32) "-" span (16) "-" flags (2), written in place.
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    let span = uuid::Uuid::new_v4().as_u64_pair().0 | 1;
+    hex_into(&mut out[36..52], &span.to_be_bytes());
+    let continued = incoming.and_then(|v| v.to_str().ok()).and_then(|v| {
         let parts: Vec<&str> = v.trim().split('-').collect();
         let valid = parts.len() >= 4
             && is_lower_hex(parts[0], 2)
@@ -258,18 +338,32 @@ pub fn traceparent(incoming: Option<&HeaderValue>, request_id: &HeaderValue) -> 
             && is_lower_hex(parts[2], 16)
             && parts[2].bytes().any(|b| b != b'0')
             && is_lower_hex(parts[3], 2);
-        if valid {
-            return HeaderValue::from_str(&format!("00-{}-{span}-{}", parts[1], parts[3]))
-                .expect("hex is a valid header value");
+        valid.then(|| (parts[1].as_bytes(), parts[3].as_bytes()))
+    });
+    match continued {
+        Some((trace, flags)) => {
+            out[3..35].copy_from_slice(trace);
+            out[53..55].copy_from_slice(flags);
         }
+        None => match request_id
+            .to_str()
+            .ok()
+            .filter(|r| is_lower_hex(r, 32) && r.bytes().any(|b| b != b'0'))
+        {
+            Some(rid) => out[3..35].copy_from_slice(rid.as_bytes()),
+            None => hex_into(&mut out[3..35], uuid::Uuid::new_v4().as_bytes()),
+        },
     }
-    let trace = request_id
-        .to_str()
-        .ok()
-        .filter(|r| is_lower_hex(r, 32) && r.bytes().any(|b| b != b'0'))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    HeaderValue::from_str(&format!("00-{trace}-{span}-01")).expect("hex is a valid header value")
+    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
+}
+
+/// Writes `bytes` as lowercase hex into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
 }
 
 /// Shared byte counter for the request body.
@@ -282,12 +376,7 @@ mod tests {
     use super::*;
 
     fn target(url: &str) -> Target {
-        let uri: Uri = url.parse().unwrap();
-        Target {
-            scheme: uri.scheme().unwrap().clone(),
-            authority: uri.authority().unwrap().clone(),
-            path: uri.path().trim_end_matches('/').to_owned(),
-        }
+        Target::parse(url).unwrap()
     }
 
     #[test]
@@ -364,7 +453,7 @@ mod tests {
         prepare_headers(
             &mut h,
             &target("http://up:9000"),
-            "10.0.0.1",
+            &Peer::new("10.0.0.1:1234".parse().unwrap()),
             &HeaderValue::from_static("rid"),
             true,
             Some(id),

@@ -17,7 +17,9 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use http::HeaderValue;
 use http::uri::{Authority, Scheme};
+use tollgate_analytics::event::Text;
 use tollgate_core::key::KeyHash;
 use tollgate_core::model::{Api, ApiPolicies, RateLimit, SubscriptionStatus};
 use tollgate_core::store::{
@@ -38,15 +40,20 @@ pub struct Target {
     pub authority: Authority,
     /// Path prefix on the upstream, without a trailing slash (may be empty).
     pub path: String,
+    /// The `Host` header sent to it (the authority), built once.
+    pub host: HeaderValue,
 }
 
 impl Target {
-    fn parse(url: &str) -> Option<Self> {
+    /// The target of an upstream URL (`http://host:port/prefix`).
+    pub fn parse(url: &str) -> Option<Self> {
         let uri: http::Uri = url.parse().ok()?;
         let path = uri.path().trim_end_matches('/').to_owned();
+        let authority = uri.authority()?.clone();
         Some(Self {
             scheme: uri.scheme()?.clone(),
-            authority: uri.authority()?.clone(),
+            host: HeaderValue::from_str(authority.as_str()).ok()?,
+            authority,
             path,
         })
     }
@@ -56,11 +63,11 @@ impl Target {
 #[derive(Debug)]
 pub struct ApiRoute {
     /// API id.
-    pub id: String,
+    pub id: Text,
     /// API slug.
-    pub slug: String,
+    pub slug: Text,
     /// Path prefix on the gateway.
-    pub base_path: String,
+    pub base_path: Text,
     /// Host names the API answers on; empty means every host.
     pub hosts: Vec<String>,
     /// Upstream targets, their health and how calls are spread over them.
@@ -79,9 +86,9 @@ pub struct ApiRoute {
 #[derive(Debug, Clone)]
 pub struct Access {
     /// Subscription id.
-    pub subscription_id: String,
+    pub subscription_id: Text,
     /// Plan id.
-    pub plan_id: String,
+    pub plan_id: Text,
     /// Its status; only active admits calls.
     pub status: SubscriptionStatus,
     /// The plan's rate limits.
@@ -96,11 +103,11 @@ pub struct KeyGrant {
     /// Key id.
     pub key_id: String,
     /// Visible prefix.
-    pub prefix: String,
+    pub prefix: Text,
     /// Owning app.
-    pub app_id: String,
+    pub app_id: Text,
     /// The app's developer.
-    pub developer_id: String,
+    pub developer_id: Text,
     /// Expiry, milliseconds since the epoch.
     pub expires_at_ms: Option<i64>,
     /// Access by API id, shared by every key of the app.
@@ -113,9 +120,9 @@ pub struct KeyGrant {
 #[derive(Debug)]
 pub struct AppGrant {
     /// App id.
-    pub app_id: String,
+    pub app_id: Text,
     /// The app's developer.
-    pub developer_id: String,
+    pub developer_id: Text,
     /// Access by API id.
     pub access: Arc<HashMap<String, Access>>,
     /// SHA-256 of the app's OAuth2 client secret.
@@ -268,8 +275,8 @@ fn access_of<'a>(subs: impl Iterator<Item = &'a SubscriptionRecord>) -> HashMap<
                 access.insert(
                     api_id.clone(),
                     Access {
-                        subscription_id: sub.id.clone(),
-                        plan_id: sub.plan_id.clone(),
+                        subscription_id: sub.id.as_str().into(),
+                        plan_id: sub.plan_id.as_str().into(),
                         status: sub.status,
                         rate_limits: sub.rate_limits.clone().into(),
                         quota: sub.quota,
@@ -282,12 +289,15 @@ fn access_of<'a>(subs: impl Iterator<Item = &'a SubscriptionRecord>) -> HashMap<
 }
 
 /// An app's grant and its keys' grants; "used" marks come from `was_used`.
+/// The keys share the app's id and developer texts (one copy per app, not per key).
 fn app_grants(
     app: &AppRecord,
     keys: &[&KeyRecord],
     access: Arc<HashMap<String, Access>>,
     was_used: impl Fn(&KeyHash) -> bool,
 ) -> (Arc<AppGrant>, Vec<(KeyHash, Arc<KeyGrant>)>) {
+    let app_id: Text = app.id.as_str().into();
+    let developer_id: Text = app.developer_id.as_str().into();
     let grants = keys
         .iter()
         .map(|k| {
@@ -295,9 +305,9 @@ fn app_grants(
                 k.hash,
                 Arc::new(KeyGrant {
                     key_id: k.id.clone(),
-                    prefix: k.prefix.clone(),
-                    app_id: k.app_id.clone(),
-                    developer_id: k.developer_id.clone(),
+                    prefix: k.prefix.as_str().into(),
+                    app_id: app_id.clone(),
+                    developer_id: developer_id.clone(),
                     expires_at_ms: k.expires_at.map(|t| t.0),
                     access: access.clone(),
                     used: AtomicBool::new(was_used(&k.hash)),
@@ -306,8 +316,8 @@ fn app_grants(
         })
         .collect();
     let app = Arc::new(AppGrant {
-        app_id: app.id.clone(),
-        developer_id: app.developer_id.clone(),
+        app_id,
+        developer_id,
         access,
         client_secret_hash: app.client_secret_hash,
         key_hashes: keys.iter().map(|k| k.hash).collect(),
@@ -356,9 +366,9 @@ fn api_route(
         None
     };
     Some(Arc::new(ApiRoute {
-        id: api.id.clone(),
-        slug: api.slug.clone(),
-        base_path: api.base_path.clone(),
+        id: api.id.as_str().into(),
+        slug: api.slug.as_str().into(),
+        base_path: api.base_path.as_str().into(),
         hosts: api.hosts.clone(),
         balancer,
         metrics: metrics.route(&api.slug),
@@ -391,7 +401,7 @@ impl Snapshot {
         metrics: &GatewayMetrics,
     ) -> Self {
         let previous_routes: HashMap<&str, &Arc<ApiRoute>> = previous
-            .map(|p| p.routes.iter().map(|r| (r.id.as_str(), r)).collect())
+            .map(|p| p.routes.iter().map(|r| (&*r.id, r)).collect())
             .unwrap_or_default();
         let routes = config
             .apis
@@ -447,11 +457,11 @@ impl Snapshot {
             Some((changed, now)) => {
                 let changed: HashSet<&str> = changed.iter().map(String::as_str).collect();
                 let previous: HashMap<&str, &Arc<ApiRoute>> =
-                    self.routes.iter().map(|r| (r.id.as_str(), r)).collect();
+                    self.routes.iter().map(|r| (&*r.id, r)).collect();
                 let mut routes: Vec<Arc<ApiRoute>> = self
                     .routes
                     .iter()
-                    .filter(|r| !changed.contains(r.id.as_str()))
+                    .filter(|r| !changed.contains(&*r.id))
                     .cloned()
                     .collect();
                 routes.extend(now.iter().filter_map(|api| {
@@ -504,7 +514,7 @@ impl Snapshot {
             .iter()
             .filter(|r| r.hosts.is_empty() || host.is_some_and(|h| r.hosts.iter().any(|x| x == h)))
             .find_map(|r| {
-                let rest = path.strip_prefix(r.base_path.as_str())?;
+                let rest = path.strip_prefix(&*r.base_path)?;
                 (rest.is_empty() || rest.starts_with('/')).then_some((&**r, rest))
             })
     }
@@ -582,17 +592,16 @@ mod tests {
         let s = Snapshot::build(&config, None, &GatewayMetrics::new());
         assert_eq!(
             s.route(None, "/weather/v2/today")
-                .map(|(r, rest)| (r.id.as_str(), rest)),
+                .map(|(r, rest)| (&*r.id, rest)),
             Some(("b", "/today"))
         );
         assert_eq!(
             s.route(None, "/weather/today")
-                .map(|(r, rest)| (r.id.as_str(), rest)),
+                .map(|(r, rest)| (&*r.id, rest)),
             Some(("a", "/today"))
         );
         assert_eq!(
-            s.route(None, "/weather")
-                .map(|(r, rest)| (r.id.as_str(), rest)),
+            s.route(None, "/weather").map(|(r, rest)| (&*r.id, rest)),
             Some(("a", ""))
         );
         assert!(s.route(None, "/weatherman").is_none());
@@ -642,8 +651,11 @@ mod tests {
         };
         let s = Snapshot::build(&config, None, &GatewayMetrics::new());
         let grant = s.key(&hash).unwrap();
-        assert_eq!(grant.access["a"].subscription_id, "sub_a");
-        assert_eq!(s.app("app_1").unwrap().access["a"].subscription_id, "sub_a");
+        assert_eq!(&*grant.access["a"].subscription_id, "sub_a");
+        assert_eq!(
+            &*s.app("app_1").unwrap().access["a"].subscription_id,
+            "sub_a"
+        );
         assert!(s.app("app_2").is_none());
         assert!(s.key(&KeyHash::of("other")).is_none());
 
@@ -745,7 +757,7 @@ mod tests {
             "adding a key does not rebuild routes"
         );
         let fresh = next.key(&KeyHash::of("fresh")).unwrap();
-        assert_eq!(fresh.access["a"].subscription_id, "sub_7");
+        assert_eq!(&*fresh.access["a"].subscription_id, "sub_7");
         // Shards the patch did not touch are the very same maps.
         let touched: HashSet<usize> = [KeyHash::of("fresh"), KeyHash::of("k7")]
             .iter()
@@ -781,15 +793,15 @@ mod tests {
         assert!(next.key(&KeyHash::of("k3")).is_none() && next.key(&KeyHash::of("k103")).is_none());
         assert!(next.app("app_3").is_none() && next.app("app_4").is_some());
         assert!(next.route(None, "/b/x").is_none());
-        assert_eq!(next.route(None, "/b2/x").unwrap().0.id, "b");
-        let a_before = s.routes().iter().find(|r| r.id == "a").unwrap();
-        let a_after = next.routes().iter().find(|r| r.id == "a").unwrap();
+        assert_eq!(&*next.route(None, "/b2/x").unwrap().0.id, "b");
+        let a_before = s.routes().iter().find(|r| &*r.id == "a").unwrap();
+        let a_after = next.routes().iter().find(|r| &*r.id == "a").unwrap();
         assert!(
             Arc::ptr_eq(a_before, a_after),
             "unchanged routes are shared"
         );
-        let b_before = s.routes().iter().find(|r| r.id == "b").unwrap();
-        let b_after = next.routes().iter().find(|r| r.id == "b").unwrap();
+        let b_before = s.routes().iter().find(|r| &*r.id == "b").unwrap();
+        let b_after = next.routes().iter().find(|r| &*r.id == "b").unwrap();
         assert!(
             Arc::ptr_eq(&b_before.balancer, &b_after.balancer),
             "same targets: the balancer and its health carry over"

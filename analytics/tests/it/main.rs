@@ -45,8 +45,8 @@ const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
 fn event(i: u64, api: &str, status: u16, latency_us: u32) -> UsageEvent {
     let mut e = UsageEvent::new(T0 + i * 1000);
-    e.api_slug = api.to_owned();
-    e.api_id = format!("api_{api}");
+    e.api_slug = api.into();
+    e.api_id = format!("api_{api}").into();
     e.method = "GET".into();
     e.status = status;
     e.latency_us = latency_us;

@@ -25,7 +25,7 @@ fn events() -> Vec<UsageEvent> {
             };
             e.latency_us = 1000 + i as u32;
             e.bytes_out = 100;
-            e.app_id = format!("app_{}", i % 2);
+            e.app_id = format!("app_{}", i % 2).into();
             e.overage = i % 3 == 0;
             e
         })

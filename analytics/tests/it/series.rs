@@ -23,7 +23,7 @@ fn events() -> Vec<UsageEvent> {
             e.latency_us = 1000 + i as u32;
             e.bytes_in = 10;
             e.bytes_out = 100;
-            e.app_id = format!("app_{}", i % 2);
+            e.app_id = format!("app_{}", i % 2).into();
             e.plan_id = "plan_p".into();
             e.developer_id = "usr_d".into();
             e
@@ -171,13 +171,13 @@ async fn same_rankings(store: UsageStore) {
     let errors_of = |app: u64| {
         all[..240]
             .iter()
-            .filter(|e| e.app_id == format!("app_{app}") && e.status >= 500)
+            .filter(|e| *e.app_id == *format!("app_{app}") && e.status >= 500)
             .count() as u64
     };
     let client_of = |app: u64| {
         all[..240]
             .iter()
-            .filter(|e| e.app_id == format!("app_{app}") && e.status / 100 == 4)
+            .filter(|e| *e.app_id == *format!("app_{app}") && e.status / 100 == 4)
             .count() as u64
     };
     assert_eq!(

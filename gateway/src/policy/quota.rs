@@ -127,10 +127,13 @@ impl QuotaKeeper {
         let (period_start, period_end) = period(rule, now_ms);
         let cell = {
             let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
-            blocks
-                .entry(subscription_id.to_owned())
-                .or_default()
-                .clone()
+            match blocks.get(subscription_id) {
+                Some(cell) => cell.clone(),
+                None => blocks
+                    .entry(subscription_id.to_owned())
+                    .or_default()
+                    .clone(),
+            }
         };
         let mut block = cell.lock().await;
         if block.period_start != period_start {

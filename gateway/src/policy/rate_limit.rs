@@ -156,7 +156,12 @@ impl LocalLimiter {
             let (new_tat, d) = gcra(tat, now, &b.limit);
             match new_tat {
                 Some(nt) => {
-                    shard.insert(b.id.clone(), nt);
+                    match shard.get_mut(&b.id) {
+                        Some(slot) => *slot = nt,
+                        None => {
+                            shard.insert(b.id.clone(), nt);
+                        }
+                    }
                     taken.push((i, tat));
                     result = Some(result.map_or(d, |r| tighter(r, d)));
                 }

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Instructions per call of the gateway, counted by callgrind: user-space
+# instructions of every thread of the process (serving, usage writer, SQLite),
+# so the figure repeats from run to run whatever else the machine is doing.
+# Kernel work (socket syscalls, loopback TCP) is not counted.
+#
+# Starts the peers' nginx upstream on 127.0.0.1:9101, a release `tollgate up`
+# under `valgrind --tool=callgrind` with the benchmark's full policy set (key
+# auth, rate limit, quota, metering into the embedded store), and for each
+# connection count sends exactly CALLS calls with curl (keep-alive) between
+# zeroing and dumping the counters. The usage writer writes full batches only
+# (TOLLGATE_USAGE_BATCH_SIZE events, default 10,000, as under full load; the
+# flush interval is set to an hour) and the calls are counted so that every
+# measured window holds exactly CALLS events' writes: CALLS must be a multiple
+# of the batch size.
+#
+#   bench/gateway-instructions.sh          # ~5 minutes; CALLS=20000 CONNS="1 50"
+#   KEYLESS=1 bench/gateway-instructions.sh
+#
+# The dumps stay in OUT (default: a temporary dir, printed) for callgrind_annotate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+CALLS=${CALLS:-20000}
+CONNS=${CONNS:-"1 50"}
+PLAN=${PLAN:-$FULL_PLAN}
+KEYLESS=${KEYLESS:-0}
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+
+[ "${SKIP_BUILD:-0}" = 1 ] || build_gateway
+start_upstream
+trap 'stop_gateway; stop_nginx' EXIT
+BATCH=${TOLLGATE_USAGE_BATCH_SIZE:-10000}
+[ $((CALLS % BATCH)) = 0 ] || { echo "CALLS ($CALLS) must be a multiple of the usage batch size ($BATCH)" >&2; exit 1; }
+TOLLGATE_USAGE_FLUSH_INTERVAL_MS=3600000 TOLLGATE_USAGE_BATCH_SIZE=$BATCH \
+  start_gateway 18100 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out"
+headers=()
+if [ "$KEYLESS" = 1 ]; then
+  add_api bench '{"keyless":true}'
+else
+  add_api bench
+  headers=(-H "x-api-key: $(add_key bench "$PLAN")")
+fi
+url=$GW_URL/bench/
+# The new key reaches the gateway's snapshot within moments (longer under valgrind).
+sent=0  # calls so far, each one usage event
+ok=0
+for _ in $(seq 1 60); do
+  sent=$((sent + 1))
+  curl -sf -o /dev/null "${headers[@]}" "$url" && { ok=1; break; }
+  sleep 0.5
+done
+[ "$ok" = 1 ] || { echo "the gateway does not answer 2xx at $url" >&2; exit 1; }
+
+calls() { # N CONNS -> prints non-200 count
+  local n=$1 c=$2 cfg=$OUT/curl.cfg par=()
+  for _ in $(seq 1 "$n"); do printf 'url = "%s"\noutput = "/dev/null"\n' "$url"; done >"$cfg"
+  [ "$c" -gt 1 ] && par=(-Z --parallel-max "$c")
+  curl -s --no-progress-meter "${par[@]}" "${headers[@]}" -w '%{http_code}\n' -K "$cfg" 2>/dev/null | grep -cv '^200$' || true
+}
+# Waits until every full batch of the calls sent so far is in the usage store,
+# reading it from outside (costs the gateway nothing).
+flush_wait() {
+  local want=$(( sent / BATCH * BATCH )) have
+  for _ in $(seq 1 600); do
+    have=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from usage_events").fetchone()[0])' "$GW_WORK/usage.db" 2>/dev/null || echo 0)
+    [ "$have" -ge "$want" ] && { sleep 1; return 0; }
+    sleep 0.5
+  done
+  echo "usage store holds $have events, expected $want" >&2; return 1
+}
+
+callgrind_control -i on "$GW_PID" >/dev/null 2>&1
+echo "# instructions per call (callgrind, all threads, user space); $CALLS calls per row; $TOLLGATE_BIN, $(git describe --always --dirty)"
+printf '%-8s %14s %12s %8s\n' conns instructions per_call non200
+for c in $CONNS; do
+  # warm up (connections, pools, code paths) up to the next full batch
+  warm=$(( BATCH - sent % BATCH )); calls "$warm" "$c" >/dev/null; sent=$((sent + warm))
+  flush_wait
+  callgrind_control -z "$GW_PID" >/dev/null 2>&1
+  bad=$(calls "$CALLS" "$c"); sent=$((sent + CALLS))
+  flush_wait
+  callgrind_control -d "c$c" "$GW_PID" >/dev/null 2>&1
+  dump=$(ls -t "$OUT"/callgrind.out* | head -1)
+  total=$(awk '/^totals:/ {print $2}' "$dump")
+  printf '%-8s %14s %12s %8s\n' "$c" "$total" "$((total / CALLS))" "$bad"
+  cp "$dump" "$OUT/c$c.callgrind"
+done
+echo "# dumps: $OUT/c*.callgrind (callgrind_annotate --inclusive=yes FILE)"

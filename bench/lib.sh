@@ -1,0 +1,126 @@
+# Shared by the bench scripts (sourced, not run): start a release `tollgate up`
+# on a temporary data dir and provision APIs, plans and keys through the admin API.
+#
+#   start_gateway PORT_BASE [command prefix...]   # sets GW_PID, GW_WORK, GW_TOKEN, GW_ADMIN, GW_URL
+#   add_api SLUG [POLICIES_JSON]                  # an API on the peers' upstream, at /SLUG
+#   add_key SLUG PLAN_FIELDS_JSON                 # plan + developer + app + subscription; prints a key
+#   stop_gateway                                  # TERM, wait, remove the data dirs (all started)
+#
+# Extra TOLLGATE_* settings pass through the environment. One worker thread
+# (TOLLGATE_WORKERS=1) unless set, like each peer.
+
+UPSTREAM=${UPSTREAM:-http://127.0.0.1:9101}
+TOLLGATE_BIN=${TOLLGATE_BIN:-${CARGO_TARGET_DIR:-target}/release/tollgate}
+
+build_gateway() {
+  cargo build --release --locked --bin tollgate >&2
+}
+
+start_gateway() { # PORT_BASE [prefix...]
+  local base=$1; shift
+  GW_WORK=$(mktemp -d)
+  GW_TOKEN=bench-admin-token-$(date +%s)
+  GW_ADMIN=http://127.0.0.1:$((base + 1))/admin
+  GW_URL=http://127.0.0.1:$base
+  TOLLGATE_WORKERS=${TOLLGATE_WORKERS:-1} TOLLGATE_DATA_DIR=$GW_WORK TOLLGATE_ADMIN_TOKEN=$GW_TOKEN \
+  TOLLGATE_LOG=${TOLLGATE_LOG:-warn} TOLLGATE_GATEWAY_ADDR=127.0.0.1:$base \
+  TOLLGATE_ADMIN_ADDR=127.0.0.1:$((base + 1)) TOLLGATE_PORTAL_ADDR=127.0.0.1:$((base + 80)) \
+    "$@" "$TOLLGATE_BIN" up >"$GW_WORK/out.log" 2>"$GW_WORK/err.log" &
+  GW_PID=$!
+  GW_PIDS+=("$GW_PID"); GW_DIRS+=("$GW_WORK")
+  local i
+  for i in $(seq 1 600); do
+    grep -q "Press Ctrl-C" "$GW_WORK/out.log" 2>/dev/null && return 0
+    kill -0 "$GW_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "gateway did not start; log:" >&2
+  tail -20 "$GW_WORK/err.log" >&2
+  return 1
+}
+
+GW_PIDS=()
+GW_DIRS=()
+stop_gateway() { # every gateway started
+  local p
+  for p in "${GW_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  rm -rf "${GW_DIRS[@]}"
+  GW_PIDS=(); GW_DIRS=()
+}
+
+admin() { curl -sf -H "Authorization: Bearer $GW_TOKEN" -H 'content-type: application/json' "$GW_ADMIN$1" -d "$2"; }
+json_field() { sed -E "s/.*\"$1\":\"([^\"]+)\".*/\1/"; }
+
+add_api() { # SLUG [POLICIES_JSON]
+  local policies=${2:-}
+  admin /apis "{\"name\":\"$1\",\"slug\":\"$1\",\"base_path\":\"/$1\",\"upstreams\":[\"$UPSTREAM\"]${policies:+,\"policies\":$policies}}" >/dev/null
+}
+
+add_key() { # SLUG PLAN_FIELDS_JSON (e.g. '"included_calls":1000000000')
+  local fields=${2:-} plan dev app
+  plan=$(admin /plans "{\"name\":\"$1\",\"apis\":[\"$1\"]${fields:+,$fields}}" | json_field id)
+  dev=$(admin /developers "{\"email\":\"$1@example.com\",\"name\":\"$1\"}" | json_field id)
+  app=$(admin /apps "{\"developer_id\":\"$dev\",\"name\":\"$1\"}" | json_field id)
+  admin /subscriptions "{\"app_id\":\"$app\",\"plan_id\":\"$plan\"}" >/dev/null
+  admin "/apps/$app/keys" '{}' | sed -E 's/.*"key":"([^"]+)".*/\1/'
+}
+
+# The benchmark's full policy set: key auth, a rate limit and a quota set high
+# enough never to refuse (usage metering is always on).
+FULL_PLAN='"included_calls":1000000000,"rate_limits":[{"limit":1000000000,"window":"second"}]'
+
+# nginx in a temporary prefix, one worker: `start_nginx NAME PORT 'LOCATION BODY'`.
+# NGINX_PREFIX (e.g. `taskset -c 1`) is put before the command. Sets NGINX_PIDS.
+NGINX_PIDS=()
+NGINX_DIRS=()
+start_nginx() {
+  local name=$1 port=$2 location=$3 dir i
+  dir=$(mktemp -d)
+  mkdir -p "$dir/logs" "$dir/tmp"
+  cat >"$dir/nginx.conf" <<CONF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  client_body_temp_path $dir/tmp/body; proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fcgi; uwsgi_temp_path $dir/tmp/uwsgi; scgi_temp_path $dir/tmp/scgi;
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  upstream bench_up {
+    server ${UPSTREAM#http://};
+    keepalive 64;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+  }
+  server {
+    listen 127.0.0.1:$port backlog=4096;
+    location / { $location }
+  }
+}
+CONF
+  ${NGINX_PREFIX:-} env PATH="$PATH:/usr/sbin" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;' &
+  NGINX_PIDS+=($!); NGINX_DIRS+=("$dir")
+  for i in $(seq 1 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && return 0; sleep 0.1; done
+  echo "nginx $name did not start on :$port" >&2
+  return 1
+}
+
+# The peers' upstream (../shared/bench/peers.sh): a fixed 97-byte JSON answer on
+# 127.0.0.1:9101, for scripts that run without peers.sh.
+start_upstream() {
+  start_nginx upstream "${UPSTREAM##*:}" "default_type application/json; return 200 '{\"status\":\"ok\",\"service\":\"bench-upstream\",\"message\":\"hello from the loopback upstream\",\"n\":12345}';"
+}
+
+# nginx as a reverse proxy to the upstream, configured like peers.sh's.
+start_nginx_proxy() { # PORT
+  start_nginx proxy "$1" 'proxy_pass http://bench_up; proxy_http_version 1.1; proxy_set_header Connection "";'
+}
+
+stop_nginx() {
+  local p
+  for p in "${NGINX_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  rm -rf "${NGINX_DIRS[@]}"
+  NGINX_PIDS=(); NGINX_DIRS=()
+}
