@@ -208,6 +208,7 @@ impl Running {
         // The gateway's body wrappers hold recorders; they are done once the
         // servers have finished their connections.
         if let Some(gw) = self.gateway.take() {
+            gw.close_tunnels().await;
             gw.release_quotas().await;
         }
         if let Some(w) = self.writer.take() {

@@ -20,6 +20,7 @@ pub mod proxy;
 mod reload;
 pub mod routing;
 pub mod snapshot;
+pub mod tunnel;
 pub mod upstream_pool;
 
 use std::convert::Infallible;
@@ -63,6 +64,7 @@ pub struct Gateway {
     tokens: Option<TokenIssuer>,
     metrics: GatewayMetrics,
     reloads: reload::ReloadStats,
+    tunnels: Arc<tunnel::Tunnels>,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -118,6 +120,7 @@ impl Gateway {
                 .map(|s| TokenIssuer::new(s, settings.token_ttl)),
             metrics,
             reloads: reload::ReloadStats::default(),
+            tunnels: Arc::default(),
             background: Mutex::new(Vec::new()),
         });
         // Spawned once the gateway exists: the tasks hold only a weak reference
@@ -141,6 +144,17 @@ impl Gateway {
         registry: &mut prometheus_client::registry::Registry,
     ) {
         self.metrics.register(registry, Arc::downgrade(self));
+    }
+
+    /// Closes upgraded connections (WebSockets) and waits until each has
+    /// recorded its usage event; call at shutdown, before the usage writer drains.
+    pub async fn close_tunnels(&self) {
+        self.tunnels.close_all().await;
+    }
+
+    /// Upgraded connections (WebSockets) open now.
+    pub fn open_tunnels(&self) -> usize {
+        self.tunnels.open()
     }
 
     /// Gives back unused quota leases; call at shutdown, after the last call.

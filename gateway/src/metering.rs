@@ -99,10 +99,26 @@ pub struct Meter {
 }
 
 impl Meter {
-    fn finish(mut self, bytes_out: u64) {
-        self.event.bytes_out = bytes_out;
-        self.event.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+    fn finish(self, bytes_out: u64) {
         let latency = self.started.elapsed();
+        self.record(0, bytes_out, latency);
+    }
+
+    /// Finishes the event of an upgraded call when its tunnel closes: the bytes
+    /// it carried each way are added to the handshake's, and the latency is the
+    /// handshake's (the time to the `101`).
+    pub fn finish_upgraded(
+        self,
+        tunnelled_in: u64,
+        tunnelled_out: u64,
+        latency: std::time::Duration,
+    ) {
+        self.record(tunnelled_in, tunnelled_out, latency);
+    }
+
+    fn record(mut self, extra_in: u64, bytes_out: u64, latency: std::time::Duration) {
+        self.event.bytes_out = bytes_out;
+        self.event.bytes_in = self.bytes_in.load(Ordering::Relaxed) + extra_in;
         self.event.latency_us = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
         let upstream = (self.event.upstream_latency_us > 0)
             .then(|| std::time::Duration::from_micros(u64::from(self.event.upstream_latency_us)));
@@ -130,6 +146,15 @@ impl<B> MeteredBody<B> {
             inner,
             bytes_out: 0,
             meter: Some(meter),
+        }
+    }
+
+    /// A body whose call is metered elsewhere (an upgraded connection's tunnel).
+    pub fn unmetered(inner: B) -> Self {
+        Self {
+            inner,
+            bytes_out: 0,
+            meter: None,
         }
     }
 

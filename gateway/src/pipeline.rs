@@ -53,6 +53,7 @@ use crate::policy::{access, cache, jwt, transform};
 use crate::proxy::{self, Identity, Peer, ProxiedBody};
 use crate::routing::OperationMatch;
 use crate::snapshot::{Access, ApiRoute, AppGrant, KeyGrant, Snapshot};
+use hyper::upgrade::OnUpgrade;
 
 /// The per-call context the phases read and write.
 struct Call {
@@ -68,6 +69,9 @@ struct Call {
     client: Arc<Peer>,
     /// The API's policies and the allowed origin, for a CORS call.
     cors: Option<(Arc<ApiPolicies>, HeaderValue)>,
+    /// The client's and the upstream's connections of a call the upstream
+    /// upgraded (`101`): tunnelled and metered once the answer is sent.
+    upgraded: Option<(OnUpgrade, OnUpgrade)>,
 }
 
 /// Body of every gateway response: the upstream's, or one the gateway made.
@@ -149,6 +153,7 @@ impl Gateway {
             metrics: self.metrics.unrouted().clone(),
             client,
             cors: None,
+            upgraded: None,
         };
 
         let outcome = self.run_phases(&snapshot, req, &mut call).await;
@@ -160,6 +165,7 @@ impl Gateway {
                 e.to_response(rid).map(|b| Either::Right(Full::new(b)))
             }
         };
+        let tunnel_request_id = call.upgraded.is_some().then(|| call.request_id.clone());
         response.headers_mut().insert(X_REQUEST_ID, call.request_id);
         if let Some((policies, origin)) = call.cors
             && let Some(cors) = &policies.cors
@@ -168,20 +174,25 @@ impl Gateway {
         }
         call.event.status = response.status().as_u16();
 
-        // Log phase: the event is recorded when the body has been sent.
-        response.map(|body| {
-            MeteredBody::new(
-                body,
-                Meter {
-                    event: call.event,
-                    started,
-                    bytes_in: call.bytes_in,
-                    recorder: self.recorder.clone(),
-                    metrics: call.metrics,
-                    access_log: self.access_log.clone(),
-                },
-            )
-        })
+        // Log phase: the event is recorded when the body has been sent, or for
+        // an upgraded call when its tunnel closes.
+        let meter = Meter {
+            event: call.event,
+            started,
+            bytes_in: call.bytes_in,
+            recorder: self.recorder.clone(),
+            metrics: call.metrics,
+            access_log: self.access_log.clone(),
+        };
+        match (call.upgraded, tunnel_request_id) {
+            (Some((client, upstream)), Some(rid))
+                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS =>
+            {
+                self.tunnels.spawn(client, upstream, meter, rid);
+                response.map(MeteredBody::unmetered)
+            }
+            _ => response.map(|body| MeteredBody::new(body, meter)),
+        }
     }
 
     async fn run_phases(
@@ -593,7 +604,7 @@ impl Gateway {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             response.headers_mut().insert(header::UPGRADE, proto);
             if let Some(upstream) = upstream {
-                tokio::spawn(tunnel(client, upstream, request_id.clone()));
+                call.upgraded = Some((client, upstream));
             }
         }
         // 10. transform (response)
@@ -708,25 +719,6 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// Joins an upgraded client connection to the upgraded upstream connection
-/// and copies bytes both ways until either side closes.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    request_id: HeaderValue,
-) {
-    match tokio::try_join!(client, upstream) {
-        Ok((client, upstream)) => {
-            let mut client = hyper_util::rt::TokioIo::new(client);
-            let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                tracing::debug!(error = %e, request_id = ?request_id, "upgraded connection ended");
-            }
-        }
-        Err(e) => tracing::debug!(error = %e, request_id = ?request_id, "protocol upgrade failed"),
-    }
 }
 
 fn ceil_secs(d: std::time::Duration) -> u64 {

@@ -702,6 +702,30 @@ async fn protocol_upgrades_pass_through() {
         assert_eq!(buf, message.as_bytes());
     }
 
+    // The call is metered once, when the tunnel closes, with the bytes it
+    // carried each way (12 up, 12 echoed back).
+    assert!(
+        app.usage_events()
+            .await
+            .iter()
+            .all(|e| e["status"] != 101.0),
+        "an open tunnel has no event yet"
+    );
+    drop(conn);
+    let event = tollgate_testkit::eventually(Duration::from_secs(3), || async {
+        app.usage_events()
+            .await
+            .into_iter()
+            .find(|e| e["status"] == 101.0)
+    })
+    .await
+    .expect("the upgraded call is metered when its tunnel closes");
+    assert_eq!(
+        (event["bytes_in"].as_f64(), event["bytes_out"].as_f64()),
+        (Some(12.0), Some(12.0))
+    );
+    assert_eq!(event["route"], "/ws");
+
     // Without a key the upgrade is refused like any call.
     let mut anon = tokio::net::TcpStream::connect(addr).await.unwrap();
     anon.write_all(
@@ -712,7 +736,36 @@ async fn protocol_upgrades_pass_through() {
     let mut buf = [0u8; 12];
     anon.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"HTTP/1.1 401");
-    app.stop().await;
+
+    // A tunnel still open at shutdown is closed and metered before the usage
+    // writer drains.
+    let mut open = tokio::net::TcpStream::connect(addr).await.unwrap();
+    open.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(open.read(&mut byte).await.unwrap(), 1);
+        head.push(byte[0]);
+    }
+    open.write_all(b"12345").await.unwrap();
+    let mut echoed = [0u8; 5];
+    open.read_exact(&mut echoed).await.unwrap();
+    let gateway = app.running.gateway.clone().unwrap();
+    assert_eq!(gateway.open_tunnels(), 1);
+    app.stop_then(|usage| async move {
+        let q = tollgate_analytics::SummaryQuery::parse(
+            Some(&(chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339()),
+            None,
+            None,
+        )
+        .unwrap();
+        let summary = usage.summary(&q).await.unwrap();
+        assert_eq!(
+            summary.by_status_class.get("1xx"),
+            Some(&2),
+            "both upgraded calls are metered: {summary:?}"
+        );
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

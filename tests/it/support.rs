@@ -76,7 +76,19 @@ impl TestApp {
     }
 
     pub async fn stop(self) {
+        self.stop_then(|_| async {}).await;
+    }
+
+    /// Stops the process's components, runs `after` on the stopped app (its
+    /// stores are still there to read), then removes the databases.
+    pub async fn stop_then<F, Fut>(self, after: F)
+    where
+        F: FnOnce(tollgate_analytics::UsageStore) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let usage = self.running.usage.clone();
         self.running.stop().await;
+        after(usage).await;
         self.db.cleanup().await;
         if let Some(ch) = self.clickhouse {
             ch.cleanup().await;
