@@ -235,7 +235,13 @@ impl Running {
             lines.push(format!("Gateway:   {}", settings.gateway_url(a)));
         }
         if let Some(a) = self.portal_addr {
-            lines.push(format!("Portal:    http://{}", display_addr(a)));
+            lines.push(format!("Portal:    {}", settings.portal_url(a)));
+            if settings.smtp.is_none() {
+                lines.push(format!(
+                    "Mail:      no SMTP server set; messages go to {}",
+                    settings.data_dir.join("outbox").display()
+                ));
+            }
         }
         if let Some(a) = self.admin_addr {
             if self.portal_addr.is_some() {
