@@ -793,3 +793,51 @@ async fn expired_sessions_are_removed(stack: Stack) {
     app.stop().await;
 }
 on_both_stacks!(session_cleanup, super::expired_sessions_are_removed);
+
+async fn mail_over_smtp(stack: Stack) {
+    use tollgate_core::config::{SmtpSettings, SmtpTls};
+    let sink = tollgate_testkit::smtp::SmtpSink::start().await;
+    let (mut settings, db, ch) = test_settings(stack).await;
+    settings.smtp = Some(SmtpSettings {
+        host: "127.0.0.1".to_owned(),
+        port: sink.addr.port(),
+        tls: SmtpTls::None,
+        credentials: None,
+    });
+    let outbox = Outbox::new(&settings.data_dir);
+    let app = TestApp::start_with(settings, db, ch).await;
+    let mut b = browser(&app);
+    let email = unique_email("smtp");
+    let r = b
+        .submit(
+            "/signup",
+            "/signup",
+            &[("email", &email), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let mail = tollgate_testkit::eventually(std::time::Duration::from_secs(5), || async {
+        sink.received()
+            .into_iter()
+            .find(|m| m.to == [email.clone()])
+    })
+    .await
+    .expect("the sink received the verification mail");
+    assert_eq!(mail.from, "no-reply@localhost");
+    assert!(
+        mail.data
+            .contains("Subject: Confirm your e-mail address for Tollgate")
+    );
+    let text = mail.data.replace("=\r\n", "");
+    let at = text.find("/verify-email/").unwrap();
+    let start = text[..at].rfind("http").unwrap();
+    let end = at + text[at..].find(char::is_whitespace).unwrap();
+    let r = b.get(&text[start..end]).await;
+    assert_eq!(r.status, 200, "the link from the SMTP message verifies");
+    assert!(
+        outbox.all().is_empty(),
+        "with SMTP set, nothing goes to the outbox"
+    );
+    app.stop().await;
+}
+on_both_stacks!(mail_goes_over_smtp, super::mail_over_smtp);
