@@ -841,3 +841,49 @@ async fn mail_over_smtp(stack: Stack) {
     app.stop().await;
 }
 on_both_stacks!(mail_goes_over_smtp, super::mail_over_smtp);
+
+async fn client_address_from_proxy_header(stack: Stack) {
+    let (mut settings, db, ch) = test_settings(stack).await;
+    settings.portal_client_ip_header = Some("x-forwarded-for".to_owned());
+    let app = TestApp::start_with(settings, db, ch).await;
+    let mut spraying = browser(&app);
+    // The proxy appends the client it saw; anything before it is the client's say.
+    spraying.extra_header = Some(("x-forwarded-for", "10.9.9.9, 198.51.100.7".to_owned()));
+    for _ in 0..tollgate_portal::site::PER_ADDRESS {
+        let r = spraying
+            .submit(
+                "/login",
+                "/login",
+                &[
+                    ("email", &unique_email("spray")),
+                    ("password", "wrong password!"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 422);
+    }
+    let r = spraying
+        .submit(
+            "/login",
+            "/login",
+            &[("email", &unique_email("x")), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status, 429, "198.51.100.7 is locked out");
+    // Another client behind the same proxy (same TCP peer) is not.
+    let mut neighbour = browser(&app);
+    neighbour.extra_header = Some(("x-forwarded-for", "198.51.100.8".to_owned()));
+    let r = neighbour
+        .submit(
+            "/login",
+            "/login",
+            &[("email", &unique_email("x")), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    app.stop().await;
+}
+on_both_stacks!(
+    throttling_behind_a_proxy,
+    super::client_address_from_proxy_header
+);

@@ -55,6 +55,8 @@ pub struct Browser {
     http: reqwest::Client,
     base: String,
     pub cookie: Option<String>,
+    /// A header sent with every request (e.g. a proxy's `X-Forwarded-For`).
+    pub extra_header: Option<(&'static str, String)>,
 }
 
 impl Browser {
@@ -66,12 +68,17 @@ impl Browser {
                 .unwrap(),
             base: base.trim_end_matches('/').to_owned(),
             cookie: None,
+            extra_header: None,
         }
     }
 
     async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
         let req = match &self.cookie {
             Some(c) => req.header("cookie", format!("{SESSION_COOKIE}={c}")),
+            None => req,
+        };
+        let req = match &self.extra_header {
+            Some((name, value)) => req.header(*name, value),
             None => req,
         };
         let resp = req.send().await.expect("portal reachable");
