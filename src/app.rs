@@ -61,6 +61,7 @@ pub struct Running {
     writer: Option<UsageWriter>,
     follower: Option<tokio::task::JoinHandle<()>>,
     retention: tokio::task::JoinHandle<()>,
+    portal_cleanup: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Opens both stores, applying migrations.
@@ -107,6 +108,7 @@ pub async fn start(
         servers: JoinSet::new(),
         writer: None,
         follower: None,
+        portal_cleanup: None,
         // Every process runs retention: dropping old data is idempotent, and a
         // gateway with the embedded store has no one else to do it.
         retention: tokio::spawn(tollgate_analytics::retention::run(
@@ -171,10 +173,17 @@ pub async fn start(
             admin_token: settings.admin_token.clone(),
             gateway_url,
         };
-        let site = tollgate_portal::site::router(state.clone());
+        let portal_url = settings.portal_url(portal.local_addr()?);
+        let site = tollgate_portal::site::router(state.clone(), settings, &portal_url)
+            .context("cannot start the portal")?;
+        running.portal_cleanup = Some(tokio::spawn(tollgate_portal::site::clean_up_expired(
+            store.clone(),
+        )));
         admin_router = tollgate_portal::admin::router(state).merge(admin_router);
         let rx = shutdown.subscribe();
         servers.spawn(async move {
+            // Peer addresses feed the per-address log-in throttle.
+            let site = site.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(portal, site)
                 .with_graceful_shutdown(stopped(rx))
                 .await
@@ -205,6 +214,9 @@ impl Running {
             f.abort();
         }
         self.retention.abort();
+        if let Some(c) = self.portal_cleanup.take() {
+            c.abort();
+        }
         // The gateway's body wrappers hold recorders; they are done once the
         // servers have finished their connections.
         if let Some(gw) = self.gateway.take() {
@@ -224,7 +236,13 @@ impl Running {
             lines.push(format!("Gateway:   {}", settings.gateway_url(a)));
         }
         if let Some(a) = self.portal_addr {
-            lines.push(format!("Portal:    http://{}", display_addr(a)));
+            lines.push(format!("Portal:    {}", settings.portal_url(a)));
+            if settings.smtp.is_none() {
+                lines.push(format!(
+                    "Mail:      no SMTP server set; messages go to {}",
+                    settings.data_dir.join("outbox").display()
+                ));
+            }
         }
         if let Some(a) = self.admin_addr {
             if self.portal_addr.is_some() {

@@ -202,6 +202,60 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "`json` writes one JSON object per answered call to standard output (the usage event's fields); `off` writes none.",
     },
     SettingSpec {
+        key: "portal_public_url",
+        env: "TOLLGATE_PORTAL_PUBLIC_URL",
+        default: "",
+        doc: "The portal's URL as browsers reach it, used in e-mailed links; an `https://` URL also marks session cookies `Secure`. Unset: derived from `portal_addr` (http).",
+    },
+    SettingSpec {
+        key: "portal_name",
+        env: "TOLLGATE_PORTAL_NAME",
+        default: "Tollgate",
+        doc: "Name shown in the portal's header, page titles and e-mails.",
+    },
+    SettingSpec {
+        key: "portal_client_ip_header",
+        env: "TOLLGATE_PORTAL_CLIENT_IP_HEADER",
+        default: "",
+        doc: "Header a trusted reverse proxy sets to the client's address (e.g. `X-Forwarded-For`; its last address is used), for per-address log-in throttling. Unset: the TCP peer address.",
+    },
+    SettingSpec {
+        key: "smtp_host",
+        env: "TOLLGATE_SMTP_HOST",
+        default: "",
+        doc: "SMTP server for the portal's e-mails (verification, password reset). Unset: each message is written as a `.eml` file to `outbox/` in the data dir and logged.",
+    },
+    SettingSpec {
+        key: "smtp_port",
+        env: "TOLLGATE_SMTP_PORT",
+        default: "",
+        doc: "SMTP port. Unset: 587 for `starttls`, 465 for `tls`, 25 for `none`.",
+    },
+    SettingSpec {
+        key: "smtp_tls",
+        env: "TOLLGATE_SMTP_TLS",
+        default: "starttls",
+        doc: "SMTP transport security: `starttls` (upgrade a plain connection, required), `tls` (TLS from the first byte) or `none` (plain text; only for a local relay).",
+    },
+    SettingSpec {
+        key: "smtp_user",
+        env: "TOLLGATE_SMTP_USER",
+        default: "",
+        doc: "SMTP user name; with `smtp_password`, Tollgate authenticates. Unset: no authentication.",
+    },
+    SettingSpec {
+        key: "smtp_password",
+        env: "TOLLGATE_SMTP_PASSWORD",
+        default: "",
+        doc: "SMTP password.",
+    },
+    SettingSpec {
+        key: "smtp_from",
+        env: "TOLLGATE_SMTP_FROM",
+        default: "Tollgate <no-reply@localhost>",
+        doc: "Sender of the portal's e-mails: an address, or `Name <address>`.",
+    },
+    SettingSpec {
         key: "workers",
         env: "TOLLGATE_WORKERS",
         default: "0",
@@ -278,6 +332,16 @@ pub struct Settings {
     pub quota_counter: QuotaCounterKind,
     /// Worker threads; `None` means one per CPU core.
     pub workers: Option<usize>,
+    /// The portal's URL as browsers reach it; `None` derives it from the listener.
+    pub portal_public_url: Option<String>,
+    /// Name shown in the portal and its e-mails.
+    pub portal_name: String,
+    /// Header holding the client address set by a trusted proxy.
+    pub portal_client_ip_header: Option<String>,
+    /// The SMTP server; `None` writes mail to the outbox folder.
+    pub smtp: Option<SmtpSettings>,
+    /// Sender of the portal's e-mails.
+    pub smtp_from: String,
     /// Log filter.
     pub log: String,
 }
@@ -304,6 +368,52 @@ fn redact_url(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_owned(),
+    }
+}
+
+/// How the portal reaches its SMTP server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmtpSettings {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Transport security.
+    pub tls: SmtpTls,
+    /// User name and password, when the server wants them.
+    pub credentials: Option<(String, String)>,
+}
+
+impl fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("user", &self.credentials.as_ref().map(|c| &c.0))
+            .finish_non_exhaustive()
+    }
+}
+
+/// SMTP transport security.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which must succeed.
+    StartTls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No encryption: only for a relay on the same host or network.
+    None,
+}
+
+impl SmtpTls {
+    /// The usual port for this mode.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::StartTls => 587,
+            Self::Tls => 465,
+            Self::None => 25,
+        }
     }
 }
 
@@ -634,6 +744,53 @@ impl Settings {
                 "0" => None,
                 _ => Some(l.count("workers")?),
             },
+            portal_public_url: match l.string("portal_public_url") {
+                None => None,
+                Some(u) => match url::Url::parse(&u) {
+                    Ok(p) if matches!(p.scheme(), "http" | "https") && p.has_host() => {
+                        Some(u.trim_end_matches('/').to_owned())
+                    }
+                    _ => {
+                        return Err(l.invalid(
+                            "portal_public_url",
+                            &u,
+                            "is not an http(s) URL; expected e.g. https://developers.example.com",
+                        ));
+                    }
+                },
+            },
+            portal_name: match l.string("portal_name") {
+                Some(n) if n.trim().is_empty() || n.chars().count() > 60 => {
+                    return Err(l.invalid("portal_name", &n, "must be 1 to 60 characters"));
+                }
+                Some(n) => n.trim().to_owned(),
+                None => "Tollgate".to_owned(),
+            },
+            portal_client_ip_header: match l.string("portal_client_ip_header") {
+                Some(h) if http_token(&h) => Some(h.to_ascii_lowercase()),
+                Some(h) => {
+                    return Err(l.invalid(
+                        "portal_client_ip_header",
+                        &h,
+                        "is not a header name; expected e.g. X-Forwarded-For",
+                    ));
+                }
+                None => None,
+            },
+            smtp: smtp(l)?,
+            smtp_from: match l
+                .raw("smtp_from")
+                .unwrap_or(Layers::spec("smtp_from").default)
+            {
+                from if mailbox_address(from).is_some() => from.trim().to_owned(),
+                from => {
+                    return Err(l.invalid(
+                        "smtp_from",
+                        from,
+                        "is not a sender; expected an address or `Name <address>`",
+                    ));
+                }
+            },
             log,
         })
     }
@@ -656,6 +813,13 @@ impl Settings {
         self.database_url.starts_with("postgres")
     }
 
+    /// The portal URL browsers use (for links in e-mails).
+    pub fn portal_url(&self, bound: SocketAddr) -> String {
+        self.portal_public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", display_addr(bound)))
+    }
+
     /// The gateway URL to show to developers.
     pub fn gateway_url(&self, bound: SocketAddr) -> String {
         self.public_gateway_url
@@ -671,6 +835,84 @@ pub fn display_addr(addr: SocketAddr) -> String {
     } else {
         addr.to_string()
     }
+}
+
+fn smtp(l: &Layers) -> Result<Option<SmtpSettings>, ConfigError> {
+    let tls = match l.raw("smtp_tls").unwrap_or("starttls") {
+        "starttls" => SmtpTls::StartTls,
+        "tls" => SmtpTls::Tls,
+        "none" => SmtpTls::None,
+        other => {
+            return Err(l.invalid(
+                "smtp_tls",
+                other,
+                "is not an SMTP security mode; expected starttls, tls or none",
+            ));
+        }
+    };
+    let port = match l.raw("smtp_port") {
+        None => tls.default_port(),
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(l.invalid("smtp_port", p, "is not a port; expected 1 to 65535")),
+        },
+    };
+    let Some(host) = l.string("smtp_host") else {
+        return Ok(None);
+    };
+    if host.contains(['/', ' ', ':']) && host.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err(l.invalid(
+            "smtp_host",
+            &host,
+            "is not a host name; expected e.g. smtp.example.com (the port goes in smtp_port)",
+        ));
+    }
+    let credentials = match (l.string("smtp_user"), l.string("smtp_password")) {
+        (Some(u), Some(p)) => Some((u, p)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(format!(
+                "invalid setting {}: a user needs a password; set {} too",
+                l.name("smtp_user"),
+                Layers::spec("smtp_password").env
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(format!(
+                "invalid setting {}: a password needs a user; set {} too",
+                l.name("smtp_password"),
+                Layers::spec("smtp_user").env
+            )));
+        }
+    };
+    Ok(Some(SmtpSettings {
+        host,
+        port,
+        tls,
+        credentials,
+    }))
+}
+
+/// The address inside `addr` or `Name <addr>`, when it looks like one.
+pub fn mailbox_address(s: &str) -> Option<&str> {
+    let s = s.trim();
+    let addr = match s.rsplit_once('<') {
+        Some((_, rest)) => rest.strip_suffix('>')?,
+        None => s,
+    };
+    let (local, domain) = addr.split_once('@')?;
+    (!local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && !addr.chars().any(|c| c.is_whitespace() || c.is_control()))
+    .then_some(addr)
+}
+
+/// True for an HTTP header name (an RFC 9110 token).
+fn http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn quota_counter(l: &Layers) -> Result<QuotaCounterKind, ConfigError> {
@@ -874,6 +1116,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot read configuration file"), "{err}");
+    }
+
+    #[test]
+    fn smtp_settings_are_checked() {
+        let s = Settings::load_from(None, []).unwrap();
+        assert!(s.smtp.is_none());
+        assert_eq!(s.smtp_from, "Tollgate <no-reply@localhost>");
+        assert_eq!(s.portal_name, "Tollgate");
+
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("TOLLGATE_SMTP_HOST", "smtp.example.com"),
+                ("TOLLGATE_SMTP_TLS", "tls"),
+                ("TOLLGATE_SMTP_USER", "u"),
+                ("TOLLGATE_SMTP_PASSWORD", "p"),
+            ]),
+        )
+        .unwrap();
+        let smtp = s.smtp.unwrap();
+        assert_eq!((smtp.port, smtp.tls), (465, SmtpTls::Tls));
+        assert!(
+            !format!("{smtp:?}").contains("\"p\""),
+            "password stays out of logs"
+        );
+
+        for (pairs, name) in [
+            (
+                vec![("TOLLGATE_SMTP_HOST", "h"), ("TOLLGATE_SMTP_TLS", "ssl")],
+                "TOLLGATE_SMTP_TLS",
+            ),
+            (
+                vec![("TOLLGATE_SMTP_HOST", "h"), ("TOLLGATE_SMTP_PORT", "0")],
+                "TOLLGATE_SMTP_PORT",
+            ),
+            (vec![("TOLLGATE_SMTP_HOST", "h:25")], "TOLLGATE_SMTP_HOST"),
+            (
+                vec![("TOLLGATE_SMTP_HOST", "h"), ("TOLLGATE_SMTP_USER", "u")],
+                "TOLLGATE_SMTP_USER",
+            ),
+            (vec![("TOLLGATE_SMTP_FROM", "nobody")], "TOLLGATE_SMTP_FROM"),
+            (
+                vec![("TOLLGATE_PORTAL_PUBLIC_URL", "ftp://x")],
+                "TOLLGATE_PORTAL_PUBLIC_URL",
+            ),
+            (
+                vec![("TOLLGATE_PORTAL_CLIENT_IP_HEADER", "X Forwarded")],
+                "TOLLGATE_PORTAL_CLIENT_IP_HEADER",
+            ),
+        ] {
+            let err = Settings::load_from(None, env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("invalid setting {name}")), "{err}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The control plane's HTTP faces: the developer portal (for now its start page
-//! and health check) and the admin REST API.
+//! The control plane's HTTP faces: the developer portal (its website, with
+//! accounts) and the admin REST API.
 
+pub mod accounts;
 pub mod admin;
 pub mod site;
 

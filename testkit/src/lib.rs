@@ -8,6 +8,7 @@
 //! it (`scripts/test.sh` starts everything); nothing is skipped silently.
 
 pub mod jwt_keys;
+pub mod smtp;
 pub mod upstream;
 
 use std::path::PathBuf;

@@ -9,6 +9,8 @@ mod gateway;
 mod jwt;
 mod multiprocess;
 mod policies;
+mod portal;
+mod portal_support;
 mod quotas;
 mod rate_limits;
 mod support;

@@ -9,6 +9,7 @@
 //! watch channel, so a gateway in the same process or on the same database
 //! reloads within a second.
 
+mod accounts;
 mod apis;
 mod apps;
 mod changes;
@@ -17,6 +18,7 @@ mod gateway_config;
 mod keys;
 mod plans;
 mod quotas;
+mod sessions;
 mod subscriptions;
 mod users;
 
@@ -28,6 +30,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 use tokio::sync::watch;
 
+pub use accounts::{Account, AccountToken, TokenPurpose};
 pub use changes::{CONFIG_CHANNEL, Change, ChangeSet};
 pub use declarative::{ApplyError, ApplyOptions};
 pub use gateway_config::{
@@ -35,6 +38,7 @@ pub use gateway_config::{
 };
 pub use keys::IssuedKey;
 pub use quotas::QuotaLease;
+pub use sessions::SessionRow;
 
 use crate::error::{StoreError, StoreResult};
 
