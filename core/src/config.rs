@@ -106,6 +106,18 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "How long the gateway waits for an upstream's response headers before answering 504.",
     },
     SettingSpec {
+        key: "upstream_read_timeout_ms",
+        env: "TOLLGATE_UPSTREAM_READ_TIMEOUT_MS",
+        default: "30000",
+        doc: "Longest silence from an upstream while its response body streams; past it the gateway cuts the response.",
+    },
+    SettingSpec {
+        key: "upstream_total_timeout_ms",
+        env: "TOLLGATE_UPSTREAM_TOTAL_TIMEOUT_MS",
+        default: "",
+        doc: "Longest time for a whole upstream exchange, head and body. Unset: no limit beyond the head and read timeouts (streams may last).",
+    },
+    SettingSpec {
         key: "upstream_connect_timeout_ms",
         env: "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_MS",
         default: "5000",
@@ -298,6 +310,10 @@ pub struct Settings {
     pub public_gateway_url: Option<String>,
     /// Upstream response-header timeout.
     pub upstream_timeout: Duration,
+    /// Longest silence while an upstream body streams.
+    pub upstream_read_timeout: Duration,
+    /// Longest whole upstream exchange, if limited.
+    pub upstream_total_timeout: Option<Duration>,
     /// Upstream connect timeout.
     pub upstream_connect_timeout: Duration,
     /// Configuration poll interval.
@@ -676,6 +692,11 @@ impl Settings {
             admin_token,
             public_gateway_url,
             upstream_timeout: l.millis("upstream_timeout_ms")?,
+            upstream_read_timeout: l.millis("upstream_read_timeout_ms")?,
+            upstream_total_timeout: match l.raw("upstream_total_timeout_ms") {
+                None | Some("") => None,
+                Some(_) => Some(l.millis("upstream_total_timeout_ms")?),
+            },
             upstream_connect_timeout: l.millis("upstream_connect_timeout_ms")?,
             config_poll_interval: l.millis("config_poll_interval_ms")?,
             usage_flush_interval: l.millis("usage_flush_interval_ms")?,

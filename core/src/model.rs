@@ -782,6 +782,18 @@ pub struct UpstreamPolicy {
     /// Active health checks: a probe request to every target on an interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// Longest wait for the response head (ms); `TOLLGATE_UPSTREAM_TIMEOUT_MS`
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Longest silence while the response body streams (ms);
+    /// `TOLLGATE_UPSTREAM_READ_TIMEOUT_MS` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_timeout_ms: Option<u64>,
+    /// Longest time for the whole exchange, head and body (ms);
+    /// `TOLLGATE_UPSTREAM_TOTAL_TIMEOUT_MS` (none by default) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_timeout_ms: Option<u64>,
 }
 
 fn default_probe_interval() -> u64 {
@@ -824,6 +836,9 @@ impl Default for UpstreamPolicy {
             retries: default_retries(),
             retry_budget_percent: default_retry_budget(),
             health_check: None,
+            timeout_ms: None,
+            read_timeout_ms: None,
+            total_timeout_ms: None,
         }
     }
 }
@@ -970,6 +985,18 @@ impl ApiPolicies {
                     "policies.upstream.retries",
                     "must be at most 5",
                 ));
+            }
+            for (field, value) in [
+                ("timeout_ms", u.timeout_ms),
+                ("read_timeout_ms", u.read_timeout_ms),
+                ("total_timeout_ms", u.total_timeout_ms),
+            ] {
+                if value.is_some_and(|ms| !(1..=3_600_000).contains(&ms)) {
+                    return Err(ValidationError::new(
+                        format!("policies.upstream.{field}"),
+                        "must be between 1 and 3600000 milliseconds (one hour); leave it out for the gateway's default",
+                    ));
+                }
             }
             if let Some(hc) = &u.health_check {
                 if !hc.path.starts_with('/') {

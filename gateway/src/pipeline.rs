@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -75,7 +74,7 @@ struct Call {
 }
 
 /// Body of every gateway response: the upstream's, or one the gateway made.
-pub type ResponseBody = MeteredBody<Either<Incoming, Full<Bytes>>>;
+pub type ResponseBody = MeteredBody<ProxiedBody>;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -502,6 +501,19 @@ impl Gateway {
         if retries > 0 {
             balancer.deposit_retry_budget();
         }
+        let ms = |ms: u64| std::time::Duration::from_millis(ms);
+        let timeouts = proxy::Timeouts {
+            head: balancer.policy.timeout_ms.map_or(self.upstream_timeout, ms),
+            read: balancer
+                .policy
+                .read_timeout_ms
+                .map_or(self.upstream_read_timeout, ms),
+            total: balancer
+                .policy
+                .total_timeout_ms
+                .map(ms)
+                .or(self.upstream_total_timeout),
+        };
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = None;
         let proxied = loop {
@@ -551,15 +563,7 @@ impl Gateway {
             } else {
                 proxy::Route::Client
             };
-            match proxy::forward(
-                &self.client,
-                route,
-                upstream_req,
-                self.upstream_timeout,
-                rid,
-            )
-            .await
-            {
+            match proxy::forward(&self.client, route, upstream_req, timeouts, rid).await {
                 Ok(p) => {
                     let status = p.response.status().as_u16();
                     let outcome = if matches!(status, 502..=504) {

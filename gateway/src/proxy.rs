@@ -107,8 +107,107 @@ pub fn upstream_uri(target: &Target, rest: &str, query: Option<&str>) -> Result<
 /// Upstream bodies up to this size are read whole before answering.
 const SMALL_BODY: usize = 16 * 1024;
 
-/// The body passed back to the client: streamed, or read whole when small.
-pub type ProxiedBody = Either<Incoming, Full<Bytes>>;
+/// The body passed back to the client: streamed (under the read and total
+/// timeouts), or read whole when small.
+pub type ProxiedBody = Either<TimedBody<Incoming>, Full<Bytes>>;
+
+/// How long an exchange with an upstream may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Until the response head (and a small body).
+    pub head: Duration,
+    /// Longest silence while a streamed body comes.
+    pub read: Duration,
+    /// The whole exchange, head and body, if limited.
+    pub total: Option<Duration>,
+}
+
+/// Why a streamed upstream body was cut.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyTimeout {
+    /// The upstream sent nothing for the read timeout.
+    #[error("the upstream sent no data for {0:?} (read timeout)")]
+    Idle(Duration),
+    /// The exchange passed its total timeout.
+    #[error("the upstream exchange passed its total timeout of {0:?}")]
+    Total(Duration),
+}
+
+/// A streamed upstream body that fails when the upstream goes silent for the
+/// read timeout or the exchange passes its total deadline. The client then sees
+/// the response cut short (the status is already sent); the cut is logged.
+pub struct TimedBody<B> {
+    inner: B,
+    idle: Duration,
+    idle_timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    total: Option<(Duration, std::pin::Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl<B> std::fmt::Debug for TimedBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimedBody")
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> TimedBody<B> {
+    /// Wraps `inner`; the total deadline counts from `sent`.
+    pub fn new(inner: B, timeouts: Timeouts, sent: Instant) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            inner,
+            idle: timeouts.read,
+            idle_timer: Box::pin(tokio::time::sleep_until(now + timeouts.read)),
+            total: timeouts.total.map(|t| {
+                let deadline = tokio::time::Instant::from_std(sent + t);
+                (t, Box::pin(tokio::time::sleep_until(deadline)))
+            }),
+        }
+    }
+}
+
+impl<B> http_body::Body for TimedBody<B>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.idle_timer.as_mut().reset(next);
+                return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+            }
+            Poll::Pending => {}
+        }
+        if let Some((t, timer)) = &mut this.total
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Some(Err(Box::new(BodyTimeout::Total(*t)))));
+        }
+        if this.idle_timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(BodyTimeout::Idle(this.idle)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// What the proxy phase returns: the upstream's response and how long its head took.
 pub struct Proxied {
@@ -135,16 +234,20 @@ pub enum Route<'a> {
     Client,
 }
 
-/// Sends the prepared request upstream and waits at most `timeout` for the
-/// head and, when small, the body.
+/// Sends the prepared request upstream and waits at most the head timeout (or
+/// what is left of the total) for the head and, when small, the body; a
+/// streamed body then runs under the read and total timeouts.
 pub async fn forward(
     client: &UpstreamClient,
     route: Route<'_>,
     req: Request<UpstreamBody>,
-    timeout: Duration,
+    timeouts: Timeouts,
     request_id: &str,
 ) -> Result<Proxied, GatewayError> {
     let sent = Instant::now();
+    let timeout = timeouts
+        .total
+        .map_or(timeouts.head, |t| t.min(timeouts.head));
     // For log lines only; a shared-bytes clone, not a copy.
     let target = req.uri().authority().cloned();
     let target = DisplayTarget(target.as_ref());
@@ -175,7 +278,7 @@ pub async fn forward(
             let collected = body.collect().await.map_err(Failed::Body)?;
             Response::from_parts(parts, Either::Right(Full::new(collected.to_bytes())))
         } else {
-            response.map(Either::Left)
+            response.map(|body| Either::Left(TimedBody::new(body, timeouts, sent)))
         };
         Ok(Proxied {
             response,

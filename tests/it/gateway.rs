@@ -838,3 +838,127 @@ async fn apis_can_answer_on_their_hosts_only() {
     assert_eq!((s, b["error"]["field"].as_str()), (422, Some("hosts[0]")));
     app.stop().await;
 }
+
+/// An upstream that answers every request with a chunked body: `first`, then
+/// `then` after `pause`, repeated `times` times, then the end.
+async fn trickling_upstream(pause: Duration, times: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if conn.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let start = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n";
+                if conn.write_all(start.as_bytes()).await.is_err() {
+                    return;
+                }
+                for _ in 0..times {
+                    tokio::time::sleep(pause).await;
+                    if conn.write_all(b"4\r\nthen\r\n").await.is_err() {
+                        return;
+                    }
+                }
+                let _ = conn.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_bodies_run_under_read_and_total_timeouts() {
+    let app = TestApp::start(Stack::Embedded).await;
+    // Silent for 2 s after the first chunk; the API's read timeout is 200 ms.
+    let stalling = trickling_upstream(Duration::from_secs(2), 1).await;
+    let p = app.provision("stall", &stalling).await;
+    let (s, _) = app
+        .patch_api(
+            &p.api_id,
+            json!({"policies": {"upstream": {"read_timeout_ms": 200}}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let body = app
+        .http
+        .get(app.gateway("/stall/x"))
+        .header("x-api-key", &p.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body.status(), 200, "the head arrives in time");
+    assert!(
+        body.bytes().await.is_err(),
+        "a body whose upstream went silent past the read timeout is cut"
+    );
+
+    // A chunk every 100 ms for 3 s never trips the read timeout, but the total
+    // timeout of 500 ms cuts it.
+    let trickling = trickling_upstream(Duration::from_millis(100), 30).await;
+    let q = app.provision("trickle", &trickling).await;
+    let resp = app
+        .http
+        .get(app.gateway("/trickle/x"))
+        .header("x-api-key", &q.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (s, _) = app
+        .patch_api(
+            &q.api_id,
+            json!({"policies": {"upstream": {"read_timeout_ms": 1000, "total_timeout_ms": 500}}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // The stream that started before the change may finish; new calls are cut.
+    let whole = resp.bytes().await.unwrap();
+    assert_eq!(
+        whole.len(),
+        5 + 30 * 4,
+        "before the change the stream ran to its end"
+    );
+    let cut_calls = std::sync::atomic::AtomicU64::new(0);
+    tollgate_testkit::eventually(Duration::from_secs(3), || async {
+        cut_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let resp = app
+            .http
+            .get(app.gateway("/trickle/x"))
+            .header("x-api-key", &q.key)
+            .send()
+            .await
+            .unwrap();
+        resp.bytes().await.is_err().then_some(())
+    })
+    .await
+    .expect("the total timeout cuts a long stream");
+
+    // Invalid timeouts are refused with the field named.
+    let (s, b) = app
+        .patch_api(
+            &q.api_id,
+            json!({"policies": {"upstream": {"timeout_ms": 0}}}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (422, Some("policies.upstream.timeout_ms"))
+    );
+    // Every call is metered once, cut or not.
+    app.expect_usage(
+        None,
+        2 + cut_calls.load(std::sync::atomic::Ordering::SeqCst),
+    )
+    .await;
+    app.stop().await;
+}
