@@ -106,6 +106,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "How long the gateway waits for an upstream's response headers before answering 504.",
     },
     SettingSpec {
+        key: "upstream_ca_file",
+        env: "TOLLGATE_UPSTREAM_CA_FILE",
+        default: "",
+        doc: "A PEM file of CA certificates trusted for https upstreams, besides the public roots (an internal CA, say). Unset: public roots only.",
+    },
+    SettingSpec {
         key: "upstream_read_timeout_ms",
         env: "TOLLGATE_UPSTREAM_READ_TIMEOUT_MS",
         default: "30000",
@@ -312,6 +318,8 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// Longest silence while an upstream body streams.
     pub upstream_read_timeout: Duration,
+    /// Extra CA certificates for https upstreams (PEM file).
+    pub upstream_ca_file: Option<PathBuf>,
     /// Longest whole upstream exchange, if limited.
     pub upstream_total_timeout: Option<Duration>,
     /// Upstream connect timeout.
@@ -693,6 +701,28 @@ impl Settings {
             public_gateway_url,
             upstream_timeout: l.millis("upstream_timeout_ms")?,
             upstream_read_timeout: l.millis("upstream_read_timeout_ms")?,
+            upstream_ca_file: match l.raw("upstream_ca_file").filter(|p| !p.is_empty()) {
+                None => None,
+                Some(path) => match std::fs::read_to_string(path) {
+                    Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => {
+                        Some(PathBuf::from(path))
+                    }
+                    Ok(_) => {
+                        return Err(l.invalid(
+                            "upstream_ca_file",
+                            path,
+                            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(l.invalid(
+                            "upstream_ca_file",
+                            path,
+                            &format!("cannot be read: {e}"),
+                        ));
+                    }
+                },
+            },
             upstream_total_timeout: match l.raw("upstream_total_timeout_ms") {
                 None | Some("") => None,
                 Some(_) => Some(l.millis("upstream_total_timeout_ms")?),

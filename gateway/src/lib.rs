@@ -107,7 +107,11 @@ impl Gateway {
             QuotaCounter::from_settings(&store, settings).map_err(StoreError::Corrupt)?;
         let gateway = Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
-            client: proxy::client(settings.upstream_connect_timeout),
+            client: proxy::client(
+                settings.upstream_connect_timeout,
+                settings.upstream_ca_file.as_deref(),
+            )
+            .map_err(|e| StoreError::Corrupt(format!("invalid TOLLGATE_UPSTREAM_CA_FILE: {e}")))?,
             recorder,
             upstream_timeout: settings.upstream_timeout,
             upstream_read_timeout: settings.upstream_read_timeout,

@@ -33,23 +33,54 @@ pub type UpstreamBody = CountingBody<Either<Incoming, Full<Bytes>>>;
 /// Pooled HTTP/1.1 and HTTP/2 client for http and https upstreams.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
-/// Builds the shared upstream client.
-pub fn client(connect_timeout: Duration) -> UpstreamClient {
+/// Builds the shared upstream client. https upstreams are checked against the
+/// public (webpki) roots and, when given, the CA certificates of `extra_roots`
+/// (PEM); HTTP/2 is offered by ALPN.
+pub fn client(
+    connect_timeout: Duration,
+    extra_roots: Option<&std::path::Path>,
+) -> Result<UpstreamClient, String> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = extra_roots {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert =
+                cert.map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: a certificate cannot be trusted: {e}", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS set-up: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-        .expect("ring supports the default protocol versions")
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
-        .build(https)
+        .build(https))
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that never cross a proxy.

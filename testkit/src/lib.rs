@@ -9,6 +9,7 @@
 
 pub mod jwt_keys;
 pub mod smtp;
+pub mod tls;
 pub mod upstream;
 
 use std::path::PathBuf;

@@ -161,6 +161,14 @@ async fn invalid_configuration_gives_one_line_and_exit_code_2() {
             "invalid setting TOLLGATE_UPSTREAM_TIMEOUT_MS",
         ),
         (
+            vec![(
+                "TOLLGATE_UPSTREAM_CA_FILE",
+                dir.path().join("not-a-ca.pem").display().to_string(),
+            )],
+            vec![],
+            "holds no PEM certificate",
+        ),
+        (
             vec![("TOLLGATE_QUOTA_COUNTER", "redis".into())],
             vec![],
             "invalid setting TOLLGATE_QUOTA_COUNTER: \"redis\" needs a Redis; set TOLLGATE_REDIS_URL",
@@ -175,6 +183,7 @@ async fn invalid_configuration_gives_one_line_and_exit_code_2() {
         ),
     ];
     std::fs::write(dir.path().join("bad.toml"), "gateway_port = 1\n").unwrap();
+    std::fs::write(dir.path().join("not-a-ca.pem"), "hello\n").unwrap();
     for (env, args, expected) in cases {
         let mut cmd = tollgate();
         cmd.env("TOLLGATE_DATA_DIR", dir.path());

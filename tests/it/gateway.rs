@@ -962,3 +962,27 @@ async fn streamed_bodies_run_under_read_and_total_timeouts() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified_and_speak_http2() {
+    let tls = tollgate_testkit::tls::TlsUpstream::start().await;
+
+    // A certificate from a CA the gateway does not trust is refused.
+    let app = TestApp::start(Stack::Embedded).await;
+    let p = app.provision("secure", &tls.url()).await;
+    let (s, code, _) = error_code(app.call("/secure/x", Some(&p.key)).await).await;
+    assert_eq!((s, code.as_str()), (502, "upstream_unreachable"));
+    app.stop().await;
+
+    // Trusting the CA (TOLLGATE_UPSTREAM_CA_FILE): verified, and HTTP/2 by ALPN.
+    let (mut settings, db, ch) = crate::support::test_settings(Stack::Embedded).await;
+    settings.upstream_ca_file = Some(tls.ca_file.clone());
+    let app = TestApp::start_with(settings, db, ch).await;
+    let p = app.provision("secure", &tls.url()).await;
+    let resp = app.call("/secure/things", Some(&p.key)).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["version"], "HTTP/2.0", "{body}");
+    assert_eq!(body["path"], "/things");
+    app.stop().await;
+}
