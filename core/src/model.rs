@@ -11,9 +11,24 @@ use crate::validate;
 macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($(#[$vdoc])* $variant),+ }
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        pub enum $name { $($(#[$vdoc])* #[serde(rename = $text)] $variant),+ }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                // Values of several words were once written without their
+                // underscores (`roundrobin`); stored documents still hold them.
+                $name::parse(&s)
+                    .or_else(|| {
+                        $name::ALL
+                            .iter()
+                            .copied()
+                            .find(|v| v.as_str().contains('_') && v.as_str().replace('_', "") == s)
+                    })
+                    .ok_or_else(|| serde::de::Error::unknown_variant(&s, &[$($text),+]))
+            }
+        }
 
         impl $name {
             /// Every value, in declaration order.
@@ -1637,5 +1652,23 @@ mod tests {
             assert_eq!(SubscriptionStatus::parse(s.as_str()), Some(*s));
         }
         assert_eq!(Role::parse("root"), None);
+    }
+}
+
+#[cfg(test)]
+mod text_enum_serde {
+    /// JSON and YAML use the same text as the database and the docs, also for
+    /// values of several words (`round_robin`).
+    #[test]
+    fn serde_text_matches_stored_text() {
+        for b in super::Balance::ALL {
+            let json = serde_json::to_string(b).unwrap();
+            assert_eq!(json, format!("\"{}\"", b.as_str()));
+            assert_eq!(serde_json::from_str::<super::Balance>(&json).unwrap(), *b);
+        }
+        let old: super::Balance = serde_json::from_str("\"roundrobin\"").unwrap();
+        assert_eq!(old, super::Balance::RoundRobin, "stored before the fix");
+        let err = serde_json::from_str::<super::Balance>("\"fastest\"").unwrap_err();
+        assert!(err.to_string().contains("round_robin"), "{err}");
     }
 }

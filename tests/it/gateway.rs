@@ -578,8 +578,10 @@ async fn failing_targets_are_retried_then_taken_out_of_rotation() {
 
     // Consistent hashing by a header keeps a client on one target.
     let other = Upstream::echo().await;
-    app.patch_api(&p.api_id, json!({"upstreams": [live.url(), other.url()],
+    let (s, b) = app.patch_api(&p.api_id, json!({"upstreams": [live.url(), other.url()],
                     "policies": {"upstream": {"balance": "consistent_hash", "hash_header": "x-user"}}})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["policies"]["upstream"]["balance"], "consistent_hash");
     let (before_live, before_other) = (live.hits(), other.hits());
     for _ in 0..10 {
         let resp = app
