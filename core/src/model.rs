@@ -752,6 +752,25 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// The HTTP version spoken to plain `http` targets (`https` ones negotiate by ALPN).
+    UpstreamProtocol {
+        /// HTTP/1.1 over the target's own kept-alive connections.
+        Http1 = "http1",
+        /// HTTP/2 without TLS ("prior knowledge"): every call multiplexed over
+        /// one connection per target.
+        H2c = "h2c",
+    }
+}
+
+fn default_protocol() -> UpstreamProtocol {
+    UpstreamProtocol::Http1
+}
+
+fn is_http1(p: &UpstreamProtocol) -> bool {
+    *p == UpstreamProtocol::Http1
+}
+
 fn default_balance() -> Balance {
     Balance::RoundRobin
 }
@@ -797,6 +816,9 @@ pub struct UpstreamPolicy {
     /// Active health checks: a probe request to every target on an interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// HTTP version to plain `http` targets: `http1` (default) or `h2c`.
+    #[serde(default = "default_protocol", skip_serializing_if = "is_http1")]
+    pub protocol: UpstreamProtocol,
     /// Longest wait for the response head (ms); `TOLLGATE_UPSTREAM_TIMEOUT_MS`
     /// when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -851,6 +873,7 @@ impl Default for UpstreamPolicy {
             retries: default_retries(),
             retry_budget_percent: default_retry_budget(),
             health_check: None,
+            protocol: default_protocol(),
             timeout_ms: None,
             read_timeout_ms: None,
             total_timeout_ms: None,

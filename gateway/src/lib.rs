@@ -53,6 +53,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     client: UpstreamClient,
+    h2c_client: proxy::H2cClient,
     recorder: UsageRecorder,
     upstream_timeout: Duration,
     upstream_read_timeout: Duration,
@@ -107,6 +108,7 @@ impl Gateway {
             QuotaCounter::from_settings(&store, settings).map_err(StoreError::Corrupt)?;
         let gateway = Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
+            h2c_client: proxy::h2c_client(settings.upstream_connect_timeout),
             client: proxy::client(
                 settings.upstream_connect_timeout,
                 settings.upstream_ca_file.as_deref(),

@@ -53,6 +53,7 @@ use crate::proxy::{self, Identity, Peer, ProxiedBody};
 use crate::routing::OperationMatch;
 use crate::snapshot::{Access, ApiRoute, AppGrant, KeyGrant, Snapshot};
 use hyper::upgrade::OnUpgrade;
+use tollgate_core::model::UpstreamProtocol;
 
 /// The per-call context the phases read and write.
 struct Call {
@@ -555,13 +556,15 @@ impl Gateway {
                 attempt.map(|()| CountingBody::new(upstream_body, counter, max_body));
             // Plain HTTP/1.1 goes over the target's own pool; https, HTTP/2
             // and upgrades over the general client.
-            let route = if pick.target.scheme == http::uri::Scheme::HTTP && upgrade.is_none() {
+            let route = if pick.target.scheme != http::uri::Scheme::HTTP || upgrade.is_some() {
+                proxy::Route::Client
+            } else if balancer.policy.protocol == UpstreamProtocol::H2c {
+                proxy::Route::H2c(&self.h2c_client)
+            } else {
                 proxy::Route::Pool(
                     &balancer.targets[pick.index].pool,
                     self.upstream_connect_timeout,
                 )
-            } else {
-                proxy::Route::Client
             };
             match proxy::forward(&self.client, route, upstream_req, timeouts, rid).await {
                 Ok(p) => {

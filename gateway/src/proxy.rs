@@ -33,6 +33,21 @@ pub type UpstreamBody = CountingBody<Either<Incoming, Full<Bytes>>>;
 /// Pooled HTTP/1.1 and HTTP/2 client for http and https upstreams.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
+/// HTTP/2 without TLS (prior knowledge), for plain targets that ask for `h2c`:
+/// one multiplexed connection per target.
+pub type H2cClient = Client<HttpConnector, UpstreamBody>;
+
+/// Builds the h2c client.
+pub fn h2c_client(connect_timeout: Duration) -> H2cClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(http)
+}
+
 /// Builds the shared upstream client. https upstreams are checked against the
 /// public (webpki) roots and, when given, the CA certificates of `extra_roots`
 /// (PEM); HTTP/2 is offered by ALPN.
@@ -263,6 +278,8 @@ pub enum Route<'a> {
     Pool(&'a Http1Pool, Duration),
     /// The general client.
     Client,
+    /// HTTP/2 without TLS.
+    H2c(&'a H2cClient),
 }
 
 /// Sends the prepared request upstream and waits at most the head timeout (or
@@ -293,6 +310,7 @@ pub async fn forward(
                 None => client.request(req).await.map_err(Failed::Request)?,
             },
             Route::Client => client.request(req).await.map_err(Failed::Request)?,
+            Route::H2c(h2c) => h2c.request(req).await.map_err(Failed::Request)?,
         };
         let upstream_latency = sent.elapsed();
         strip_hop_by_hop(response.headers_mut());

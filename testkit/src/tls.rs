@@ -129,43 +129,92 @@ impl TlsUpstream {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let service =
-                        service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                            let body = serde_json::json!({
-                                "version": format!("{:?}", req.version()),
-                                "path": req.uri().path(),
-                            });
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .header("content-type", "application/json")
-                                    .body(http_body_util::Full::new(bytes::Bytes::from(
-                                        body.to_string(),
-                                    )))
-                                    .expect("valid response"),
-                            )
-                        });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
+        let task = tokio::spawn(serve(listener, Some(acceptor)));
         Self {
             addr,
             ca_file: PathBuf::from(ca),
             _dir: dir,
             task,
         }
+    }
+}
+
+/// Answers JSON naming the request's protocol version and path.
+async fn answer(
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    let body = serde_json::json!({
+        "version": format!("{:?}", req.version()),
+        "path": req.uri().path(),
+    });
+    Ok(hyper::Response::builder()
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .expect("valid response"))
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (by ALPN over TLS, by the connection preface
+/// without) until the task is aborted.
+async fn serve(listener: tokio::net::TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = match tls {
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(stream) => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service_fn(answer))
+                            .await
+                    }
+                    Err(_) => return,
+                },
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(tcp), service_fn(answer))
+                        .await
+                }
+            };
+        });
+    }
+}
+
+/// A plain-HTTP upstream that speaks HTTP/1.1 and HTTP/2 with prior knowledge
+/// (h2c), answering like [`TlsUpstream`]; it stops when dropped.
+#[derive(Debug)]
+pub struct H2cUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl H2cUpstream {
+    /// Starts serving on a loopback port.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        Self {
+            addr,
+            task: tokio::spawn(serve(listener, None)),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for H2cUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -988,3 +988,40 @@ async fn https_upstreams_are_verified_and_speak_http2() {
     assert_eq!(body["path"], "/things");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_targets_speak_http1_or_h2c_as_configured() {
+    let upstream = tollgate_testkit::tls::H2cUpstream::start().await;
+    let app = TestApp::start(Stack::Embedded).await;
+    let p = app.provision("plain", &upstream.url()).await;
+    let version = || async {
+        let resp = app.call("/plain/v", Some(&p.key)).await;
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.unwrap();
+        body["version"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(version().await, "HTTP/1.1", "HTTP/1.1 by default");
+    let (s, b) = app
+        .patch_api(
+            &p.api_id,
+            json!({"policies": {"upstream": {"protocol": "h2c"}}}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["policies"]["upstream"]["protocol"].as_str()),
+        (200, Some("h2c"))
+    );
+    tollgate_testkit::eventually(Duration::from_secs(2), || async {
+        (version().await == "HTTP/2.0").then_some(())
+    })
+    .await
+    .expect("h2c after the change");
+    let (s, b) = app
+        .patch_api(
+            &p.api_id,
+            json!({"policies": {"upstream": {"protocol": "spdy"}}}),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    app.stop().await;
+}
