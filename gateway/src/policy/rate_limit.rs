@@ -251,6 +251,9 @@ return {1, best_i, best_rem, best_reset, 0}
 /// GCRA in Redis, shared by every gateway.
 pub struct RedisLimiter {
     conn: ArcSwapOption<redis::aio::ConnectionManager>,
+    /// Turns true once connected: a decision that arrives before waits for it
+    /// (up to the timeout) instead of falling back while Redis is fine.
+    connected: tokio::sync::watch::Sender<bool>,
     script: redis::Script,
     timeout: Duration,
 }
@@ -270,6 +273,7 @@ impl RedisLimiter {
         let client = redis::Client::open(url)?;
         let limiter = std::sync::Arc::new(Self {
             conn: ArcSwapOption::empty(),
+            connected: tokio::sync::watch::Sender::new(false),
             script: redis::Script::new(GCRA_SCRIPT),
             timeout,
         });
@@ -284,6 +288,7 @@ impl RedisLimiter {
                     Ok(conn) => {
                         let Some(l) = weak.upgrade() else { return };
                         l.conn.store(Some(std::sync::Arc::new(conn)));
+                        l.connected.send_replace(true);
                         tracing::info!("rate limits: connected to Redis");
                         return;
                     }
@@ -305,8 +310,15 @@ impl RedisLimiter {
 
     /// Decides a call in one round trip.
     pub async fn check(&self, budgets: &[Budget]) -> Result<Decision, Unavailable> {
-        let Some(conn) = self.conn.load_full() else {
-            return Err(Unavailable);
+        let conn = match self.conn.load_full() {
+            Some(conn) => conn,
+            None => {
+                // Just started: wait for the first connection rather than fall
+                // back (or refuse, in closed mode) while Redis is reachable.
+                let mut connected = self.connected.subscribe();
+                let _ = tokio::time::timeout(self.timeout, connected.wait_for(|c| *c)).await;
+                self.conn.load_full().ok_or(Unavailable)?
+            }
         };
         let mut conn = (*conn).clone();
         let mut invocation = self.script.prepare_invoke();
