@@ -254,9 +254,15 @@ pub struct RedisLimiter {
     /// Turns true once connected: a decision that arrives before waits for it
     /// (up to the timeout) instead of falling back while Redis is fine.
     connected: tokio::sync::watch::Sender<bool>,
+    /// When the limiter started: only in its first seconds do decisions wait.
+    started: std::time::Instant,
     script: redis::Script,
     timeout: Duration,
 }
+
+/// How long after start decisions wait for the first Redis connection; later
+/// (Redis down from the start) they fall back at once.
+const STARTUP_WAIT: Duration = Duration::from_secs(3);
 
 impl std::fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -274,6 +280,7 @@ impl RedisLimiter {
         let limiter = std::sync::Arc::new(Self {
             conn: ArcSwapOption::empty(),
             connected: tokio::sync::watch::Sender::new(false),
+            started: std::time::Instant::now(),
             script: redis::Script::new(GCRA_SCRIPT),
             timeout,
         });
@@ -312,13 +319,14 @@ impl RedisLimiter {
     pub async fn check(&self, budgets: &[Budget]) -> Result<Decision, Unavailable> {
         let conn = match self.conn.load_full() {
             Some(conn) => conn,
-            None => {
+            None if self.started.elapsed() < STARTUP_WAIT => {
                 // Just started: wait for the first connection rather than fall
                 // back (or refuse, in closed mode) while Redis is reachable.
                 let mut connected = self.connected.subscribe();
                 let _ = tokio::time::timeout(self.timeout, connected.wait_for(|c| *c)).await;
                 self.conn.load_full().ok_or(Unavailable)?
             }
+            None => return Err(Unavailable),
         };
         let mut conn = (*conn).clone();
         let mut invocation = self.script.prepare_invoke();
