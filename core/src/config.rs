@@ -205,7 +205,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         key: "quota_lease_size",
         env: "TOLLGATE_QUOTA_LEASE_SIZE",
         default: "100",
-        doc: "Calls a gateway leases at once from a subscription's quota counter; bounds how many calls a hard quota may under-admit per gateway.",
+        doc: "Smallest block of calls a gateway leases at once from a subscription's quota counter (busy subscriptions lease up to 64 times more, a hard quota at most 1% of its included calls); bounds how many calls a hard quota may under-admit per gateway.",
     },
     SettingSpec {
         key: "quota_counter",

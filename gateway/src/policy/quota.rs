@@ -77,6 +77,34 @@ struct Block {
     end: i64,
     rule: Option<QuotaRule>,
     exhausted_until: Option<Instant>,
+    /// Size of the next lease (0: the configured size) and when the last one
+    /// was taken: a subscription that uses a block within a second gets a
+    /// bigger one next time, one that takes long a smaller one.
+    lease: i64,
+    leased_at: Option<Instant>,
+}
+
+/// How far leases grow above the configured size for busy subscriptions.
+const MAX_LEASE_FACTOR: i64 = 64;
+
+/// The size of the next lease: doubled when the last block lasted under a
+/// second, halved when it lasted over ten, between the configured size and the
+/// larger of that and 1% of a hard quota's included calls (capped at 64 times
+/// the configured size). So a hard quota never leaves more than 1% of its calls
+/// (or one configured lease) unused in one gateway's hands.
+fn next_lease(min: i64, current: i64, last: Option<Instant>, rule: &QuotaRule) -> i64 {
+    let current = current.max(min);
+    let max = if rule.overage {
+        min * MAX_LEASE_FACTOR
+    } else {
+        (rule.included / 100).clamp(min, min * MAX_LEASE_FACTOR)
+    };
+    let size = match last.map(|t| t.elapsed()) {
+        Some(d) if d < Duration::from_secs(1) => current.saturating_mul(2),
+        Some(d) if d > Duration::from_secs(10) => current / 2,
+        _ => current,
+    };
+    size.clamp(min, max)
 }
 
 /// Per-subscription blocks of leased calls.
@@ -175,18 +203,16 @@ impl QuotaKeeper {
                 return QuotaOutcome::Unknown;
             }
             let cap = (!rule.overage).then_some(rule.included);
+            let size = next_lease(self.lease_size, block.lease, block.leased_at, rule);
             match self
                 .counter
-                .lease(
-                    subscription_id,
-                    (period_start, period_end),
-                    self.lease_size,
-                    cap,
-                )
+                .lease(subscription_id, (period_start, period_end), size, cap)
                 .await
             {
                 Ok(lease) if lease.granted > 0 => {
                     self.stats.leases.fetch_add(1, Ordering::Relaxed);
+                    block.lease = size;
+                    block.leased_at = Some(Instant::now());
                     block.next = lease.start;
                     block.end = lease.start + lease.granted;
                 }
@@ -364,5 +390,29 @@ mod tests {
         }
         assert_eq!(keeper.stats.unknown.load(Ordering::Relaxed), 3);
         assert_eq!(keeper.stats.leases.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn leases_follow_the_call_rate_within_bounds() {
+        let soft = rule(1_000_000_000, true);
+        let just_now = Some(Instant::now());
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(30));
+        // First lease: the configured size; a block used within a second doubles.
+        assert_eq!(next_lease(100, 0, None, &soft), 100);
+        assert_eq!(next_lease(100, 100, just_now, &soft), 200);
+        assert_eq!(
+            next_lease(100, 6400, just_now, &soft),
+            6400,
+            "at most 64 times"
+        );
+        // A slow subscription shrinks back, never below the configured size.
+        if long_ago.is_some() {
+            assert_eq!(next_lease(100, 800, long_ago, &soft), 400);
+            assert_eq!(next_lease(100, 100, long_ago, &soft), 100);
+        }
+        // A hard quota's leases stay within 1% of its included calls.
+        let hard = rule(50_000, false);
+        assert_eq!(next_lease(100, 400, just_now, &hard), 500);
+        assert_eq!(next_lease(100, 100, just_now, &rule(1_000, false)), 100);
     }
 }
