@@ -12,7 +12,7 @@ use crate::error::UsageError;
 use crate::event::UsageEvent;
 use crate::query::{
     ApiUsage, Bucket, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, TopList,
-    TopQuery, UsageSummary,
+    TopQuery, UsageFilter, UsageSummary,
 };
 use crate::retention::{RetentionPolicy, RetentionReport, oldest_kept_month};
 
@@ -325,6 +325,39 @@ impl ClickHouseStore {
     }
 }
 
+/// Appends the filter's conditions on the rollups' columns (fixed text; the
+/// values are bound by [`bind_filter`] in the same order).
+fn push_filter(sql: &mut String, f: &UsageFilter) {
+    for (present, condition) in [
+        (f.api.is_some(), " AND api_slug = ?"),
+        (f.app.is_some(), " AND app_id = ?"),
+        (f.plan.is_some(), " AND plan_id = ?"),
+        (f.developer.is_some(), " AND developer_id = ?"),
+        (f.status_class.is_some(), " AND status_class = ?"),
+    ] {
+        if present {
+            sql.push_str(condition);
+        }
+    }
+}
+
+/// Binds the values of the conditions [`push_filter`] wrote.
+fn bind_filter(
+    mut query: ::clickhouse::query::Query,
+    f: &UsageFilter,
+) -> ::clickhouse::query::Query {
+    for value in [&f.api, &f.app, &f.plan, &f.developer]
+        .into_iter()
+        .flatten()
+    {
+        query = query.bind(value.as_str());
+    }
+    if let Some(c) = f.status_class {
+        query = query.bind(c);
+    }
+    query
+}
+
 #[derive(Row, Deserialize)]
 struct SeriesRow {
     t: u64,
@@ -354,32 +387,14 @@ impl ClickHouseStore {
              quantilesMerge(0.5, 0.95, 0.99)(latency) AS q \
              FROM {table} WHERE {column} >= toDateTime(?) AND {column} < toDateTime(?)"
         );
-        for (present, condition) in [
-            (f.api.is_some(), " AND api_slug = ?"),
-            (f.app.is_some(), " AND app_id = ?"),
-            (f.plan.is_some(), " AND plan_id = ?"),
-            (f.developer.is_some(), " AND developer_id = ?"),
-            (f.status_class.is_some(), " AND status_class = ?"),
-        ] {
-            if present {
-                sql.push_str(condition);
-            }
-        }
+        push_filter(&mut sql, f);
         sql.push_str(" GROUP BY t ORDER BY t");
         let mut query = self
             .client
             .query(&sql)
             .bind((q.from_ms / 1000) as u64)
             .bind((q.to_ms / 1000) as u64);
-        for value in [&f.api, &f.app, &f.plan, &f.developer]
-            .into_iter()
-            .flatten()
-        {
-            query = query.bind(value.as_str());
-        }
-        if let Some(c) = f.status_class {
-            query = query.bind(c);
-        }
+        query = bind_filter(query, f);
         let rows = query
             .fetch_all::<SeriesRow>()
             .await?
@@ -423,32 +438,14 @@ impl ClickHouseStore {
              sumMerge(client_errors) AS client_errors, sumMerge(bytes_out) AS bytes_out \
              FROM usage_hour WHERE hour >= toDateTime(?) AND hour < toDateTime(?)"
         );
-        for (present, condition) in [
-            (f.api.is_some(), " AND api_slug = ?"),
-            (f.app.is_some(), " AND app_id = ?"),
-            (f.plan.is_some(), " AND plan_id = ?"),
-            (f.developer.is_some(), " AND developer_id = ?"),
-            (f.status_class.is_some(), " AND status_class = ?"),
-        ] {
-            if present {
-                sql.push_str(condition);
-            }
-        }
+        push_filter(&mut sql, f);
         sql.push_str(" GROUP BY key ORDER BY calls DESC, key LIMIT ?");
         let mut query = self
             .client
             .query(&sql)
             .bind((q.from_ms / 1000) as u64)
             .bind((q.to_ms / 1000) as u64);
-        for value in [&f.api, &f.app, &f.plan, &f.developer]
-            .into_iter()
-            .flatten()
-        {
-            query = query.bind(value.as_str());
-        }
-        if let Some(c) = f.status_class {
-            query = query.bind(c);
-        }
+        query = bind_filter(query, f);
         let rows = query.bind(q.limit).fetch_all::<TopRow>().await?;
         Ok(TopList::assemble(
             q.dimension,

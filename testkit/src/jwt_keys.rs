@@ -16,7 +16,9 @@ pub struct TestKeys {
     pub jwks: serde_json::Value,
 }
 
-fn openssl(args: &[&str]) -> Vec<u8> {
+/// Runs the `openssl` command and returns its standard output, failing the
+/// test with openssl's message when it fails.
+pub(crate) fn openssl(args: &[&str]) -> Vec<u8> {
     let out = Command::new("openssl")
         .args(args)
         .output()
