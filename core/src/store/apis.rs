@@ -43,16 +43,13 @@ fn api_conflict(e: sqlx::Error, slug: &str) -> StoreError {
 /// Starts a transaction in which no other writer can add or move an API, so the
 /// base path and host check and the write see the same APIs.
 async fn begin_api_write(store: &Store) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
-    Ok(match store.backend {
-        Backend::Sqlite => store.pool.begin_with("BEGIN IMMEDIATE").await?,
-        Backend::Postgres => {
-            let mut tx = store.pool.begin().await?;
-            sqlx::query("LOCK TABLE apis IN SHARE ROW EXCLUSIVE MODE")
-                .execute(&mut *tx)
-                .await?;
-            tx
-        }
-    })
+    let mut tx = store.begin_write().await?;
+    if store.backend == Backend::Postgres {
+        sqlx::query("LOCK TABLE apis IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(tx)
 }
 
 /// Refuses an API whose base path and hosts clash with another API's.
@@ -221,7 +218,7 @@ impl Store {
 
     /// Removes an API and takes it out of every plan; the gateway stops routing it.
     pub async fn delete_api(&self, id: &str) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM plan_apis WHERE api_id = $1")
             .bind(id)
             .execute(&mut *tx)

@@ -70,7 +70,7 @@ impl Store {
     pub async fn rotate_client_secret(&self, app_id: &str) -> StoreResult<String> {
         self.get_app(app_id).await?;
         let secret = format!("tg_cs_{}", crate::key::random_token());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE apps SET client_secret_hash = $2, updated_at = $3 WHERE id = $1")
             .bind(app_id)
             .bind(crate::key::KeyHash::of(&secret).to_hex())

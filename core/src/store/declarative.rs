@@ -254,16 +254,12 @@ impl Store {
         // write lock up front (a read-then-write transaction could not upgrade
         // once another connection wrote), PostgreSQL serialises applies on the
         // version row.
-        let mut tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query("SELECT version FROM config_version WHERE id = 1 FOR UPDATE")
-                    .execute(&mut *tx)
-                    .await?;
-                tx
-            }
-        };
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT version FROM config_version WHERE id = 1 FOR UPDATE")
+                .execute(&mut *tx)
+                .await?;
+        }
         let current = read_document(&mut tx).await?;
         let now = Timestamp::now().0;
         let mut report = ApplyReport::default();

@@ -65,7 +65,7 @@ impl Store {
             expires_at,
             revoked_at: None,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, app_id, key_hash, prefix, status, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -130,7 +130,7 @@ impl Store {
     /// Revokes a key for good; the gateway refuses it within a second. Revoking a
     /// revoked key changes nothing.
     pub async fn revoke_key(&self, id: &str) -> StoreResult<ApiKey> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE api_keys SET status = 'revoked', revoked_at = $2 WHERE id = $1 AND status = 'active'",
         )
@@ -155,7 +155,7 @@ impl Store {
     /// Records when keys were last accepted by a gateway. Not a configuration
     /// change: the version is not bumped.
     pub async fn touch_keys(&self, key_ids: &[String], at: Timestamp) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for id in key_ids {
             sqlx::query(
                 "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 \

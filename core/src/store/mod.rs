@@ -207,6 +207,18 @@ impl Store {
         Ok(v)
     }
 
+    /// Starts a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads before it writes
+    /// fails outright when another connection wrote in between
+    /// (`SQLITE_BUSY_SNAPSHOT`, which the busy timeout does not retry), whereas
+    /// waiting for the lock is retried up to the busy timeout.
+    pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Commits a write transaction and publishes its version in this process.
     async fn commit_change(
         &self,

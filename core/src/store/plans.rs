@@ -59,7 +59,7 @@ impl Store {
             })?,
             None => Currency::usd(),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let api_ids = self.api_ids_for_slugs(&mut tx, &input.apis).await?;
         let p = Plan {
             id: new_id(IdKind::Plan),
@@ -188,7 +188,7 @@ impl Store {
         if let Some(v) = patch.status {
             p.status = v;
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(slugs) = &patch.apis {
             let ids = self.api_ids_for_slugs(&mut tx, slugs).await?;
             sqlx::query("DELETE FROM plan_apis WHERE plan_id = $1")
@@ -224,7 +224,7 @@ impl Store {
 
     /// Deletes a plan nobody is subscribed to; plans with subscriptions are archived instead.
     pub async fn delete_plan(&self, id: &str) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let subs: i64 = sqlx::query("SELECT COUNT(*) FROM subscriptions WHERE plan_id = $1")
             .bind(id)
             .fetch_one(&mut *tx)

@@ -30,7 +30,7 @@ impl Store {
         want: i64,
         cap: Option<i64>,
     ) -> StoreResult<QuotaLease> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO quota_counters (subscription_id, period_start, leased) VALUES ($1, $2, 0) \
              ON CONFLICT (subscription_id, period_start) DO NOTHING",

@@ -59,7 +59,7 @@ impl Store {
             )
             .into());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let live = sqlx::query(
             "SELECT id FROM subscriptions WHERE app_id = $1 AND plan_id = $2 AND status <> 'cancelled'",
         )
@@ -147,7 +147,7 @@ impl Store {
             )));
         }
         let now = Timestamp::now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE subscriptions SET status = $2, updated_at = $3 WHERE id = $1")
             .bind(id)
             .bind(status.as_str())
