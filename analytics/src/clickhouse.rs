@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::UsageError;
 use crate::event::UsageEvent;
+use crate::query::Dimension;
 use crate::query::{
     ApiUsage, Bucket, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, TopList,
     TopQuery, UsageFilter, UsageSummary,
@@ -325,15 +326,21 @@ impl ClickHouseStore {
     }
 }
 
-/// Appends the filter's conditions on the rollups' columns (fixed text; the
-/// values are bound by [`bind_filter`] in the same order).
-fn push_filter(sql: &mut String, f: &UsageFilter) {
+/// Appends the filter's conditions on the rollups' or (`raw`) the events' columns
+/// (fixed text; the values are bound by [`bind_filter`] in the same order).
+fn push_filter(sql: &mut String, f: &UsageFilter, raw: bool) {
+    let status_class = if raw {
+        " AND toUInt8(intDiv(status, 100)) = ?"
+    } else {
+        " AND status_class = ?"
+    };
     for (present, condition) in [
         (f.api.is_some(), " AND api_slug = ?"),
         (f.app.is_some(), " AND app_id = ?"),
         (f.plan.is_some(), " AND plan_id = ?"),
         (f.developer.is_some(), " AND developer_id = ?"),
-        (f.status_class.is_some(), " AND status_class = ?"),
+        (f.subscription.is_some(), " AND subscription_id = ?"),
+        (f.status_class.is_some(), status_class),
     ] {
         if present {
             sql.push_str(condition);
@@ -346,7 +353,7 @@ fn bind_filter(
     mut query: ::clickhouse::query::Query,
     f: &UsageFilter,
 ) -> ::clickhouse::query::Query {
-    for value in [&f.api, &f.app, &f.plan, &f.developer]
+    for value in [&f.api, &f.app, &f.plan, &f.developer, &f.subscription]
         .into_iter()
         .flatten()
     {
@@ -373,21 +380,38 @@ impl ClickHouseStore {
     /// A time series from the rollups: minute buckets from `usage_minute`, hour
     /// and day buckets from `usage_hour`.
     pub async fn time_series(&self, q: &TimeSeriesQuery) -> Result<TimeSeries, UsageError> {
-        let (table, column, bucket) = match q.bucket {
-            Bucket::Minute => ("usage_minute", "minute", "minute"),
-            Bucket::Hour => ("usage_hour", "hour", "hour"),
-            Bucket::Day => ("usage_hour", "hour", "toStartOfDay(hour)"),
-        };
         let f = &q.filter;
-        // Fixed SQL fragments only; every value is bound.
-        let mut sql = format!(
-            "SELECT toUInt64(toUnixTimestamp({bucket})) * 1000 AS t, sumMerge(calls) AS calls, \
-             sumMerge(errors) AS errors, sumMerge(client_errors) AS client_errors, \
-             sumMerge(bytes_in) AS bytes_in, sumMerge(bytes_out) AS bytes_out, \
-             quantilesMerge(0.5, 0.95, 0.99)(latency) AS q \
-             FROM {table} WHERE {column} >= toDateTime(?) AND {column} < toDateTime(?)"
-        );
-        push_filter(&mut sql, f);
+        // Fixed SQL fragments only; every value is bound. The rollups have no
+        // subscription, so a subscription's series is read from the raw events.
+        let raw = f.subscription.is_some();
+        let mut sql = if raw {
+            let bucket = match q.bucket {
+                Bucket::Minute => "toStartOfMinute(event_time)",
+                Bucket::Hour => "toStartOfHour(event_time)",
+                Bucket::Day => "toStartOfDay(event_time)",
+            };
+            format!(
+                "SELECT toUInt64(toUnixTimestamp({bucket})) * 1000 AS t, count() AS calls, \
+                 countIf(status >= 500) AS errors, countIf(status >= 400 AND status < 500) AS client_errors, \
+                 sum(bytes_in) AS bytes_in, sum(bytes_out) AS bytes_out, \
+                 quantiles(0.5, 0.95, 0.99)(toFloat64(latency_us)) AS q \
+                 FROM usage_events WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)"
+            )
+        } else {
+            let (table, column, bucket) = match q.bucket {
+                Bucket::Minute => ("usage_minute", "minute", "minute"),
+                Bucket::Hour => ("usage_hour", "hour", "hour"),
+                Bucket::Day => ("usage_hour", "hour", "toStartOfDay(hour)"),
+            };
+            format!(
+                "SELECT toUInt64(toUnixTimestamp({bucket})) * 1000 AS t, sumMerge(calls) AS calls, \
+                 sumMerge(errors) AS errors, sumMerge(client_errors) AS client_errors, \
+                 sumMerge(bytes_in) AS bytes_in, sumMerge(bytes_out) AS bytes_out, \
+                 quantilesMerge(0.5, 0.95, 0.99)(latency) AS q \
+                 FROM {table} WHERE {column} >= toDateTime(?) AND {column} < toDateTime(?)"
+            )
+        };
+        push_filter(&mut sql, f, raw);
         sql.push_str(" GROUP BY t ORDER BY t");
         let mut query = self
             .client
@@ -432,13 +456,28 @@ impl ClickHouseStore {
     /// the hour rollups.
     pub async fn top(&self, q: &TopQuery) -> Result<TopList, UsageError> {
         let f = &q.filter;
-        let column = q.dimension.column(false);
-        let mut sql = format!(
-            "SELECT toString({column}) AS key, sumMerge(calls) AS calls, sumMerge(errors) AS errors, \
-             sumMerge(client_errors) AS client_errors, sumMerge(bytes_out) AS bytes_out \
-             FROM usage_hour WHERE hour >= toDateTime(?) AND hour < toDateTime(?)"
-        );
-        push_filter(&mut sql, f);
+        // A subscription's ranking comes from the raw events (the rollups have no
+        // subscription).
+        let raw = f.subscription.is_some();
+        let column = match q.dimension {
+            // ClickHouse's `/` divides into a float.
+            Dimension::StatusClass if raw => "intDiv(status, 100)",
+            d => d.column(raw),
+        };
+        let mut sql = if raw {
+            format!(
+                "SELECT toString({column}) AS key, count() AS calls, countIf(status >= 500) AS errors, \
+                 countIf(status >= 400 AND status < 500) AS client_errors, sum(bytes_out) AS bytes_out \
+                 FROM usage_events WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)"
+            )
+        } else {
+            format!(
+                "SELECT toString({column}) AS key, sumMerge(calls) AS calls, sumMerge(errors) AS errors, \
+                 sumMerge(client_errors) AS client_errors, sumMerge(bytes_out) AS bytes_out \
+                 FROM usage_hour WHERE hour >= toDateTime(?) AND hour < toDateTime(?)"
+            )
+        };
+        push_filter(&mut sql, f, raw);
         sql.push_str(" GROUP BY key ORDER BY calls DESC, key LIMIT ?");
         let mut query = self
             .client

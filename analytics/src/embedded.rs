@@ -207,7 +207,7 @@ impl EmbeddedStore {
                  WHERE timestamp_ms >= ?2 AND timestamp_ms < ?3
                    AND (?4 IS NULL OR api_slug = ?4) AND (?5 IS NULL OR app_id = ?5)
                    AND (?6 IS NULL OR plan_id = ?6) AND (?7 IS NULL OR developer_id = ?7)
-                   AND (?8 IS NULL OR status / 100 = ?8)
+                   AND (?8 IS NULL OR status / 100 = ?8) AND (?9 IS NULL OR subscription_id = ?9)
              ), r AS (
                  SELECT b, status, latency_us, bytes_in, bytes_out,
                         ROW_NUMBER() OVER (PARTITION BY b ORDER BY latency_us) AS rn,
@@ -230,6 +230,7 @@ impl EmbeddedStore {
         .bind(f.plan.as_deref())
         .bind(f.developer.as_deref())
         .bind(f.status_class.map(i64::from))
+        .bind(f.subscription.as_deref())
         .fetch_all(&self.pool)
         .await?;
         let ms = |us: i64| us as f64 / 1000.0;
@@ -272,7 +273,7 @@ impl EmbeddedStore {
              WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2
                AND (?3 IS NULL OR api_slug = ?3) AND (?4 IS NULL OR app_id = ?4)
                AND (?5 IS NULL OR plan_id = ?5) AND (?6 IS NULL OR developer_id = ?6)
-               AND (?7 IS NULL OR status / 100 = ?7)
+               AND (?7 IS NULL OR status / 100 = ?7) AND (?9 IS NULL OR subscription_id = ?9)
              GROUP BY key ORDER BY calls DESC, key LIMIT ?8"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -284,6 +285,7 @@ impl EmbeddedStore {
             .bind(f.developer.as_deref())
             .bind(f.status_class.map(i64::from))
             .bind(i64::from(q.limit))
+            .bind(f.subscription.as_deref())
             .fetch_all(&self.pool)
             .await?;
         let count =

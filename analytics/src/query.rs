@@ -200,6 +200,8 @@ pub struct UsageFilter {
     pub plan: Option<String>,
     /// Only this developer (id).
     pub developer: Option<String>,
+    /// Only this subscription (id).
+    pub subscription: Option<String>,
     /// Only this status class: 1 to 5 (`2` for 2xx).
     pub status_class: Option<u8>,
 }
@@ -253,6 +255,8 @@ pub struct TimeSeriesParams<'a> {
     pub developer: Option<&'a str>,
     /// `2xx`, `4xx`, … or `2`, `4`, ….
     pub status_class: Option<&'a str>,
+    /// Subscription id.
+    pub subscription: Option<&'a str>,
 }
 
 impl TimeSeriesQuery {
@@ -304,6 +308,7 @@ impl UsageFilter {
             app: id_param("app", p.app)?,
             plan: id_param("plan", p.plan)?,
             developer: id_param("developer", p.developer)?,
+            subscription: id_param("subscription", p.subscription)?,
             status_class,
         })
     }

@@ -24,6 +24,7 @@ fn events() -> Vec<UsageEvent> {
             e.bytes_in = 10;
             e.bytes_out = 100;
             e.app_id = format!("app_{}", i % 2).into();
+            e.subscription_id = format!("sub_{}", i % 2).into();
             e.plan_id = "plan_p".into();
             e.developer_id = "usr_d".into();
             e
@@ -100,6 +101,21 @@ async fn same_buckets(store: UsageStore) {
         .await
         .unwrap();
     assert_eq!(calls(&one_app), [60, 60]);
+    // A subscription's series (ClickHouse reads the raw events for it).
+    let one_subscription = store
+        .time_series(&query("hour", "2026-01-01T02:00:00Z", |p| {
+            p.subscription = Some("sub_1")
+        }))
+        .await
+        .unwrap();
+    assert_eq!(calls(&one_subscription), [60, 60]);
+    assert_eq!(
+        one_subscription.points[0].errors,
+        all[..120]
+            .iter()
+            .filter(|e| &*e.subscription_id == "sub_1" && e.status >= 500)
+            .count() as u64
+    );
     let server_errors = store
         .time_series(&query("day", "2026-01-02T00:00:00Z", |p| {
             p.status_class = Some("5xx")
@@ -211,6 +227,17 @@ async fn same_rankings(store: UsageStore) {
             ("4xx".into(), fours),
             ("5xx".into(), fives)
         ]
+    );
+    let by_class_of_one = top("status_class", None, |p| p.subscription = Some("sub_0")).await;
+    assert_eq!(
+        by_class_of_one.iter().map(|(_, n, _, _)| n).sum::<u64>(),
+        120,
+        "{by_class_of_one:?}"
+    );
+    assert!(
+        by_class_of_one
+            .iter()
+            .all(|(k, _, _, _)| k.as_deref().is_some_and(|k| k.ends_with("xx")))
     );
     let server_errors_by_app = top("app", None, |p| p.status_class = Some("5xx")).await;
     assert_eq!(server_errors_by_app.len(), 2);

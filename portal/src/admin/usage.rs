@@ -31,7 +31,7 @@ pub(super) async fn summary(
     Ok(Json(s.usage.summary(&q).await?))
 }
 
-const SERIES_PARAMS: [&str; 8] = [
+const SERIES_PARAMS: [&str; 9] = [
     "from",
     "to",
     "bucket",
@@ -39,6 +39,7 @@ const SERIES_PARAMS: [&str; 8] = [
     "app",
     "plan",
     "developer",
+    "subscription",
     "status_class",
 ];
 
@@ -53,6 +54,7 @@ fn series_params(params: &HashMap<String, String>) -> TimeSeriesParams<'_> {
         plan: get("plan"),
         developer: get("developer"),
         status_class: get("status_class"),
+        subscription: get("subscription"),
     }
 }
 
@@ -75,7 +77,7 @@ pub(super) async fn time_series(
     Ok(Json(s.usage.time_series(&q).await?))
 }
 
-const TOP_PARAMS: [&str; 9] = [
+const TOP_PARAMS: [&str; 10] = [
     "from",
     "to",
     "dimension",
@@ -84,6 +86,7 @@ const TOP_PARAMS: [&str; 9] = [
     "app",
     "plan",
     "developer",
+    "subscription",
     "status_class",
 ];
 
