@@ -478,6 +478,14 @@ impl Snapshot {
             let mut used: HashMap<KeyHash, bool> = HashMap::new();
             if let Some(old) = apps.remove(app_id) {
                 for hash in &old.key_hashes {
+                    // A key that moved to another app (patched before this one)
+                    // is that app's now: leave it.
+                    if keys
+                        .get(hash)
+                        .is_some_and(|g| &*g.app_id != app_id.as_str())
+                    {
+                        continue;
+                    }
                     if let Some(g) = keys.remove(hash) {
                         used.insert(*hash, g.used.load(Ordering::Relaxed));
                     }
@@ -814,5 +822,35 @@ mod tests {
             assert_eq!(id.shard(), id.to_owned().shard());
             assert!(id.shard() < SHARDS);
         }
+    }
+
+    #[test]
+    fn a_key_that_moved_to_another_app_stays_with_it() {
+        let s = base();
+        // key_5 (k5) moves from app_5 to app_6; app_6 is patched first, then app_5.
+        let mut moved = key_record("key_5", "app_6", "k5");
+        moved.app_id = "app_6".into();
+        let to = AppSlice {
+            app: app_record("app_6"),
+            keys: vec![moved, key_record("key_6", "app_6", "k6")],
+            subscriptions: vec![subscription("sub_6", "app_6", "a")],
+        };
+        let from = AppSlice {
+            app: app_record("app_5"),
+            keys: vec![],
+            subscriptions: vec![subscription("sub_5", "app_5", "a")],
+        };
+        let next = s.patch(
+            &Patch {
+                version: 2,
+                apis: None,
+                apps: vec![("app_6".into(), Some(to)), ("app_5".into(), Some(from))],
+            },
+            &GatewayMetrics::new(),
+        );
+        let grant = next
+            .key(&KeyHash::of("k5"))
+            .expect("the moved key still works");
+        assert_eq!(&*grant.app_id, "app_6");
     }
 }
