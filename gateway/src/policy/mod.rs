@@ -7,4 +7,5 @@ pub mod jwt;
 pub mod quota;
 pub mod quota_counter;
 pub mod rate_limit;
+pub mod redis_link;
 pub mod transform;

@@ -17,10 +17,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use tollgate_core::config::QuotaCounterKind;
 use tollgate_core::store::QuotaLease;
 use tollgate_core::{Settings, Store, StoreError};
+
+use super::redis_link::RedisLink;
 
 /// How long a Redis counter outlives its period.
 const EXPIRY_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
@@ -158,9 +159,7 @@ return back
 
 /// Quota counters in Redis.
 pub struct RedisQuotaCounter {
-    conn: ArcSwapOption<redis::aio::ConnectionManager>,
-    /// Turns true once connected, for leases that arrive before.
-    connected: tokio::sync::watch::Sender<bool>,
+    link: Arc<RedisLink>,
     lease_script: redis::Script,
     release_script: redis::Script,
     timeout: Duration,
@@ -170,61 +169,30 @@ pub struct RedisQuotaCounter {
 impl std::fmt::Debug for RedisQuotaCounter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisQuotaCounter")
-            .field("connected", &self.conn.load().is_some())
+            .field("connected", &self.link.is_connected())
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisQuotaCounter {
-    /// Counters under `prefix` on `url`. Connects in the background (retrying
-    /// every second), so a gateway starts while Redis is down; until then
-    /// leases fail and calls are admitted. A lease that arrives while the first
-    /// connection is being made waits for it up to the timeout, so a freshly
-    /// started gateway does not admit its first calls unchecked.
+    /// Counters under `prefix` on `url`. Connects in the background (see
+    /// [`RedisLink`]), so a gateway starts while Redis is down; until then
+    /// leases fail and calls are admitted, except that a lease in the first
+    /// seconds after start waits for the connection, so a freshly started
+    /// gateway does not admit its first calls unchecked.
     pub fn start(
         url: &str,
         timeout: Duration,
         prefix: &str,
     ) -> Result<Arc<Self>, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let counter = Arc::new(Self {
-            conn: ArcSwapOption::empty(),
-            connected: tokio::sync::watch::Sender::new(false),
+        Ok(Arc::new(Self {
+            link: RedisLink::start(url, timeout, "quotas", "admitting calls until then")?,
             lease_script: redis::Script::new(LEASE_SCRIPT),
             release_script: redis::Script::new(RELEASE_SCRIPT),
             timeout,
             prefix: prefix.to_owned(),
-        });
-        let weak = Arc::downgrade(&counter);
-        tokio::spawn(async move {
-            let mut warned = false;
-            loop {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
-                    .set_response_timeout(Some(timeout));
-                match redis::aio::ConnectionManager::new_with_config(client.clone(), config).await {
-                    Ok(conn) => {
-                        let Some(c) = weak.upgrade() else { return };
-                        c.conn.store(Some(Arc::new(conn)));
-                        c.connected.send_replace(true);
-                        tracing::info!("quotas: connected to Redis");
-                        return;
-                    }
-                    Err(e) => {
-                        if !warned {
-                            tracing::warn!(error = %e, "quotas: cannot connect to Redis; retrying every second, admitting calls until then");
-                            warned = true;
-                        }
-                    }
-                }
-                if weak.strong_count() == 0 {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-        Ok(counter)
+        }))
     }
 
     /// The key of a subscription's counter for the period starting at `period_start`.
@@ -236,15 +204,11 @@ impl RedisQuotaCounter {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, CounterError> {
-        let conn = match self.conn.load_full() {
-            Some(conn) => conn,
-            None => {
-                let mut connected = self.connected.subscribe();
-                let _ = tokio::time::timeout(self.timeout, connected.wait_for(|c| *c)).await;
-                self.conn.load_full().ok_or(CounterError::NotConnected)?
-            }
-        };
-        let mut conn = (*conn).clone();
+        let mut conn = self
+            .link
+            .connection()
+            .await
+            .ok_or(CounterError::NotConnected)?;
         match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
             Ok(reply) => Ok(reply?),
             Err(_) => Err(CounterError::Timeout(self.timeout)),
@@ -314,7 +278,7 @@ pub(crate) mod test_redis {
     pub(crate) async fn counter(prefix: &str) -> Arc<RedisQuotaCounter> {
         let c = RedisQuotaCounter::start(&url(), Duration::from_secs(2), prefix).unwrap();
         let connected = tollgate_testkit::eventually(Duration::from_secs(5), || async {
-            c.conn.load().is_some().then_some(())
+            c.link.is_connected().then_some(())
         })
         .await;
         assert!(
@@ -330,7 +294,7 @@ pub(crate) mod test_redis {
         c: &RedisQuotaCounter,
         cmd: &mut redis::Cmd,
     ) -> T {
-        let mut conn = (*c.conn.load_full().expect("connected")).clone();
+        let mut conn = c.link.connection().await.expect("connected");
         cmd.query_async(&mut conn).await.unwrap()
     }
 

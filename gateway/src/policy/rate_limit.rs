@@ -18,8 +18,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
 use tollgate_core::model::RateLimit;
+
+use super::redis_link::RedisLink;
 
 /// Shards of the local limiter's table, to keep lock contention low.
 const SHARDS: usize = 32;
@@ -250,85 +251,35 @@ return {1, best_i, best_rem, best_reset, 0}
 
 /// GCRA in Redis, shared by every gateway.
 pub struct RedisLimiter {
-    conn: ArcSwapOption<redis::aio::ConnectionManager>,
-    /// Turns true once connected: a decision that arrives before waits for it
-    /// (up to the timeout) instead of falling back while Redis is fine.
-    connected: tokio::sync::watch::Sender<bool>,
-    /// When the limiter started: only in its first seconds do decisions wait.
-    started: std::time::Instant,
+    link: std::sync::Arc<RedisLink>,
     script: redis::Script,
     timeout: Duration,
 }
 
-/// How long after start decisions wait for the first Redis connection; later
-/// (Redis down from the start) they fall back at once.
-const STARTUP_WAIT: Duration = Duration::from_secs(3);
-
 impl std::fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisLimiter")
-            .field("connected", &self.conn.load().is_some())
+            .field("connected", &self.link.is_connected())
             .finish_non_exhaustive()
     }
 }
 
 impl RedisLimiter {
-    /// A limiter on `url`; connects in the background (retrying every second),
-    /// so a gateway starts even while Redis is down.
+    /// A limiter on `url`; connects in the background (see [`RedisLink`]), so a
+    /// gateway starts even while Redis is down.
     pub fn start(url: &str, timeout: Duration) -> Result<std::sync::Arc<Self>, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let limiter = std::sync::Arc::new(Self {
-            conn: ArcSwapOption::empty(),
-            connected: tokio::sync::watch::Sender::new(false),
-            started: std::time::Instant::now(),
+        Ok(std::sync::Arc::new(Self {
+            link: RedisLink::start(url, timeout, "rate limits", "falling back meanwhile")?,
             script: redis::Script::new(GCRA_SCRIPT),
             timeout,
-        });
-        let weak = std::sync::Arc::downgrade(&limiter);
-        tokio::spawn(async move {
-            let mut warned = false;
-            loop {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
-                    .set_response_timeout(Some(timeout));
-                match redis::aio::ConnectionManager::new_with_config(client.clone(), config).await {
-                    Ok(conn) => {
-                        let Some(l) = weak.upgrade() else { return };
-                        l.conn.store(Some(std::sync::Arc::new(conn)));
-                        l.connected.send_replace(true);
-                        tracing::info!("rate limits: connected to Redis");
-                        return;
-                    }
-                    Err(e) => {
-                        if !warned {
-                            tracing::warn!(error = %e, "rate limits: cannot connect to Redis; retrying every second");
-                            warned = true;
-                        }
-                    }
-                }
-                if weak.strong_count() == 0 {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-        Ok(limiter)
+        }))
     }
 
     /// Decides a call in one round trip.
     pub async fn check(&self, budgets: &[Budget]) -> Result<Decision, Unavailable> {
-        let conn = match self.conn.load_full() {
-            Some(conn) => conn,
-            None if self.started.elapsed() < STARTUP_WAIT => {
-                // Just started: wait for the first connection rather than fall
-                // back (or refuse, in closed mode) while Redis is reachable.
-                let mut connected = self.connected.subscribe();
-                let _ = tokio::time::timeout(self.timeout, connected.wait_for(|c| *c)).await;
-                self.conn.load_full().ok_or(Unavailable)?
-            }
-            None => return Err(Unavailable),
+        let Some(mut conn) = self.link.connection().await else {
+            return Err(Unavailable);
         };
-        let mut conn = (*conn).clone();
         let mut invocation = self.script.prepare_invoke();
         for b in budgets {
             let t = b.limit.interval_micros();
