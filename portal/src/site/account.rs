@@ -101,19 +101,23 @@ pub struct SignUpForm {
     password: String,
 }
 
+/// 200 for a fresh form, 422 for one shown again with its errors.
+fn form_status(errors: &FieldErrors) -> StatusCode {
+    if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    }
+}
+
 async fn sign_up_page(
     site: &Site,
     visitor: &Visitor,
     email: String,
     errors: FieldErrors,
 ) -> Result<Response, SiteError> {
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
     Ok(render(
-        status,
+        form_status(&errors),
         &SignUpPage {
             layout: visitor.layout(site, Some("Sign up")).await?,
             csrf: visitor.csrf().await?,
@@ -359,13 +363,8 @@ async fn forgot_password_page(
     email: String,
     errors: FieldErrors,
 ) -> Result<Response, SiteError> {
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
     Ok(render(
-        status,
+        form_status(&errors),
         &ForgotPasswordPage {
             layout: visitor.layout(site, Some("Reset your password")).await?,
             csrf: visitor.csrf().await?,
@@ -434,13 +433,8 @@ async fn reset_password_page(
     token: String,
     errors: FieldErrors,
 ) -> Result<Response, SiteError> {
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
     Ok(render(
-        status,
+        form_status(&errors),
         &ResetPasswordPage {
             layout: visitor.layout(site, Some("Choose a new password")).await?,
             csrf: visitor.csrf().await?,
@@ -506,13 +500,8 @@ async fn account_page(
     new_email: String,
     errors: FieldErrors,
 ) -> Result<Response, SiteError> {
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
     Ok(render(
-        status,
+        form_status(&errors),
         &AccountPage {
             layout: visitor.layout(site, Some("Your account")).await?,
             csrf: visitor.csrf().await?,
