@@ -39,6 +39,8 @@ pub enum FileError {
         path: PathBuf,
         /// Every problem, with its place in the file.
         problems: Problems,
+        /// SHA-256 of the file's bytes, so a problem is reported once per version.
+        digest: [u8; 32],
     },
 }
 
@@ -70,6 +72,7 @@ pub fn read(path: &Path) -> Result<Loaded, FileError> {
     let invalid = |problems| FileError::Invalid {
         path: path.to_owned(),
         problems,
+        digest,
     };
     let text = String::from_utf8(bytes).map_err(|_| {
         invalid(Problems(vec![tollgate_core::declarative::Problem {
@@ -128,11 +131,13 @@ pub async fn follow(path: PathBuf, store: Store, applied: [u8; 32]) {
                 tracing::debug!(file = %path.display(), error = %source, "cannot read the configuration file yet");
                 continue;
             }
-            Err(FileError::Invalid { problems, .. }) => {
+            Err(FileError::Invalid {
+                problems, digest, ..
+            }) => {
                 seen = now;
-                let digest = std::fs::read(&path).map(|b| Sha256::digest(&b).into()).ok();
-                if digest != reported {
-                    reported = digest;
+                // Reported once per version of the file (the digest of what was read).
+                if Some(digest) != reported {
+                    reported = Some(digest);
                     tracing::error!(
                         file = %path.display(),
                         problems = %problems,
