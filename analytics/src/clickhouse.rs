@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::UsageError;
 use crate::event::UsageEvent;
-use crate::query::Dimension;
 use crate::query::{
     ApiUsage, Bucket, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, TopList,
     TopQuery, UsageFilter, UsageSummary,
@@ -459,11 +458,11 @@ impl ClickHouseStore {
         // A subscription's ranking comes from the raw events (the rollups have no
         // subscription).
         let raw = f.subscription.is_some();
-        let column = match q.dimension {
-            // ClickHouse's `/` divides into a float.
-            Dimension::StatusClass if raw => "intDiv(status, 100)",
-            d => d.column(raw),
-        };
+        let column = q.dimension.column().unwrap_or(if raw {
+            "intDiv(status, 100)"
+        } else {
+            "status_class"
+        });
         let mut sql = if raw {
             format!(
                 "SELECT toString({column}) AS key, count() AS calls, countIf(status >= 500) AS errors, \

@@ -264,7 +264,8 @@ impl EmbeddedStore {
         q: &crate::query::TopQuery,
     ) -> Result<crate::query::TopList, UsageError> {
         let f = &q.filter;
-        let column = q.dimension.column(true);
+        // SQLite divides integers as integers.
+        let column = q.dimension.column().unwrap_or("status / 100");
         // The column is fixed text chosen by the dimension; values are bound.
         let sql = format!(
             "SELECT CAST({column} AS TEXT) AS key, COUNT(*) AS calls, SUM(status >= 500) AS errors,

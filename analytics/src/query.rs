@@ -426,17 +426,17 @@ impl Dimension {
         })
     }
 
-    /// The expression that holds it in the raw events and the rollups (fixed
-    /// text, never user input); the embedded store derives the status class.
-    pub(crate) fn column(self, raw: bool) -> &'static str {
+    /// The column that holds it, shared by the raw events and the rollups of
+    /// both stores (fixed text, never user input); `None` for the status class,
+    /// which each store spells its own way.
+    pub(crate) fn column(self) -> Option<&'static str> {
         match self {
-            Self::Api => "api_slug",
-            Self::Route => "route",
-            Self::App => "app_id",
-            Self::Developer => "developer_id",
-            Self::Plan => "plan_id",
-            Self::StatusClass if raw => "status / 100",
-            Self::StatusClass => "status_class",
+            Self::Api => Some("api_slug"),
+            Self::Route => Some("route"),
+            Self::App => Some("app_id"),
+            Self::Developer => Some("developer_id"),
+            Self::Plan => Some("plan_id"),
+            Self::StatusClass => None,
         }
     }
 
