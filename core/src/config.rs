@@ -274,6 +274,60 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "Sender of the portal's e-mails: an address, or `Name <address>`.",
     },
     SettingSpec {
+        key: "oauth_github_client_id",
+        env: "TOLLGATE_OAUTH_GITHUB_CLIENT_ID",
+        default: "",
+        doc: "Client id of a GitHub OAuth app; with `oauth_github_client_secret`, the portal offers \"Continue with GitHub\" (callback URL: PORTAL_URL/login/github/callback).",
+    },
+    SettingSpec {
+        key: "oauth_github_client_secret",
+        env: "TOLLGATE_OAUTH_GITHUB_CLIENT_SECRET",
+        default: "",
+        doc: "Client secret of the GitHub OAuth app.",
+    },
+    SettingSpec {
+        key: "oauth_github_url",
+        env: "TOLLGATE_OAUTH_GITHUB_URL",
+        default: "https://github.com",
+        doc: "GitHub's web address; set it for GitHub Enterprise Server (its API is then at URL/api/v3).",
+    },
+    SettingSpec {
+        key: "oauth_google_client_id",
+        env: "TOLLGATE_OAUTH_GOOGLE_CLIENT_ID",
+        default: "",
+        doc: "Client id of a Google OAuth client; with `oauth_google_client_secret`, the portal offers \"Continue with Google\" (callback URL: PORTAL_URL/login/google/callback).",
+    },
+    SettingSpec {
+        key: "oauth_google_client_secret",
+        env: "TOLLGATE_OAUTH_GOOGLE_CLIENT_SECRET",
+        default: "",
+        doc: "Client secret of the Google OAuth client.",
+    },
+    SettingSpec {
+        key: "oidc_issuer_url",
+        env: "TOLLGATE_OIDC_ISSUER_URL",
+        default: "",
+        doc: "Issuer URL of any OpenID Connect provider (its discovery document is at URL/.well-known/openid-configuration); with `oidc_client_id`, the portal offers sign-in through it (callback URL: PORTAL_URL/login/oidc/callback). Must be https, except on a loopback host.",
+    },
+    SettingSpec {
+        key: "oidc_client_id",
+        env: "TOLLGATE_OIDC_CLIENT_ID",
+        default: "",
+        doc: "Client id registered with the OpenID Connect provider.",
+    },
+    SettingSpec {
+        key: "oidc_client_secret",
+        env: "TOLLGATE_OIDC_CLIENT_SECRET",
+        default: "",
+        doc: "Client secret registered with the OpenID Connect provider. Unset: a public client (PKCE only).",
+    },
+    SettingSpec {
+        key: "oidc_name",
+        env: "TOLLGATE_OIDC_NAME",
+        default: "single sign-on",
+        doc: "Name of the OpenID Connect provider on the log-in button (\"Continue with NAME\").",
+    },
+    SettingSpec {
         key: "workers",
         env: "TOLLGATE_WORKERS",
         default: "0",
@@ -366,6 +420,8 @@ pub struct Settings {
     pub smtp: Option<SmtpSettings>,
     /// Sender of the portal's e-mails.
     pub smtp_from: String,
+    /// Sign-in providers offered on the portal's log-in page, in button order.
+    pub sign_in_providers: Vec<SignInProvider>,
     /// Log filter.
     pub log: String,
 }
@@ -829,6 +885,7 @@ impl Settings {
                 None => None,
             },
             smtp: smtp(l)?,
+            sign_in_providers: sign_in_providers(l)?,
             smtp_from: match l
                 .raw("smtp_from")
                 .unwrap_or(Layers::spec("smtp_from").default)
@@ -942,6 +999,164 @@ fn smtp(l: &Layers) -> Result<Option<SmtpSettings>, ConfigError> {
         tls,
         credentials,
     }))
+}
+
+/// An outside identity provider developers may sign in with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignInProvider {
+    /// Stable id, used in URLs and stored with linked identities.
+    pub id: &'static str,
+    /// Name on the button ("Continue with NAME").
+    pub name: String,
+    /// How to talk to it.
+    pub kind: SignInKind,
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret; `None` for a public client.
+    pub client_secret: Option<String>,
+}
+
+impl fmt::Debug for SignInProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignInProvider")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The protocol a sign-in provider speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignInKind {
+    /// GitHub's OAuth apps: the address comes from its REST API.
+    GitHub {
+        /// Web address (authorization and token endpoints).
+        web_url: String,
+        /// REST API address.
+        api_url: String,
+    },
+    /// OpenID Connect with discovery from the issuer URL.
+    Oidc {
+        /// The issuer, without a trailing slash.
+        issuer: String,
+    },
+}
+
+fn sign_in_providers(l: &Layers) -> Result<Vec<SignInProvider>, ConfigError> {
+    let mut providers = Vec::new();
+    let pair =
+        |id: &str, secret_needed: bool| -> Result<Option<(String, Option<String>)>, ConfigError> {
+            let id_key = format!("{id}_client_id");
+            let secret_key = format!("{id}_client_secret");
+            match (l.string(&id_key), l.string(&secret_key)) {
+                (None, None) => Ok(None),
+                (Some(c), Some(s)) => Ok(Some((c, Some(s)))),
+                (Some(c), None) if !secret_needed => Ok(Some((c, None))),
+                (Some(_), None) => Err(ConfigError::new(format!(
+                    "invalid setting {}: a client id needs its secret; set {} too",
+                    l.name(&id_key),
+                    Layers::spec(&secret_key).env
+                ))),
+                (None, Some(_)) => Err(ConfigError::new(format!(
+                    "invalid setting {}: a client secret needs its client id; set {} too",
+                    l.name(&secret_key),
+                    Layers::spec(&id_key).env
+                ))),
+            }
+        };
+    if let Some((client_id, client_secret)) = pair("oauth_github", true)? {
+        let web = l
+            .string("oauth_github_url")
+            .unwrap_or_else(|| "https://github.com".to_owned());
+        let web_url = provider_url(l, "oauth_github_url", &web)?;
+        let api_url = if web_url == "https://github.com" {
+            "https://api.github.com".to_owned()
+        } else {
+            format!("{web_url}/api/v3")
+        };
+        providers.push(SignInProvider {
+            id: "github",
+            name: "GitHub".to_owned(),
+            kind: SignInKind::GitHub { web_url, api_url },
+            client_id,
+            client_secret,
+        });
+    }
+    if let Some((client_id, client_secret)) = pair("oauth_google", true)? {
+        providers.push(SignInProvider {
+            id: "google",
+            name: "Google".to_owned(),
+            kind: SignInKind::Oidc {
+                issuer: "https://accounts.google.com".to_owned(),
+            },
+            client_id,
+            client_secret,
+        });
+    }
+    match (l.string("oidc_issuer_url"), pair("oidc", false)?) {
+        (None, None) => {}
+        (Some(issuer), Some((client_id, client_secret))) => {
+            let issuer = provider_url(l, "oidc_issuer_url", &issuer)?;
+            let name = l
+                .string("oidc_name")
+                .unwrap_or_else(|| "single sign-on".to_owned());
+            if name.chars().count() > 40 || name.chars().any(char::is_control) {
+                return Err(l.invalid("oidc_name", &name, "must be 1 to 40 characters"));
+            }
+            providers.push(SignInProvider {
+                id: "oidc",
+                name,
+                kind: SignInKind::Oidc { issuer },
+                client_id,
+                client_secret,
+            });
+        }
+        (Some(_), None) => {
+            return Err(ConfigError::new(format!(
+                "invalid setting {}: an issuer needs a client id; set {} too",
+                l.name("oidc_issuer_url"),
+                Layers::spec("oidc_client_id").env
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(format!(
+                "invalid setting {}: a client id needs the provider's issuer URL; set {} too",
+                l.name("oidc_client_id"),
+                Layers::spec("oidc_issuer_url").env
+            )));
+        }
+    }
+    Ok(providers)
+}
+
+/// A provider's URL: https, or http on a loopback host (local testing).
+fn provider_url(l: &Layers, key: &str, value: &str) -> Result<String, ConfigError> {
+    let Ok(u) = url::Url::parse(value) else {
+        return Err(l.invalid(key, value, "is not a URL; expected https://HOST"));
+    };
+    let loopback = match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    };
+    match u.scheme() {
+        "https" if u.has_host() => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(l.invalid(
+                key,
+                value,
+                "must be https (sign-in secrets cross this connection); plain http is only allowed on a loopback host",
+            ));
+        }
+        _ => return Err(l.invalid(key, value, "is not an https URL")),
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(l.invalid(key, value, "must not have a query or a fragment"));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
 }
 
 /// The address inside `addr` or `Name <addr>`, when it looks like one.
@@ -1081,6 +1296,95 @@ mod tests {
         assert_eq!(s.gateway_addr.to_string(), "127.0.0.1:9100");
         assert_eq!(s.upstream_timeout, Duration::from_millis(250));
         assert_eq!(s.database_url, "sqlite:///srv/tg/tollgate.db");
+    }
+
+    #[test]
+    fn sign_in_providers_are_read_and_checked() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("TOLLGATE_OAUTH_GITHUB_CLIENT_ID", "gh-id"),
+                ("TOLLGATE_OAUTH_GITHUB_CLIENT_SECRET", "gh-secret"),
+                (
+                    "TOLLGATE_OIDC_ISSUER_URL",
+                    "https://login.example.com/realms/dev/",
+                ),
+                ("TOLLGATE_OIDC_CLIENT_ID", "portal"),
+                ("TOLLGATE_OIDC_NAME", "Example SSO"),
+            ]),
+        )
+        .unwrap();
+        let ids: Vec<_> = s.sign_in_providers.iter().map(|p| p.id).collect();
+        assert_eq!(ids, ["github", "oidc"]);
+        assert_eq!(
+            s.sign_in_providers[0].kind,
+            SignInKind::GitHub {
+                web_url: "https://github.com".to_owned(),
+                api_url: "https://api.github.com".to_owned(),
+            }
+        );
+        assert_eq!(
+            s.sign_in_providers[1].kind,
+            SignInKind::Oidc {
+                issuer: "https://login.example.com/realms/dev".to_owned()
+            }
+        );
+        assert_eq!(
+            s.sign_in_providers[1].client_secret, None,
+            "a public client"
+        );
+        assert!(!format!("{:?}", s.sign_in_providers[0]).contains("gh-secret"));
+
+        let ghe = Settings::load_from(
+            None,
+            env(&[
+                ("TOLLGATE_OAUTH_GITHUB_CLIENT_ID", "id"),
+                ("TOLLGATE_OAUTH_GITHUB_CLIENT_SECRET", "secret"),
+                ("TOLLGATE_OAUTH_GITHUB_URL", "https://git.corp.example/"),
+            ]),
+        )
+        .unwrap();
+        assert!(matches!(
+            &ghe.sign_in_providers[0].kind,
+            SignInKind::GitHub { api_url, .. } if api_url == "https://git.corp.example/api/v3"
+        ));
+
+        for (vars, needle) in [
+            (
+                &[("TOLLGATE_OAUTH_GOOGLE_CLIENT_ID", "id")][..],
+                "TOLLGATE_OAUTH_GOOGLE_CLIENT_SECRET",
+            ),
+            (
+                &[("TOLLGATE_OIDC_ISSUER_URL", "https://idp.example.com")][..],
+                "TOLLGATE_OIDC_CLIENT_ID",
+            ),
+            (
+                &[("TOLLGATE_OIDC_CLIENT_ID", "x")][..],
+                "TOLLGATE_OIDC_ISSUER_URL",
+            ),
+            (
+                &[
+                    ("TOLLGATE_OIDC_ISSUER_URL", "http://idp.example.com"),
+                    ("TOLLGATE_OIDC_CLIENT_ID", "x"),
+                ][..],
+                "must be https",
+            ),
+        ] {
+            let err = Settings::load_from(None, env(vars))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{vars:?}: {err}");
+        }
+        // Plain http is fine on a loopback host (a local test provider).
+        let local = Settings::load_from(
+            None,
+            env(&[
+                ("TOLLGATE_OIDC_ISSUER_URL", "http://127.0.0.1:9000"),
+                ("TOLLGATE_OIDC_CLIENT_ID", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(local.sign_in_providers.len(), 1);
     }
 
     #[test]

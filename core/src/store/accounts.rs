@@ -59,10 +59,10 @@ pub struct AccountToken {
     pub expires_at: Timestamp,
 }
 
-const ACCOUNT_COLUMNS: &str =
+pub(super) const ACCOUNT_COLUMNS: &str =
     "id, email, name, role, created_at, updated_at, password_hash, email_verified_at";
 
-fn account(row: &AnyRow) -> StoreResult<Account> {
+pub(super) fn account(row: &AnyRow) -> StoreResult<Account> {
     Ok(Account {
         user: user(row)?,
         password_hash: row.try_get("password_hash")?,

@@ -15,6 +15,7 @@ mod apps;
 mod changes;
 mod declarative;
 mod gateway_config;
+mod identities;
 mod keys;
 mod plans;
 mod quotas;
@@ -36,6 +37,7 @@ pub use declarative::{ApplyError, ApplyOptions};
 pub use gateway_config::{
     AppRecord, AppSlice, GatewayConfig, KeyRecord, QuotaRule, SubscriptionRecord,
 };
+pub use identities::{ExternalIdentity, IdentityOutcome, LinkedIdentity};
 pub use keys::IssuedKey;
 pub use quotas::QuotaLease;
 pub use sessions::SessionRow;
