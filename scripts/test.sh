@@ -2,9 +2,11 @@
 # Tollgate's whole test suite, on a fresh Debian machine or a developer's.
 #
 # Installs (from Debian's packages) and starts what the tests need when it is
-# missing: ClickHouse, PostgreSQL, Redis, curl, openssl (JWT test keys). Then runs the format check,
-# clippy with warnings denied, and every test: each end-to-end case runs on
-# SQLite + the embedded usage store and on PostgreSQL + ClickHouse.
+# missing: ClickHouse, PostgreSQL, Redis, curl, openssl (JWT test keys), Node.js
+# (the local OpenID Connect provider of the portal's sign-in tests). Then runs
+# the format check, clippy with warnings denied, and every test: each
+# end-to-end case runs on SQLite + the embedded usage store and on
+# PostgreSQL + ClickHouse.
 #
 # Environment (optional): TOLLGATE_TEST_DATABASE_URL (a PostgreSQL server the
 # tests may create databases on), TOLLGATE_TEST_CLICKHOUSE_URL.
@@ -25,6 +27,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v clickhouse-server >/dev/null || need+=(clickhouse-server clickhouse-client)
 command -v psql >/dev/null || [ -d /etc/postgresql ] || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing from Debian: ${need[*]}"
   $SUDO apt-get update -qq
@@ -75,6 +79,12 @@ if ! curl -sf "$CH_URL/?query=SELECT%201" >/dev/null 2>&1; then
 fi
 log "ClickHouse $(curl -s "$CH_URL/?query=SELECT%20version()")"
 export TOLLGATE_TEST_CLICKHOUSE_URL=$CH_URL
+
+# ---- the test OpenID Connect provider (npm) ---------------------------------
+if [ ! -d testkit/oidc/node_modules/oauth2-mock-server ]; then
+  log "installing the test OpenID Connect provider (oauth2-mock-server from npm)"
+  npm ci --prefix testkit/oidc --no-audit --no-fund --loglevel=error >/dev/null
+fi
 
 # ---- checks and tests -------------------------------------------------------
 log "cargo fmt --check"

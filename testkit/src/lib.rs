@@ -7,7 +7,9 @@
 //! that cannot be reached fails the test with a message that says how to start
 //! it (`scripts/test.sh` starts everything); nothing is skipped silently.
 
+pub mod github;
 pub mod jwt_keys;
+pub mod oidc;
 pub mod smtp;
 pub mod tls;
 pub mod upstream;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use tollgate_core::store::Account;
 
@@ -16,7 +16,8 @@ use super::Site;
 use super::csrf;
 use super::error::SiteError;
 use super::session_store::USER_ID;
-use super::views::{Layout, MessagePage, render};
+use super::sign_in::{self, ProviderButton};
+use super::views::{Layout, MessagePage, render, see_other};
 use super::visitor::{ClientIp, PageForm, Visitor};
 use crate::accounts::{AccountError, EmailChange, FieldError, LogIn, password};
 
@@ -58,11 +59,6 @@ fn password_hint() -> String {
     )
 }
 
-/// 303 See Other: after a form, the browser GETs the next page.
-fn see_other(to: &str) -> Response {
-    Redirect::to(to).into_response()
-}
-
 /// `?notice=…` on pages that follow a form; only known values show text.
 #[derive(Debug, Deserialize, Default)]
 pub struct NoticeQuery {
@@ -88,6 +84,7 @@ fn notice_text(notice: &str) -> &'static str {
 pub struct SignUpPage {
     layout: Layout,
     csrf: String,
+    providers: Vec<ProviderButton>,
     email: String,
     password_hint: String,
     errors: FieldErrors,
@@ -121,6 +118,7 @@ async fn sign_up_page(
         &SignUpPage {
             layout: visitor.layout(site, Some("Sign up")).await?,
             csrf: visitor.csrf().await?,
+            providers: site.sign_in.buttons(),
             email,
             password_hint: password_hint(),
             errors,
@@ -215,6 +213,7 @@ pub async fn verify_email(
 pub struct LogInPage {
     layout: Layout,
     csrf: String,
+    providers: Vec<ProviderButton>,
     email: String,
     notice: &'static str,
     error: String,
@@ -241,6 +240,7 @@ async fn log_in_page(
         &LogInPage {
             layout: visitor.layout(site, Some("Log in")).await?,
             csrf: visitor.csrf().await?,
+            providers: site.sign_in.buttons(),
             email,
             notice,
             error,
@@ -486,6 +486,9 @@ pub struct AccountPage {
     csrf: String,
     email: String,
     verified: bool,
+    has_password: bool,
+    /// Linked sign-in providers: (name, address, last sign-in date).
+    identities: Vec<(String, String, String)>,
     notice: &'static str,
     new_email: String,
     password_hint: String,
@@ -507,12 +510,36 @@ async fn account_page(
             csrf: visitor.csrf().await?,
             email: account.user.email.clone(),
             verified: account.email_verified_at.is_some(),
+            has_password: account.password_hash.is_some(),
+            identities: identities(site, &account.user.id).await?,
             notice,
             new_email,
             password_hint: password_hint(),
             errors,
         },
     ))
+}
+
+async fn identities(
+    site: &Site,
+    user_id: &str,
+) -> Result<Vec<(String, String, String)>, SiteError> {
+    let names = sign_in::provider_names(site);
+    Ok(site
+        .app
+        .store
+        .linked_identities(user_id)
+        .await?
+        .into_iter()
+        .map(|i| {
+            let name = names.get(&i.provider).cloned().unwrap_or(i.provider);
+            (
+                name,
+                i.email,
+                i.last_login_at.to_datetime().format("%Y-%m-%d").to_string(),
+            )
+        })
+        .collect())
 }
 
 /// `GET /account`

@@ -12,6 +12,7 @@ mod csrf;
 mod error;
 mod pages;
 pub mod session_store;
+mod sign_in;
 mod throttle;
 mod views;
 mod visitor;
@@ -62,6 +63,8 @@ pub struct SiteInner {
     pub brand: String,
     /// The header a trusted proxy puts the client address in.
     pub client_ip_header: Option<HeaderName>,
+    /// Log-in through GitHub, Google or OpenID Connect providers.
+    pub sign_in: sign_in::SignIn,
 }
 
 impl Deref for Site {
@@ -81,6 +84,9 @@ pub enum StartError {
     /// The client address header is not a header name.
     #[error("invalid setting portal_client_ip_header: {0}")]
     Header(String),
+    /// The HTTP client for sign-in providers cannot be built.
+    #[error("sign-in providers: {0}")]
+    SignIn(#[from] reqwest::Error),
 }
 
 /// The portal's routes, for the portal listener. `portal_url` is where
@@ -101,6 +107,7 @@ pub fn router(app: AppState, settings: &Settings, portal_url: &str) -> Result<Ro
         throttle: throttle::LoginThrottle::default(),
         brand: settings.portal_name.clone(),
         client_ip_header,
+        sign_in: sign_in::SignIn::new(&settings.sign_in_providers, portal_url)?,
         app,
     }));
     let sessions = SessionManagerLayer::new(DbSessionStore::new(site.app.store.clone()))
@@ -121,6 +128,8 @@ pub fn router(app: AppState, settings: &Settings, portal_url: &str) -> Result<Ro
         .route("/verify-email/{token}", get(account::verify_email))
         .route("/login", get(account::log_in_form).post(account::log_in))
         .route("/logout", post(account::log_out))
+        .route("/login/{provider}", get(sign_in::start))
+        .route("/login/{provider}/callback", get(sign_in::callback))
         .route(
             "/forgot-password",
             get(account::forgot_password_form).post(account::forgot_password),

@@ -97,6 +97,11 @@ impl MessagePage {
     }
 }
 
+/// 303 See Other: after a form, the browser GETs the next page.
+pub fn see_other(to: &str) -> Response {
+    axum::response::Redirect::to(to).into_response()
+}
+
 /// Renders a view with a status; a template that fails to render is logged
 /// and answered with a bare 500 (the error page may be what failed).
 pub fn render(status: StatusCode, page: &impl Template) -> Response {
