@@ -3,7 +3,8 @@
 #
 # Installs (from Debian's packages) and starts what the tests need when it is
 # missing: ClickHouse, PostgreSQL, Redis, curl, openssl (JWT test keys), Node.js
-# (the local OpenID Connect provider of the portal's sign-in tests). Then runs
+# (the local OpenID Connect provider of the portal's sign-in tests), Chromium
+# and chromedriver (the portal's browser tests). Then runs
 # the format check, clippy with warnings denied, and every test: each
 # end-to-end case runs on SQLite + the embedded usage store and on
 # PostgreSQL + ClickHouse.
@@ -29,6 +30,8 @@ command -v psql >/dev/null || [ -d /etc/postgresql ] || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing from Debian: ${need[*]}"
   $SUDO apt-get update -qq

@@ -7,6 +7,7 @@
 //! that cannot be reached fails the test with a message that says how to start
 //! it (`scripts/test.sh` starts everything); nothing is skipped silently.
 
+pub mod browser;
 pub mod github;
 pub mod jwt_keys;
 pub mod oidc;

@@ -3,6 +3,7 @@
 //! ClickHouse. Each test runs on its own databases.
 
 mod admin;
+mod browser;
 mod cli;
 mod config_file;
 mod gateway;

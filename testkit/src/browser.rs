@@ -1,0 +1,203 @@
+//! A real browser for tests: Debian's headless Chromium, driven over
+//! WebDriver (Debian's chromedriver) with fantoccini.
+//!
+//! `scripts/test.sh` installs `chromium` and `chromium-driver`. Each
+//! [`Chrome`] runs its own chromedriver on a free loopback port and its own
+//! browser profile in a temporary directory; both end when it is dropped.
+//! Screenshots go to `target/test-artifacts/browser/` (or
+//! `$TOLLGATE_TEST_ARTIFACTS/browser/`), kept for people to look at.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A headless Chromium session.
+#[derive(Debug)]
+pub struct Chrome {
+    /// The WebDriver session.
+    pub client: Client,
+    /// User actions taken so far (page loads, clicks, form submissions).
+    pub steps: u32,
+    _driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+/// Where a test's screenshots go.
+pub fn artifacts_dir() -> PathBuf {
+    let base = std::env::var_os("TOLLGATE_TEST_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts")
+        });
+    base.join("browser")
+}
+
+impl Chrome {
+    /// Starts chromedriver and a headless browser whose viewport is `width`
+    /// x `height` (below 500 px wide, a phone is emulated).
+    pub async fn start(width: u32, height: u32) -> Self {
+        let mut driver = Command::new("chromedriver")
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromedriver (install Debian's chromium and chromium-driver; scripts/test.sh does)");
+        let stdout = driver.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let port = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("read chromedriver") {
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    return rest.trim_end_matches('.').trim().parse::<u16>().ok();
+                }
+            }
+            None
+        })
+        .await
+        .expect("chromedriver did not start within 30 s")
+        .expect("chromedriver did not say its port");
+        // Keep draining its output so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut caps = serde_json::Map::new();
+        let mut options = serde_json::json!({
+            "args": [
+                    "--headless=new",
+                    // The tests run as root in a container: no sandbox there.
+                    "--no-sandbox",
+                    "--disable-dev-shm-usage",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    format!("--window-size={width},{height}"),
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+        });
+        if width < 500 {
+            // Desktop windows do not get narrower than 500 px: emulate a phone.
+            options["mobileEmulation"] = serde_json::json!({
+                "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1.0 },
+            });
+        }
+        caps.insert("goog:chromeOptions".to_owned(), options);
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("open a Chromium session");
+        Self {
+            client,
+            steps: 0,
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    /// Opens a URL (one step).
+    pub async fn open(&mut self, url: &str) {
+        self.steps += 1;
+        self.client.goto(url).await.expect("open the page");
+    }
+
+    /// Clicks the element `css` selects (one step).
+    pub async fn click(&mut self, css: &str) {
+        self.steps += 1;
+        self.find(css).await.click().await.expect("click");
+    }
+
+    /// Clicks the link whose text is `text` (one step).
+    pub async fn click_link(&mut self, text: &str) {
+        self.steps += 1;
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::LinkText(text))
+            .await
+            .unwrap_or_else(|e| panic!("no link {text:?}: {e}"))
+            .click()
+            .await
+            .expect("click");
+    }
+
+    /// Types into the field `css` selects (not a step: part of a form).
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let field = self.find(css).await;
+        field.clear().await.expect("clear the field");
+        field.send_keys(text).await.expect("type");
+    }
+
+    /// The element `css` selects, waiting up to 10 s for it.
+    pub async fn find(&self, css: &str) -> Element {
+        match self
+            .client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(el) => el,
+            Err(e) => panic!("no element {css:?} on {}: {e}", self.url().await),
+        }
+    }
+
+    /// The visible text of the element `css` selects.
+    pub async fn text(&self, css: &str) -> String {
+        self.find(css).await.text().await.expect("element text")
+    }
+
+    /// The current URL.
+    pub async fn url(&self) -> String {
+        self.client
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The page's HTML as the browser holds it now.
+    pub async fn source(&self) -> String {
+        self.client.source().await.expect("page source")
+    }
+
+    /// The page's title.
+    pub async fn title(&self) -> String {
+        self.client.title().await.expect("title")
+    }
+
+    /// Waits until the URL's path is `path`.
+    pub async fn wait_for_path(&self, path: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.url().await;
+            if url::Url::parse(&url).is_ok_and(|u| u.path() == path) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected to reach {path}, still at {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Saves a PNG screenshot of the viewport as `name.png`; returns its path.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.client.screenshot().await.expect("screenshot");
+        let dir = artifacts_dir();
+        std::fs::create_dir_all(&dir).expect("artifacts dir");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("write screenshot");
+        path
+    }
+
+    /// Ends the browser session.
+    pub async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
