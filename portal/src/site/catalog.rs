@@ -266,7 +266,7 @@ fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -892,8 +892,14 @@ fn checked_path(path: &str) -> Result<String, &'static str> {
     Ok(path.to_owned())
 }
 
-async fn send_try(site: &Site, api: &Api, form: &TryForm, path: &str) -> Result<TryAnswer, String> {
-    let method = reqwest::Method::from_bytes(form.method.as_bytes()).map_err(|e| e.to_string())?;
+async fn send_try(
+    site: &Site,
+    api: &Api,
+    method: &str,
+    form: &TryForm,
+    path: &str,
+) -> Result<TryAnswer, String> {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
     // The call goes to the gateway's own address; a host-bound API is
     // reached by its host name in the Host header.
     let url = format!(
@@ -992,16 +998,10 @@ pub async fn try_call(
     } else {
         match checked_path(&form.path) {
             Err(e) => (None, e.to_owned(), StatusCode::UNPROCESSABLE_ENTITY),
-            Ok(path) => {
-                let form = TryForm {
-                    method: method.clone(),
-                    ..form_copy(&form)
-                };
-                match send_try(&site, &api, &form, &path).await {
-                    Ok(a) => (Some(a), String::new(), StatusCode::OK),
-                    Err(e) => (None, e, StatusCode::BAD_GATEWAY),
-                }
-            }
+            Ok(path) => match send_try(&site, &api, &method, &form, &path).await {
+                Ok(a) => (Some(a), String::new(), StatusCode::OK),
+                Err(e) => (None, e, StatusCode::BAD_GATEWAY),
+            },
         }
     };
     let page = TryPage {
@@ -1028,17 +1028,6 @@ pub async fn try_call(
         methods: METHODS,
     };
     Ok(render(status, &page))
-}
-
-fn form_copy(f: &TryForm) -> TryForm {
-    TryForm {
-        method: f.method.clone(),
-        path: f.path.clone(),
-        key: f.key.clone(),
-        content_type: f.content_type.clone(),
-        body: f.body.clone(),
-        operation: f.operation.clone(),
-    }
 }
 
 #[cfg(test)]
