@@ -308,6 +308,20 @@ async fn subscribe_key_try_and_approve(stack: Stack) {
         )
         .await;
     assert_eq!(refused.status, 403);
+    for action in ["/apis/echo/keys", "/apis/echo/try"] {
+        let refused = ada
+            .post(
+                action,
+                &[
+                    ("app_id", &ada_app),
+                    ("method", "GET"),
+                    ("path", "/"),
+                    ("csrf", "forged"),
+                ],
+            )
+            .await;
+        assert_eq!(refused.status, 403, "{action}");
+    }
 
     // A free plan: active at once, and the gateway admits the app's key within 1 s.
     let done = subscribe(&mut ada, &ada_app, &free).await;
