@@ -883,10 +883,10 @@ fn checked_path(path: &str) -> Result<String, &'static str> {
         return Err("The path cannot contain spaces or #; percent-encode them (%20, %23).");
     }
     let only_path = path.split('?').next().unwrap_or_default();
-    if only_path
-        .split('/')
-        .any(|seg| seg == ".." || seg == "." || seg.eq_ignore_ascii_case("%2e%2e"))
-    {
+    if only_path.split('/').any(|seg| {
+        let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+        decoded == "." || decoded == ".."
+    }) {
         return Err("The path cannot contain . or .. segments.");
     }
     Ok(path.to_owned())
@@ -1044,6 +1044,8 @@ mod tests {
             "/a b",
             "/a#b",
             "/%2E%2E/x",
+            "/.%2e/x",
+            "/%2e/x",
             "/./a",
         ] {
             assert!(checked_path(bad).is_err(), "{bad}");

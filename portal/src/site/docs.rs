@@ -11,8 +11,8 @@
 use std::collections::HashSet;
 
 use openapiv3::{
-    AdditionalProperties, MediaType, OpenAPI, Operation, Parameter, ParameterSchemaOrContent,
-    ReferenceOr, RequestBody, Response, Schema, SchemaKind, Type,
+    MediaType, OpenAPI, Operation, Parameter, ParameterSchemaOrContent, ReferenceOr, RequestBody,
+    Response, Schema, SchemaKind, Type,
 };
 use serde_json::{Map, Value};
 
@@ -713,11 +713,7 @@ impl<'a> Reader<'a> {
                 .map_or(Value::Null, |f| self.example(f, depth + 1, seen)),
             SchemaKind::Not { .. } => Value::Null,
             SchemaKind::Type(Type::Object(o)) if o.properties.is_empty() => {
-                match &o.additional_properties {
-                    Some(AdditionalProperties::Schema(_))
-                    | Some(AdditionalProperties::Any(true)) => Value::Object(Map::new()),
-                    _ => Value::Object(Map::new()),
-                }
+                Value::Object(Map::new())
             }
             SchemaKind::Type(Type::Object(_)) | SchemaKind::AllOf { .. } | SchemaKind::Any(_) => {
                 let props = self.properties(s);
