@@ -179,7 +179,17 @@ pub async fn start(
         running.portal_cleanup = Some(tokio::spawn(tollgate_portal::site::clean_up_expired(
             store.clone(),
         )));
-        admin_router = tollgate_portal::admin::router(state).merge(admin_router);
+        let decision_mail = tollgate_portal::subscriptions::DecisionMail::new(
+            tollgate_portal::accounts::Mailer::new(
+                settings.smtp.as_ref(),
+                &settings.smtp_from,
+                settings.data_dir.join("outbox"),
+            )
+            .context("cannot start the admin API's mail")?,
+            &portal_url,
+            &settings.portal_name,
+        );
+        admin_router = tollgate_portal::admin::router(state, decision_mail).merge(admin_router);
         let rx = shutdown.subscribe();
         servers.spawn(async move {
             // Peer addresses feed the per-address log-in throttle.

@@ -175,6 +175,7 @@ pub async fn seed(
                 rate_limits: None,
                 overage: None,
                 quota_anchor: None,
+                approval_required: None,
                 status: None,
             })
             .await?;

@@ -124,6 +124,9 @@ pub struct PlanEntry {
     /// `calendar` (default) or `subscription`.
     #[serde(default = "calendar", skip_serializing_if = "is_calendar")]
     pub quota_anchor: QuotaAnchor,
+    /// New subscriptions wait for an admin's approval.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub approval_required: bool,
     /// `active` (default), `draft` or `archived`.
     #[serde(default = "plan_active", skip_serializing_if = "is_plan_active")]
     pub status: PlanStatus,
@@ -408,6 +411,7 @@ impl Document {
                 rate_limits: Some(p.rate_limits.clone()),
                 overage: Some(p.overage),
                 quota_anchor: Some(p.quota_anchor),
+                approval_required: Some(p.approval_required),
                 status: Some(p.status),
             };
             if let Err(e) = input.validate() {

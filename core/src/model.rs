@@ -1236,6 +1236,8 @@ pub struct Plan {
     pub overage: bool,
     /// Whether quota periods follow the calendar or each subscription's start.
     pub quota_anchor: QuotaAnchor,
+    /// New subscriptions wait (pending) until an admin approves them.
+    pub approval_required: bool,
     /// Whether the plan is offered.
     pub status: PlanStatus,
     /// When the plan was created.
@@ -1273,6 +1275,9 @@ pub struct NewPlan {
     /// Calendar periods when absent.
     #[serde(default)]
     pub quota_anchor: Option<QuotaAnchor>,
+    /// Subscriptions need an admin's approval; false when absent.
+    #[serde(default)]
+    pub approval_required: Option<bool>,
     /// Active when absent.
     #[serde(default)]
     pub status: Option<PlanStatus>,
@@ -1312,6 +1317,8 @@ pub struct PlanPatch {
     pub overage: Option<bool>,
     /// New period anchor.
     pub quota_anchor: Option<QuotaAnchor>,
+    /// Whether new subscriptions need an admin's approval.
+    pub approval_required: Option<bool>,
     /// New status.
     pub status: Option<PlanStatus>,
 }

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod site;
+pub mod subscriptions;
 
 use tollgate_analytics::UsageStore;
 use tollgate_core::Store;

@@ -338,6 +338,8 @@ async fn openapi_document_covers_every_route() {
         ("/admin/keys/{id}", &["get", "delete"]),
         ("/admin/subscriptions", &["get", "post"]),
         ("/admin/subscriptions/{id}", &["get", "patch"]),
+        ("/admin/subscriptions/{id}/approve", &["post"]),
+        ("/admin/subscriptions/{id}/reject", &["post"]),
         ("/admin/usage/summary", &["get"]),
         ("/admin/usage/timeseries", &["get"]),
         ("/admin/usage/top", &["get"]),

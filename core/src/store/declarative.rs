@@ -119,6 +119,7 @@ async fn read_document(conn: &mut AnyConnection) -> StoreResult<Document> {
             rate_limits: p.rate_limits,
             overage: p.overage,
             quota_anchor: p.quota_anchor,
+            approval_required: p.approval_required,
             status: p.status,
         });
     }
@@ -525,12 +526,12 @@ impl Store {
         for (p, create) in &plan_work {
             let sql = if *create {
                 "INSERT INTO plans (id, name, price_minor, currency, billing_interval, included_calls, status, \
-                 rate_limits, overage, quota_anchor, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)"
+                 rate_limits, overage, quota_anchor, created_at, updated_at, approval_required) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)"
             } else {
                 "UPDATE plans SET name = $2, price_minor = $3, currency = $4, billing_interval = $5, \
                  included_calls = $6, status = $7, rate_limits = $8, overage = $9, quota_anchor = $10, \
-                 updated_at = $11 WHERE id = $1"
+                 updated_at = $11, approval_required = $12 WHERE id = $1"
             };
             sqlx::query(sql)
                 .bind(&p.id)
@@ -544,6 +545,7 @@ impl Store {
                 .bind(i64::from(p.overage))
                 .bind(p.quota_anchor.as_str())
                 .bind(now)
+                .bind(i64::from(p.approval_required))
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("DELETE FROM plan_apis WHERE plan_id = $1")

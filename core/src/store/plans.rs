@@ -42,6 +42,7 @@ pub(super) fn plan(row: &AnyRow, apis: Vec<String>) -> StoreResult<Plan> {
         rate_limits: rate_limits(row)?,
         overage: row.try_get::<i64, _>("overage")? != 0,
         quota_anchor: text_enum(row, "quota_anchor", QuotaAnchor::parse)?,
+        approval_required: row.try_get::<i64, _>("approval_required")? != 0,
         status: text_enum(row, "status", PlanStatus::parse)?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
@@ -74,14 +75,15 @@ impl Store {
             rate_limits: input.rate_limits.unwrap_or_default(),
             overage: input.overage.unwrap_or(false),
             quota_anchor: input.quota_anchor.unwrap_or(QuotaAnchor::Calendar),
+            approval_required: input.approval_required.unwrap_or(false),
             status: input.status.unwrap_or(PlanStatus::Active),
             created_at: now,
             updated_at: now,
         };
         sqlx::query(
             "INSERT INTO plans (id, name, price_minor, currency, billing_interval, included_calls, rate_limits, \
-             overage, quota_anchor, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             overage, quota_anchor, status, created_at, updated_at, approval_required) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&p.id)
         .bind(&p.name)
@@ -95,6 +97,7 @@ impl Store {
         .bind(p.status.as_str())
         .bind(now.0)
         .bind(now.0)
+        .bind(i64::from(p.approval_required))
         .execute(&mut *tx)
         .await?;
         set_plan_apis(&mut tx, &p.id, &api_ids).await?;
@@ -188,6 +191,9 @@ impl Store {
         if let Some(v) = patch.status {
             p.status = v;
         }
+        if let Some(v) = patch.approval_required {
+            p.approval_required = v;
+        }
         let mut tx = self.begin_write().await?;
         if let Some(slugs) = &patch.apis {
             let ids = self.api_ids_for_slugs(&mut tx, slugs).await?;
@@ -200,7 +206,7 @@ impl Store {
         sqlx::query(
             "UPDATE plans SET name = $2, price_minor = $3, currency = $4, billing_interval = $5, \
              included_calls = $6, rate_limits = $7, overage = $8, quota_anchor = $9, status = $10, \
-             updated_at = $11 WHERE id = $1",
+             updated_at = $11, approval_required = $12 WHERE id = $1",
         )
         .bind(id)
         .bind(&p.name)
@@ -213,6 +219,7 @@ impl Store {
         .bind(p.quota_anchor.as_str())
         .bind(p.status.as_str())
         .bind(Timestamp::now().0)
+        .bind(i64::from(p.approval_required))
         .execute(&mut *tx)
         .await?;
         let v = self

@@ -90,6 +90,7 @@ async fn dump_round_trips(store: Store) {
             }]),
             overage: Some(true),
             quota_anchor: Some(QuotaAnchor::Subscription),
+            approval_required: Some(true),
             status: None,
         })
         .await

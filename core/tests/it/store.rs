@@ -31,6 +31,7 @@ fn new_plan(name: &str, apis: &[&str]) -> NewPlan {
         rate_limits: None,
         overage: None,
         quota_anchor: None,
+        approval_required: None,
         status: None,
     }
 }

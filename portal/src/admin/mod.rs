@@ -25,13 +25,15 @@ use serde::Serialize;
 use tollgate_core::key::KeyHash;
 
 use crate::AppState;
+use crate::subscriptions::DecisionMail;
 use error::ApiError;
 
 /// The admin API's OpenAPI 3 document.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Routes of the admin API.
-pub fn router(state: AppState) -> Router {
+/// Routes of the admin API; `mail` tells developers about approved and
+/// rejected subscriptions.
+pub fn router(state: AppState, mail: DecisionMail) -> Router {
     Router::new()
         .route("/admin/apis", get(apis::list).post(apis::create))
         .route(
@@ -64,12 +66,21 @@ pub fn router(state: AppState) -> Router {
             "/admin/subscriptions/{id}",
             get(subscriptions::show).patch(subscriptions::update),
         )
+        .route(
+            "/admin/subscriptions/{id}/approve",
+            axum::routing::post(subscriptions::approve),
+        )
+        .route(
+            "/admin/subscriptions/{id}/reject",
+            axum::routing::post(subscriptions::reject),
+        )
         .route("/admin/usage/summary", get(usage::summary))
         .route("/admin/usage/timeseries", get(usage::time_series))
         .route("/admin/usage/top", get(usage::top))
         .route("/admin/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(mail))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }

@@ -1,14 +1,15 @@
 //! `/admin/subscriptions`
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use tollgate_core::model::{NewSubscription, SubscriptionStatus};
 
 use super::extract::JsonBody;
 use super::{ApiResult, created};
 use crate::AppState;
+use crate::subscriptions::{Decision, DecisionMail, decide};
 
 #[derive(Deserialize)]
 pub(super) struct Filter {
@@ -52,4 +53,22 @@ pub(super) async fn update(
     Ok(Json(
         s.store.set_subscription_status(&id, change.status).await?,
     ))
+}
+
+/// `POST /admin/subscriptions/{id}/approve`: pending -> active; mails the developer.
+pub(super) async fn approve(
+    State(s): State<AppState>,
+    Extension(mail): Extension<DecisionMail>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(decide(&s.store, &mail, &id, Decision::Approve).await?))
+}
+
+/// `POST /admin/subscriptions/{id}/reject`: pending -> cancelled; mails the developer.
+pub(super) async fn reject(
+    State(s): State<AppState>,
+    Extension(mail): Extension<DecisionMail>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(decide(&s.store, &mail, &id, Decision::Reject).await?))
 }

@@ -8,9 +8,12 @@
 
 mod account;
 pub mod assets;
+mod catalog;
 mod csrf;
+mod docs;
 mod error;
 mod pages;
+pub mod samples;
 pub mod session_store;
 mod sign_in;
 mod throttle;
@@ -65,6 +68,8 @@ pub struct SiteInner {
     pub client_ip_header: Option<HeaderName>,
     /// Log-in through GitHub, Google or OpenID Connect providers.
     pub sign_in: sign_in::SignIn,
+    /// The gateway's OAuth2 token endpoint, when it issues tokens.
+    pub oauth_token_url: Option<String>,
 }
 
 impl Deref for Site {
@@ -108,6 +113,10 @@ pub fn router(app: AppState, settings: &Settings, portal_url: &str) -> Result<Ro
         brand: settings.portal_name.clone(),
         client_ip_header,
         sign_in: sign_in::SignIn::new(&settings.sign_in_providers, portal_url)?,
+        oauth_token_url: settings
+            .token_secret
+            .as_ref()
+            .map(|_| format!("{}/oauth/token", app.gateway_url.trim_end_matches('/'))),
         app,
     }));
     let sessions = SessionManagerLayer::new(DbSessionStore::new(site.app.store.clone()))
@@ -143,6 +152,12 @@ pub fn router(app: AppState, settings: &Settings, portal_url: &str) -> Result<Ro
         .route("/account/password", post(account::change_password))
         .route("/account/email", post(account::change_email))
         .route("/confirm-email/{token}", get(account::confirm_email))
+        // Catalog, API docs, plans (portal-catalog).
+        .route("/apis", get(catalog::catalog))
+        .route("/apis/{slug}", get(catalog::api))
+        .route("/apis/{slug}/subscribe", post(catalog::subscribe))
+        .route("/apis/{slug}/keys", post(catalog::new_key))
+        .route("/apis/{slug}/try", post(catalog::try_call))
         .fallback(pages::not_found)
         .layer(from_fn(csrf::require_token))
         .layer(from_fn_with_state(site.clone(), error::render_error_pages))

@@ -18,6 +18,8 @@ pub struct ApiCard {
     pub name: String,
     /// Path prefix on the gateway.
     pub base_path: String,
+    /// Its page is `/apis/{slug}`.
+    pub slug: String,
 }
 
 /// The start page.
@@ -41,6 +43,7 @@ pub async fn home(State(site): State<Site>, visitor: Visitor) -> Result<Response
         .map(|a| ApiCard {
             name: a.name,
             base_path: a.base_path,
+            slug: a.slug,
         })
         .collect();
     Ok(render(
