@@ -10,6 +10,7 @@ mod jwt;
 mod multiprocess;
 mod policies;
 mod portal;
+mod portal_apps;
 mod portal_sign_in;
 mod portal_support;
 mod quotas;

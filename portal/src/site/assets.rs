@@ -35,6 +35,11 @@ static ASSETS: &[Asset] = &[
         content_type: "image/svg+xml",
         bytes: include_bytes!("../../../web-assets/img/favicon.svg"),
     },
+    Asset {
+        name: "copy.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../../web-assets/js/copy.js"),
+    },
 ];
 
 /// Hashed URL by plain name, and asset by either served name.
