@@ -39,9 +39,14 @@ fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
-/// The signed-in account, or the redirect to log in.
-fn signed_in(visitor: &Visitor) -> Result<&Account, Response> {
-    visitor.account.as_ref().ok_or_else(|| see_other("/login"))
+/// The signed-in account; a signed-out visitor is sent to log in.
+macro_rules! signed_in {
+    ($visitor:expr) => {
+        match $visitor.account.as_ref() {
+            Some(account) => account,
+            None => return Ok(see_other("/login")),
+        }
+    };
 }
 
 /// The app `id` when it belongs to `account`; 404 otherwise (unknown and
@@ -177,10 +182,7 @@ pub async fn list(
     visitor: Visitor,
     Query(q): Query<NoticeQuery>,
 ) -> Result<Response, SiteError> {
-    let account = match signed_in(&visitor) {
-        Ok(a) => a,
-        Err(to_login) => return Ok(to_login),
-    };
+    let account = signed_in!(visitor);
     apps_page(
         &site,
         &visitor,
@@ -212,10 +214,7 @@ pub async fn create(
     visitor: Visitor,
     PageForm(form): PageForm<NameForm>,
 ) -> Result<Response, SiteError> {
-    let account = match signed_in(&visitor) {
-        Ok(a) => a,
-        Err(to_login) => return Ok(to_login),
-    };
+    let account = signed_in!(visitor);
     let existing = site.app.store.list_apps(Some(&account.user.id)).await?;
     if existing.len() >= MAX_APPS {
         let error = format!("You have {MAX_APPS} apps, the most allowed. Delete one first.");
@@ -429,10 +428,7 @@ async fn app_page(
 /// Resolves the signed-in owner's app, or answers for them.
 macro_rules! own_app {
     ($site:expr, $visitor:expr, $id:expr) => {{
-        let account = match signed_in(&$visitor) {
-            Ok(a) => a,
-            Err(to_login) => return Ok(to_login),
-        };
+        let account = signed_in!($visitor);
         owned_app(&$site, account, &$id).await?
     }};
 }

@@ -140,7 +140,7 @@ fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -408,11 +408,11 @@ async fn quotas(
             plan: plan.name,
             used: count(used),
             included: count(included_u),
-            percent: if included_u == 0 {
-                100
-            } else {
-                (used.saturating_mul(100) / included_u).min(100)
-            },
+            // Nothing included: any use is all of it.
+            percent: used
+                .saturating_mul(100)
+                .checked_div(included_u)
+                .map_or(100, |p| p.min(100)),
             resets: when(Timestamp(end)),
             note: match (plan.overage, over) {
                 (true, true) => "Calls past the included ones are billed as overage.",
