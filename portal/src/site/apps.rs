@@ -572,8 +572,10 @@ pub struct NewKeyPage {
     prefix: String,
     /// For a rotation: the old key's prefix and when it stops working.
     replaced: Option<(String, String)>,
-    /// A call to try, when the app can call an API.
+    /// Where calls to one of the app's APIs start, when it can call one.
     example_url: String,
+    /// That API's name.
+    example_api: String,
     script: &'static str,
 }
 
@@ -585,7 +587,7 @@ async fn new_key_page(
     replaced: Option<(String, String)>,
 ) -> Result<Response, SiteError> {
     let store = &site.app.store;
-    let mut example_url = String::new();
+    let (mut example_url, mut example_api) = (String::new(), String::new());
     for s in store.list_subscriptions(Some(&app.id)).await? {
         if s.status != SubscriptionStatus::Active {
             continue;
@@ -594,7 +596,12 @@ async fn new_key_page(
         if let Some(slug) = plan.apis.first()
             && let Ok(api) = store.get_api_by_slug(slug).await
         {
-            example_url = format!("{}{}", site.app.gateway_url, api.base_path);
+            example_url = format!(
+                "{}{}",
+                site.app.gateway_url.trim_end_matches('/'),
+                api.base_path.trim_end_matches('/')
+            );
+            example_api = api.name;
             break;
         }
     }
@@ -608,6 +615,7 @@ async fn new_key_page(
             prefix: issued.record.prefix,
             replaced,
             example_url,
+            example_api,
             script: assets::url("copy.js"),
         },
     );
