@@ -340,6 +340,8 @@ fn push_filter(sql: &mut String, f: &UsageFilter, raw: bool) {
         (f.developer.is_some(), " AND developer_id = ?"),
         (f.subscription.is_some(), " AND subscription_id = ?"),
         (f.status_class.is_some(), status_class),
+        (f.key.is_some(), " AND key_prefix = ?"),
+        (f.quota_counted, QUOTA_COUNTED),
     ] {
         if present {
             sql.push_str(condition);
@@ -361,7 +363,21 @@ fn bind_filter(
     if let Some(c) = f.status_class {
         query = query.bind(c);
     }
+    if let Some(k) = &f.key {
+        query = query.bind(k.as_str());
+    }
     query
+}
+
+/// Calls a quota counted: not refused for a rate limit or the quota itself
+/// (the gateway's stable error codes; raw events only).
+const QUOTA_COUNTED: &str =
+    " AND error_code NOT IN ('rate_limited', 'rate_limiter_unavailable', 'quota_exceeded')";
+
+/// Whether a filter needs the raw events: the rollups keep no subscription,
+/// key or error code.
+fn needs_raw(f: &UsageFilter) -> bool {
+    f.subscription.is_some() || f.key.is_some() || f.quota_counted
 }
 
 #[derive(Row, Deserialize)]
@@ -381,8 +397,8 @@ impl ClickHouseStore {
     pub async fn time_series(&self, q: &TimeSeriesQuery) -> Result<TimeSeries, UsageError> {
         let f = &q.filter;
         // Fixed SQL fragments only; every value is bound. The rollups have no
-        // subscription, so a subscription's series is read from the raw events.
-        let raw = f.subscription.is_some();
+        // subscription or key, so such series are read from the raw events.
+        let raw = needs_raw(f);
         let mut sql = if raw {
             let bucket = match q.bucket {
                 Bucket::Minute => "toStartOfMinute(event_time)",
@@ -455,9 +471,9 @@ impl ClickHouseStore {
     /// the hour rollups.
     pub async fn top(&self, q: &TopQuery) -> Result<TopList, UsageError> {
         let f = &q.filter;
-        // A subscription's ranking comes from the raw events (the rollups have no
-        // subscription).
-        let raw = f.subscription.is_some();
+        // A subscription's or key's ranking comes from the raw events (the
+        // rollups have neither).
+        let raw = needs_raw(f);
         let column = q.dimension.column().unwrap_or(if raw {
             "intDiv(status, 100)"
         } else {

@@ -208,6 +208,8 @@ impl EmbeddedStore {
                    AND (?4 IS NULL OR api_slug = ?4) AND (?5 IS NULL OR app_id = ?5)
                    AND (?6 IS NULL OR plan_id = ?6) AND (?7 IS NULL OR developer_id = ?7)
                    AND (?8 IS NULL OR status / 100 = ?8) AND (?9 IS NULL OR subscription_id = ?9)
+                   AND (?10 IS NULL OR key_prefix = ?10)
+                   AND (?11 = 0 OR error_code NOT IN ('rate_limited', 'rate_limiter_unavailable', 'quota_exceeded'))
              ), r AS (
                  SELECT b, status, latency_us, bytes_in, bytes_out,
                         ROW_NUMBER() OVER (PARTITION BY b ORDER BY latency_us) AS rn,
@@ -231,6 +233,8 @@ impl EmbeddedStore {
         .bind(f.developer.as_deref())
         .bind(f.status_class.map(i64::from))
         .bind(f.subscription.as_deref())
+        .bind(f.key.as_deref())
+        .bind(f.quota_counted)
         .fetch_all(&self.pool)
         .await?;
         let ms = |us: i64| us as f64 / 1000.0;
@@ -275,6 +279,8 @@ impl EmbeddedStore {
                AND (?3 IS NULL OR api_slug = ?3) AND (?4 IS NULL OR app_id = ?4)
                AND (?5 IS NULL OR plan_id = ?5) AND (?6 IS NULL OR developer_id = ?6)
                AND (?7 IS NULL OR status / 100 = ?7) AND (?9 IS NULL OR subscription_id = ?9)
+               AND (?10 IS NULL OR key_prefix = ?10)
+               AND (?11 = 0 OR error_code NOT IN ('rate_limited', 'rate_limiter_unavailable', 'quota_exceeded'))
              GROUP BY key ORDER BY calls DESC, key LIMIT ?8"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -287,6 +293,8 @@ impl EmbeddedStore {
             .bind(f.status_class.map(i64::from))
             .bind(i64::from(q.limit))
             .bind(f.subscription.as_deref())
+            .bind(f.key.as_deref())
+            .bind(f.quota_counted)
             .fetch_all(&self.pool)
             .await?;
         let count =

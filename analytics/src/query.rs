@@ -204,6 +204,13 @@ pub struct UsageFilter {
     pub subscription: Option<String>,
     /// Only this status class: 1 to 5 (`2` for 2xx).
     pub status_class: Option<u8>,
+    /// Only calls made with this key (its visible prefix, e.g. `tg_live_AbCd`;
+    /// combine with `app`: prefixes are short, so unique within an app only).
+    pub key: Option<String>,
+    /// Only calls a quota counted: leaves out calls the gateway refused for a
+    /// rate limit or a used-up quota (they never reached, or never passed, the
+    /// quota check).
+    pub quota_counted: bool,
 }
 
 fn id_param(param: &'static str, value: Option<&str>) -> Result<Option<String>, UsageError> {
@@ -257,6 +264,8 @@ pub struct TimeSeriesParams<'a> {
     pub status_class: Option<&'a str>,
     /// Subscription id.
     pub subscription: Option<&'a str>,
+    /// Key prefix.
+    pub key: Option<&'a str>,
 }
 
 impl TimeSeriesQuery {
@@ -310,6 +319,8 @@ impl UsageFilter {
             developer: id_param("developer", p.developer)?,
             subscription: id_param("subscription", p.subscription)?,
             status_class,
+            key: id_param("key", p.key)?,
+            quota_counted: false,
         })
     }
 }

@@ -11,6 +11,7 @@ mod jwt;
 mod multiprocess;
 mod policies;
 mod portal;
+mod portal_apps;
 mod portal_catalog;
 mod portal_sign_in;
 mod portal_support;

@@ -1,6 +1,7 @@
 //! Usage store tests: the same cases against the embedded store and ClickHouse,
 //! expecting the same answers.
 
+mod key_filter;
 mod retention;
 mod rollups;
 mod series;

@@ -84,6 +84,62 @@ impl Store {
         Ok(secret)
     }
 
+    /// Gives an app a new display name. The gateway does not serve names, so
+    /// no configuration version is bumped.
+    pub async fn rename_app(&self, id: &str, name: &str) -> StoreResult<App> {
+        crate::validate::name("name", name)?;
+        let now = Timestamp::now();
+        let done = sqlx::query("UPDATE apps SET name = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(name.trim())
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("app", id));
+        }
+        self.get_app(id).await
+    }
+
+    /// Deletes an app with its keys and its cancelled subscriptions; the
+    /// gateway refuses its keys within a second. An app with a live (not
+    /// cancelled) subscription is refused with a conflict: cancel those first,
+    /// so ending a (possibly paid) subscription is always a decision of its own.
+    pub async fn delete_app(&self, id: &str) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let live: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM subscriptions WHERE app_id = $1 AND status <> 'cancelled'",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        if live > 0 {
+            return Err(StoreError::Conflict(format!(
+                "app {id} has {live} live subscription(s); cancel them before deleting the app"
+            )));
+        }
+        // Explicit, rather than relying on ON DELETE CASCADE, which SQLite only
+        // honours with foreign keys switched on for the connection.
+        for sql in [
+            "DELETE FROM api_keys WHERE app_id = $1",
+            "DELETE FROM subscriptions WHERE app_id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        let done = sqlx::query("DELETE FROM apps WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("app", id));
+        }
+        let v = self
+            .bump_version(&mut tx, &[Change::App(id.to_owned())])
+            .await?;
+        self.commit_change(tx, v).await
+    }
+
     /// Apps, all or one developer's, oldest first.
     pub async fn list_apps(&self, developer_id: Option<&str>) -> StoreResult<Vec<App>> {
         let rows = match developer_id {

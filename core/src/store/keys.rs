@@ -40,6 +40,43 @@ pub(super) fn api_key(row: &AnyRow) -> StoreResult<ApiKey> {
     })
 }
 
+/// Inserts a freshly generated key in a write transaction.
+async fn insert_key(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    app_id: &str,
+    now: Timestamp,
+    expires_at: Option<Timestamp>,
+) -> StoreResult<IssuedKey> {
+    let generated = key::generate();
+    let record = ApiKey {
+        id: new_id(IdKind::Key),
+        app_id: app_id.to_owned(),
+        prefix: generated.prefix.clone(),
+        status: KeyStatus::Active,
+        created_at: now,
+        last_used_at: None,
+        expires_at,
+        revoked_at: None,
+    };
+    sqlx::query(
+        "INSERT INTO api_keys (id, app_id, key_hash, prefix, status, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&record.id)
+    .bind(&record.app_id)
+    .bind(generated.hash.to_hex())
+    .bind(&record.prefix)
+    .bind(record.status.as_str())
+    .bind(now.0)
+    .bind(expires_at.map(|t| t.0))
+    .execute(&mut **tx)
+    .await?;
+    Ok(IssuedKey {
+        record,
+        secret: generated.key,
+    })
+}
+
 impl Store {
     /// Issues a new key for an app; the gateway accepts it within a second.
     pub async fn issue_key(
@@ -54,39 +91,58 @@ impl Store {
         {
             return Err(ValidationError::new("expires_at", "must be in the future").into());
         }
-        let generated = key::generate();
-        let record = ApiKey {
-            id: new_id(IdKind::Key),
-            app_id: app_id.to_owned(),
-            prefix: generated.prefix.clone(),
-            status: KeyStatus::Active,
-            created_at: now,
-            last_used_at: None,
-            expires_at,
-            revoked_at: None,
-        };
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO api_keys (id, app_id, key_hash, prefix, status, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&record.id)
-        .bind(&record.app_id)
-        .bind(generated.hash.to_hex())
-        .bind(&record.prefix)
-        .bind(record.status.as_str())
-        .bind(now.0)
-        .bind(expires_at.map(|t| t.0))
-        .execute(&mut *tx)
-        .await?;
+        let issued = insert_key(&mut tx, app_id, now, expires_at).await?;
         let v = self
             .bump_version(&mut tx, &[Change::App(app_id.to_owned())])
             .await?;
         self.commit_change(tx, v).await?;
-        Ok(IssuedKey {
-            record,
-            secret: generated.key,
-        })
+        Ok(issued)
+    }
+
+    /// Rotates a key: issues a new key for the same app and lets the old one
+    /// keep working for `overlap` more (or until its own, earlier expiry), so
+    /// clients can move to the new key without an outage. Zero ends the old key
+    /// at once. Both changes reach the gateway together, within a second.
+    /// A revoked or expired key cannot be rotated (a conflict): issue a new one.
+    pub async fn rotate_key(&self, id: &str, overlap_ms: i64) -> StoreResult<IssuedKey> {
+        if overlap_ms < 0 {
+            return Err(ValidationError::new("overlap", "must not be negative").into());
+        }
+        let old = self.get_key(id).await?;
+        let now = Timestamp::now();
+        if old.status == KeyStatus::Revoked {
+            return Err(StoreError::Conflict(format!(
+                "key {id} is revoked; issue a new key instead"
+            )));
+        }
+        if old.expires_at.is_some_and(|t| t <= now) {
+            return Err(StoreError::Conflict(format!(
+                "key {id} has expired; issue a new key instead"
+            )));
+        }
+        let ends = Timestamp(now.0.saturating_add(overlap_ms));
+        let ends = old.expires_at.map_or(ends, |t| t.min(ends));
+        let mut tx = self.begin_write().await?;
+        // The status condition keeps a revocation made meanwhile in force.
+        let done =
+            sqlx::query("UPDATE api_keys SET expires_at = $2 WHERE id = $1 AND status = 'active'")
+                .bind(id)
+                .bind(ends.0)
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(format!(
+                "key {id} is revoked; issue a new key instead"
+            )));
+        }
+        let issued = insert_key(&mut tx, &old.app_id, now, None).await?;
+        let v = self
+            .bump_version(&mut tx, &[Change::App(old.app_id.clone())])
+            .await?;
+        self.commit_change(tx, v).await?;
+        Ok(issued)
     }
 
     /// The keys of an app, newest first.

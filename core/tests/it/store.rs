@@ -283,6 +283,157 @@ async fn keys_lifecycle(store: Store) {
 }
 on_both!(keys_lifecycle, super::keys_lifecycle);
 
+async fn keys_rotate_with_an_overlap(store: Store) {
+    let dev = developer(&store, "rot@example.com").await;
+    let app = store
+        .create_app(NewApp {
+            developer_id: dev.id.clone(),
+            name: "A".into(),
+        })
+        .await
+        .unwrap();
+    let old = store.issue_key(&app.id, None).await.unwrap().record;
+
+    let v0 = store.config_version().await.unwrap();
+    let before = Timestamp::now();
+    let new = store.rotate_key(&old.id, 60_000).await.unwrap();
+    let after = Timestamp::now();
+    assert_ne!(new.record.id, old.id);
+    assert_eq!(new.record.app_id, app.id);
+    assert_eq!(new.record.expires_at, None);
+    assert!(new.secret.starts_with(&new.record.prefix));
+    let ends = store.get_key(&old.id).await.unwrap().expires_at.unwrap();
+    assert!(ends.0 >= before.0 + 60_000 && ends.0 <= after.0 + 60_000);
+    // One version for both changes, named in the change log.
+    assert_eq!(store.config_version().await.unwrap(), v0 + 1);
+    let set = store.changes_since(v0).await.unwrap().unwrap();
+    assert!(set.apps.contains(&app.id));
+    let slice = store.load_app_slice(&app.id).await.unwrap().unwrap();
+    assert_eq!(slice.keys.len(), 2, "both keys work during the overlap");
+    assert_eq!(
+        slice
+            .keys
+            .iter()
+            .find(|k| k.id == old.id)
+            .unwrap()
+            .expires_at,
+        Some(ends)
+    );
+
+    // A second rotation never lengthens the old key's life.
+    store.rotate_key(&old.id, 3_600_000).await.unwrap();
+    assert_eq!(store.get_key(&old.id).await.unwrap().expires_at, Some(ends));
+
+    // Zero ends it at once; then it cannot be rotated again.
+    let third = store.rotate_key(&new.record.id, 0).await.unwrap();
+    let ended = store
+        .get_key(&new.record.id)
+        .await
+        .unwrap()
+        .expires_at
+        .unwrap();
+    assert!(ended <= Timestamp::now());
+    assert!(matches!(
+        store.rotate_key(&new.record.id, 0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.revoke_key(&third.record.id).await.unwrap();
+    assert!(matches!(
+        store.rotate_key(&third.record.id, 1000).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.rotate_key(&old.id, -1).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.rotate_key("key_nope", 1000).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+on_both!(
+    keys_rotate_with_an_overlap,
+    super::keys_rotate_with_an_overlap
+);
+
+async fn apps_rename_and_delete(store: Store) {
+    store.create_api(new_api("weather")).await.unwrap();
+    let plan = store
+        .create_plan(new_plan("Free", &["weather"]))
+        .await
+        .unwrap();
+    let dev = developer(&store, "del@example.com").await;
+    let app = store
+        .create_app(NewApp {
+            developer_id: dev.id.clone(),
+            name: "A".into(),
+        })
+        .await
+        .unwrap();
+    let key = store.issue_key(&app.id, None).await.unwrap().record;
+
+    // Names are not served by the gateway: no version for a rename.
+    let v0 = store.config_version().await.unwrap();
+    let renamed = store.rename_app(&app.id, "  Mobile  ").await.unwrap();
+    assert_eq!(renamed.name, "Mobile");
+    assert!(renamed.updated_at >= app.updated_at);
+    assert_eq!(store.config_version().await.unwrap(), v0);
+    assert!(matches!(
+        store.rename_app(&app.id, " ").await,
+        Err(StoreError::Invalid(v)) if v.field == "name"
+    ));
+    assert!(matches!(
+        store.rename_app("app_nope", "X").await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // A live subscription blocks deletion; a cancelled one does not.
+    let sub = store
+        .create_subscription(NewSubscription {
+            app_id: app.id.clone(),
+            plan_id: plan.id.clone(),
+            status: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.delete_app(&app.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store.get_app(&app.id).await.is_ok());
+    store
+        .set_subscription_status(&sub.id, SubscriptionStatus::Cancelled)
+        .await
+        .unwrap();
+    let v1 = store.config_version().await.unwrap();
+    store.delete_app(&app.id).await.unwrap();
+    assert_eq!(store.config_version().await.unwrap(), v1 + 1);
+    assert!(
+        store
+            .changes_since(v1)
+            .await
+            .unwrap()
+            .unwrap()
+            .apps
+            .contains(&app.id)
+    );
+    assert!(matches!(
+        store.get_app(&app.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.get_key(&key.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(store.load_app_slice(&app.id).await.unwrap().is_none());
+    assert!(store.load_gateway_config().await.unwrap().keys.is_empty());
+    assert!(matches!(
+        store.delete_app(&app.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+on_both!(apps_rename_and_delete, super::apps_rename_and_delete);
+
 async fn subscriptions_lifecycle(store: Store) {
     let api = store.create_api(new_api("weather")).await.unwrap();
     let plan = store

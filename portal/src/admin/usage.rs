@@ -31,7 +31,7 @@ pub(super) async fn summary(
     Ok(Json(s.usage.summary(&q).await?))
 }
 
-const SERIES_PARAMS: [&str; 9] = [
+const SERIES_PARAMS: [&str; 10] = [
     "from",
     "to",
     "bucket",
@@ -41,6 +41,7 @@ const SERIES_PARAMS: [&str; 9] = [
     "developer",
     "subscription",
     "status_class",
+    "key",
 ];
 
 fn series_params(params: &HashMap<String, String>) -> TimeSeriesParams<'_> {
@@ -55,6 +56,7 @@ fn series_params(params: &HashMap<String, String>) -> TimeSeriesParams<'_> {
         developer: get("developer"),
         status_class: get("status_class"),
         subscription: get("subscription"),
+        key: get("key"),
     }
 }
 
@@ -77,7 +79,7 @@ pub(super) async fn time_series(
     Ok(Json(s.usage.time_series(&q).await?))
 }
 
-const TOP_PARAMS: [&str; 10] = [
+const TOP_PARAMS: [&str; 11] = [
     "from",
     "to",
     "dimension",
@@ -88,6 +90,7 @@ const TOP_PARAMS: [&str; 10] = [
     "developer",
     "subscription",
     "status_class",
+    "key",
 ];
 
 pub(super) async fn top(

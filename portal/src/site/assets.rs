@@ -36,9 +36,9 @@ static ASSETS: &[Asset] = &[
         bytes: include_bytes!("../../../web-assets/img/favicon.svg"),
     },
     Asset {
-        name: "catalog.js",
+        name: "copy.js",
         content_type: "text/javascript; charset=utf-8",
-        bytes: include_bytes!("../../../web-assets/js/catalog.js"),
+        bytes: include_bytes!("../../../web-assets/js/copy.js"),
     },
 ];
 

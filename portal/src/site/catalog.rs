@@ -679,7 +679,7 @@ async fn api_page(
         new_key: new_secret,
         notice: notice_text(&query.notice),
         methods: METHODS,
-        script: super::assets::url("catalog.js"),
+        script: super::assets::url("copy.js"),
         name: api.name,
         slug: api.slug,
         base_url,

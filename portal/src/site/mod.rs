@@ -7,6 +7,7 @@
 //! Every page works without JavaScript.
 
 mod account;
+mod apps;
 pub mod assets;
 mod catalog;
 mod csrf;
@@ -17,6 +18,7 @@ pub mod samples;
 pub mod session_store;
 mod sign_in;
 mod throttle;
+mod usage;
 mod views;
 mod visitor;
 
@@ -158,6 +160,28 @@ pub fn router(app: AppState, settings: &Settings, portal_url: &str) -> Result<Ro
         .route("/apis/{slug}/subscribe", post(catalog::subscribe))
         .route("/apis/{slug}/keys", post(catalog::new_key))
         .route("/apis/{slug}/try", post(catalog::try_call))
+        // Apps, keys, subscriptions and usage (site/apps.rs, site/usage.rs).
+        .route("/apps", get(apps::list).post(apps::create))
+        .route("/apps/{id}", get(apps::show))
+        .route("/apps/{id}/rename", post(apps::rename))
+        .route(
+            "/apps/{id}/delete",
+            get(apps::delete_form).post(apps::delete),
+        )
+        .route("/apps/{id}/keys", post(apps::create_key))
+        .route(
+            "/apps/{id}/keys/{key}/rotate",
+            get(apps::rotate_form).post(apps::rotate),
+        )
+        .route(
+            "/apps/{id}/keys/{key}/revoke",
+            get(apps::revoke_form).post(apps::revoke),
+        )
+        .route(
+            "/apps/{id}/subscriptions/{sub}/cancel",
+            get(apps::cancel_form).post(apps::cancel),
+        )
+        .route("/apps/{id}/usage", get(usage::usage))
         .fallback(pages::not_found)
         .layer(from_fn(csrf::require_token))
         .layer(from_fn_with_state(site.clone(), error::render_error_pages))
