@@ -14,87 +14,23 @@
 //! Needs PostgreSQL (TOLLGATE_TEST_DATABASE_URL, default
 //! postgres://postgres@127.0.0.1:5432/postgres), creates and drops its own database.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
+
+mod support;
+use support::{Proc, migrate, percentile};
 
 const TOKEN: &str = "bench-admin-token-0123456789";
 const APIS: i64 = 1_000;
 const PLANS: i64 = 100;
 const APPS: i64 = 10_000;
 const CHANGES: usize = 100;
-
-struct Proc {
-    child: Child,
-    printed: Vec<String>,
-}
-
-impl Proc {
-    fn start(args: &[&str], db: &str, data: &std::path::Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(args)
-            .env("DATABASE_URL", db)
-            .env("TOLLGATE_DATA_DIR", data)
-            .env("TOLLGATE_ADMIN_TOKEN", TOKEN)
-            .env(
-                "TOLLGATE_LOG",
-                std::env::var("BENCH_TOLLGATE_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .env("TOLLGATE_CONFIG_POLL_INTERVAL_MS", "30000")
-            .env("TOLLGATE_GATEWAY_ADDR", "127.0.0.1:0")
-            .env("TOLLGATE_PORTAL_ADDR", "127.0.0.1:0")
-            .env("TOLLGATE_ADMIN_ADDR", "127.0.0.1:0")
-            .env_remove("CLICKHOUSE_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tollgate");
-        let mut printed = Vec::new();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            let done = line.starts_with("Press Ctrl-C");
-            printed.push(line);
-            if done {
-                break;
-            }
-        }
-        // Keep draining so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, printed }
-    }
-
-    fn printed(&self, label: &str) -> String {
-        self.printed
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
-            .unwrap_or_else(|| panic!("{label} not printed: {:?}", self.printed))
-    }
-
-    fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .unwrap()
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap();
-        kib / 1024.0
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
+/// Only LISTEN/NOTIFY delivers changes; the admin API takes the bench token.
+const ENV: &[(&str, &str)] = &[
+    ("TOLLGATE_CONFIG_POLL_INTERVAL_MS", "30000"),
+    ("TOLLGATE_ADMIN_TOKEN", TOKEN),
+];
 
 /// Adds apps (10 keys each, one subscription each) numbered `from..to`.
 async fn seed_apps(pool: &sqlx::PgPool, from: i64, to: i64) {
@@ -176,11 +112,6 @@ async fn seed(pool: &sqlx::PgPool, upstream: &str) {
     seed_apps(pool, 0, APPS).await;
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -204,18 +135,7 @@ async fn main() {
     let data = tempfile::tempdir().unwrap();
     let upstream = tollgate_testkit::upstream::Upstream::echo().await;
 
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .arg("migrate")
-        .env("DATABASE_URL", &db)
-        .env("TOLLGATE_DATA_DIR", data.path())
-        .env_remove("CLICKHOUSE_URL")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    migrate(&db, data.path());
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .connect(&db)
@@ -229,9 +149,9 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let portal = Proc::start(&["portal"], &db, data.path());
+    let portal = Proc::start(&["portal"], &db, data.path(), ENV);
     let t = Instant::now();
-    let gateway = Proc::start(&["gateway"], &db, data.path());
+    let gateway = Proc::start(&["gateway"], &db, data.path(), ENV);
     let start_100k = t.elapsed();
     let admin_api = portal.printed("Admin API:");
     let gw = gateway.printed("Gateway:");
@@ -329,7 +249,7 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
     let t = Instant::now();
-    let gateway = Proc::start(&["gateway"], &db, data.path());
+    let gateway = Proc::start(&["gateway"], &db, data.path(), ENV);
     let start_1m = t.elapsed();
     let gw = gateway.printed("Gateway:");
     // Key 999,999 belongs to app 99,999, subscribed to plan 99 (APIs 990-999).
