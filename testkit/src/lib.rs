@@ -8,6 +8,7 @@
 //! it (`scripts/test.sh` starts everything); nothing is skipped silently.
 
 pub mod jwt_keys;
+pub mod proxy;
 pub mod smtp;
 pub mod tls;
 pub mod upstream;
