@@ -93,9 +93,25 @@ pub enum AppendError {
     /// The spool holds its maximum size.
     #[error("the usage spool is full ({0} bytes)")]
     Full(u64),
-    /// The disk refused the write.
-    #[error("cannot write the usage spool: {0}")]
-    Io(#[from] io::Error),
+    /// The disk refused the write. The segment being written was sealed (a
+    /// reader skips the half-written record); it still holds the records
+    /// appended before, to ship.
+    #[error("cannot write the usage spool: {source}")]
+    Io {
+        /// What the disk said.
+        source: io::Error,
+        /// The segment sealed because of the failure.
+        sealed: Option<Segment>,
+    },
+}
+
+impl From<io::Error> for AppendError {
+    fn from(source: io::Error) -> Self {
+        Self::Io {
+            source,
+            sealed: None,
+        }
+    }
 }
 
 struct Open {
@@ -190,8 +206,18 @@ impl SpoolWriter {
             self.stats.dropped_io.fetch_add(1, Ordering::Relaxed);
             // The segment may hold half a record now: seal it (readers skip a torn
             // tail) and start a fresh one with the next append.
-            let _ = self.seal();
-            return Err(AppendError::Io(e));
+            let sealed = self.open.take().map(|mut open| {
+                // Best effort: the disk has just failed. What reached the file
+                // is read back up to the first torn record.
+                let _ = open.file.flush();
+                let _ = open.file.get_ref().sync_data();
+                Segment {
+                    seq: open.seq,
+                    path: open.path,
+                    bytes: open.bytes,
+                }
+            });
+            return Err(AppendError::Io { source: e, sealed });
         }
         self.stats.bytes.fetch_add(len, Ordering::Relaxed);
         if self

@@ -331,7 +331,13 @@ fn append(
             );
             false
         }
-        Err(spool::AppendError::Io(e)) => {
+        Err(spool::AppendError::Io {
+            source: e,
+            sealed: s,
+        }) => {
+            if let Some(segment) = s {
+                let _ = sealed.send(segment);
+            }
             let total = stats
                 .dropped_spool_error
                 .fetch_add(events, Ordering::Relaxed)
