@@ -45,6 +45,9 @@ use crate::store::UsageStore;
 const INSERT_TIMEOUT: Duration = Duration::from_secs(30);
 /// At shutdown, a segment is left on disk after this many failed inserts.
 const SHUTDOWN_ATTEMPTS: u32 = 3;
+/// Segments shipped at once: a ClickHouse insert keeps about one core busy on
+/// the server, and reading the next segment overlaps the insert of this one.
+const SHIPPERS: usize = 2;
 /// At most one warning per drop reason in this interval.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -116,9 +119,9 @@ pub struct UsageRecorder {
     tx: mpsc::Sender<UsageEvent>,
     stats: Arc<UsageStats>,
     last_warning: Arc<std::sync::Mutex<DropWarnings>>,
-    /// The spool thread, woken when a full batch is queued.
+    /// The spool thread, woken when `wake_at` events are queued.
     spool_thread: Thread,
-    batch_size: usize,
+    wake_at: usize,
 }
 
 impl UsageRecorder {
@@ -126,7 +129,7 @@ impl UsageRecorder {
     pub fn record(&self, event: UsageEvent) {
         match self.tx.try_send(event) {
             Ok(()) => {
-                if self.queue_depth() >= self.batch_size {
+                if self.queue_depth() >= self.wake_at {
                     self.spool_thread.unpark();
                 }
             }
@@ -259,7 +262,8 @@ impl UsageWriter {
             stats: stats.clone(),
             last_warning: Arc::default(),
             spool_thread: spool_thread.thread().clone(),
-            batch_size: settings.batch_size.max(1),
+            // Early enough that a burst never fills the queue between passes.
+            wake_at: settings.batch_size.min(settings.queue_capacity / 4).max(1),
         };
         Ok((
             recorder,
@@ -487,28 +491,70 @@ async fn ship_loop(
     stats
         .replayed_segments
         .fetch_add(pending.len() as u64, Ordering::Relaxed);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut gave_up = false;
     loop {
-        while let Ok(s) = sealed.try_recv() {
-            pending.push_back((s, false));
+        while !gave_up && in_flight.len() < SHIPPERS {
+            let Some((segment, replay)) = pending.pop_front() else {
+                break;
+            };
+            in_flight.spawn(ship_segment(
+                store.clone(),
+                segment,
+                replay,
+                batch_size,
+                stats.clone(),
+                stopping.clone(),
+            ));
         }
-        let Some((segment, replay)) = pending.pop_front() else {
-            match sealed.recv().await {
-                Some(s) => {
-                    pending.push_back((s, false));
-                    continue;
+        if in_flight.is_empty() && (gave_up || stopping.load(Ordering::Acquire)) {
+            break;
+        }
+        tokio::select! {
+            received = sealed.recv(), if !stopping.load(Ordering::Acquire) => match received {
+                Some(s) => pending.push_back((s, false)),
+                // The spool thread has finished: ship what is left, then stop.
+                None => stopping.store(true, Ordering::Release),
+            },
+            Some(done) = in_flight.join_next() => match done {
+                Ok(true) => {}
+                Ok(false) => gave_up = true,
+                Err(e) => {
+                    tracing::error!(error = %e, "usage shipper failed");
+                    gave_up = true;
                 }
-                None => return, // the spool thread has finished, all shipped
-            }
-        };
-        let loaded = {
-            let (segment, stats) = (segment.clone(), stats.clone());
-            tokio::task::spawn_blocking(move || load(&segment, &stats)).await
-        };
-        let loaded = match loaded {
-            Ok(Ok(l)) => l,
+            },
+            else => break,
+        }
+    }
+    if gave_up {
+        // Shutting down and the store is away: the rest stays on disk for
+        // the next start.
+        tracing::warn!(
+            segments = stats.spool.segments.load(Ordering::Relaxed),
+            "usage store unavailable at shutdown; unshipped usage stays in the spool for the next start"
+        );
+    }
+}
+
+/// Ships one segment: reads it, inserts its events in batches and deletes it
+/// once every batch is confirmed. Returns false when it gave up at shutdown.
+async fn ship_segment(
+    store: UsageStore,
+    segment: Segment,
+    replay: bool,
+    batch_size: usize,
+    stats: Arc<UsageStats>,
+    stopping: Arc<AtomicBool>,
+) -> bool {
+    let loaded = loop {
+        let (s, st) = (segment.clone(), stats.clone());
+        match tokio::task::spawn_blocking(move || load(&s, &st)).await {
+            Ok(Ok(l)) => break l,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 let _ = spool::remove_segment(&segment, &stats.spool);
-                continue;
+                return true;
             }
             Ok(Err(e)) => {
                 // Unreadable (permissions, a failing disk): keep it for the
@@ -517,36 +563,23 @@ async fn ship_loop(
                 tracing::error!(segment = %segment.path.display(), error = %e, moved_to = %aside.display(), "cannot read a usage spool segment");
                 let _ = std::fs::rename(&segment.path, &aside);
                 let _ = spool::remove_segment(&segment, &stats.spool);
-                continue;
+                return true;
             }
             Err(e) => {
                 tracing::error!(error = %e, "usage spool reader failed");
-                pending.push_front((segment, replay));
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let mut shipped = true;
-        for chunk in loaded.events.chunks(batch_size) {
-            if !insert(&store, &loaded.batch_id, chunk, replay, &sealed, &stats).await {
-                shipped = false;
-                break;
             }
         }
-        if !shipped {
-            // Shutting down and the store is away: this and every later
-            // segment stay on disk for the next start.
-            let left = 1 + pending.len() + std::iter::from_fn(|| sealed.try_recv().ok()).count();
-            tracing::warn!(
-                segments = left,
-                "usage store unavailable at shutdown; unshipped usage stays in the spool for the next start"
-            );
-            return;
-        }
-        if let Err(e) = spool::remove_segment(&segment, &stats.spool) {
-            tracing::error!(segment = %segment.path.display(), error = %e, "cannot delete a shipped usage spool segment");
+    };
+    for chunk in loaded.events.chunks(batch_size) {
+        if !insert(&store, &loaded.batch_id, chunk, replay, &stopping, &stats).await {
+            return false;
         }
     }
+    if let Err(e) = spool::remove_segment(&segment, &stats.spool) {
+        tracing::error!(segment = %segment.path.display(), error = %e, "cannot delete a shipped usage spool segment");
+    }
+    true
 }
 
 /// Inserts one batch, retrying with back-off while the store is away. After a
@@ -557,7 +590,7 @@ async fn insert(
     batch_id: &str,
     events: &[UsageEvent],
     replay: bool,
-    sealed: &mpsc::UnboundedReceiver<Segment>,
+    stopping: &AtomicBool,
     stats: &UsageStats,
 ) -> bool {
     let mut delay = Duration::from_millis(100);
@@ -588,15 +621,14 @@ async fn insert(
         };
         stats.write_failures.fetch_add(1, Ordering::Relaxed);
         may_be_stored = true;
-        // The spool thread has finished: the process is stopping.
-        if sealed.is_closed() {
+        if stopping.load(Ordering::Acquire) {
             failures_stopping += 1;
             if failures_stopping >= SHUTDOWN_ATTEMPTS {
                 tracing::error!(error = %error, events = events.len(), "giving up inserting usage events at shutdown");
                 return false;
             }
         }
-        if sealed.is_closed() {
+        if stopping.load(Ordering::Acquire) {
             // Shutting down: a few quick tries, not minutes of back-off.
             delay = delay.min(Duration::from_millis(200));
         }
