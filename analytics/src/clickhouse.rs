@@ -162,7 +162,7 @@ impl ClickHouseStore {
             client: server
                 .clone()
                 .with_database(database)
-                .with_option("parallel_view_processing", "1"),
+                .with_setting("parallel_view_processing", "1"),
             server,
             url: url.to_owned(),
             database: database.to_owned(),
