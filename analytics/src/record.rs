@@ -4,7 +4,7 @@
 //! A record starts with a version byte (today 1). Version 1 is a table of the
 //! distinct texts of the batch, then the events, each text field an index into
 //! the table: the node, API, route, app, plan… repeat from call to call, so a
-//! typical event takes about 40 bytes instead of the 300 or so of its JSON.
+//! typical event takes 40 to 80 bytes instead of the 300 or so of its JSON.
 //! Integers are LEB128 varints.
 //!
 //! ```text

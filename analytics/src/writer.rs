@@ -66,7 +66,8 @@ pub struct UsageStats {
     pub dropped_spool_full: AtomicU64,
     /// Events dropped because the spool could not be written (disk error).
     pub dropped_spool_error: AtomicU64,
-    /// Events lost in spool records that could not be decoded.
+    /// Spool records that passed their checksum but could not be decoded
+    /// (records, not events: how many events they held is unknown).
     pub dropped_corrupt: AtomicU64,
     /// Failed insert attempts (each retried).
     pub write_failures: AtomicU64,

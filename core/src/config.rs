@@ -163,7 +163,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         key: "usage_spool_max_bytes",
         env: "TOLLGATE_USAGE_SPOOL_MAX_BYTES",
         default: "1073741824",
-        doc: "Most bytes of unshipped usage the spool keeps on disk (about 40 bytes per event); when full, the gateway keeps serving and drops events, counted by reason.",
+        doc: "Most bytes of unshipped usage the spool keeps on disk (40 to 80 bytes per event); when full, the gateway keeps serving and drops events, counted by reason.",
     },
     SettingSpec {
         key: "usage_retention_days",
