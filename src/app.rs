@@ -3,8 +3,10 @@
 //! Order at start: data dir, control-plane store (migrated), usage store
 //! (migrated), then the gateway (with its usage writer and change follower) and
 //! the portal and admin listeners. Order at stop: listeners stop accepting and
-//! finish calls in flight, then the usage writer drains its queue, then the
-//! store closes. Nothing is lost between the last call and the last write.
+//! finish calls in flight, then the usage writer drains its queue into the
+//! spool and ships what the store accepts, then the store closes. Nothing is
+//! lost between the last call and the spool; what the store did not take is
+//! shipped by the next start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -123,14 +125,19 @@ pub async fn start(
     if mode.gateway() {
         let listener = bind(settings.gateway_addr, "TOLLGATE_GATEWAY_ADDR").await?;
         running.gateway_addr = Some(listener.local_addr()?);
+        let spool_dir = settings.data_dir.join("spool");
         let (recorder, writer) = UsageWriter::start(
             usage.clone(),
             WriterSettings {
                 flush_interval: settings.usage_flush_interval,
                 batch_size: settings.usage_batch_size,
                 queue_capacity: settings.usage_queue_capacity,
+                spool_dir: spool_dir.clone(),
+                sync_interval: settings.usage_spool_sync_interval,
+                spool_max_bytes: settings.usage_spool_max_bytes,
             },
-        );
+        )
+        .with_context(|| format!("cannot open the usage spool in {}", spool_dir.display()))?;
         running.writer = Some(writer);
         let gateway = Gateway::start(store.clone(), recorder, settings)
             .await

@@ -157,7 +157,12 @@ impl ClickHouseStore {
             server = server.with_password(p);
         }
         Self {
-            client: server.clone().with_database(database),
+            // An insert feeds the raw table and the rollup views; with this
+            // setting (known since 18.x) the views are computed in parallel.
+            client: server
+                .clone()
+                .with_database(database)
+                .with_setting("parallel_view_processing", "1"),
             server,
             url: url.to_owned(),
             database: database.to_owned(),

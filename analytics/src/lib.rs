@@ -1,5 +1,6 @@
 //! Usage metering: the event the gateway emits for every call it answers, the
-//! bounded queue and batching writer that carry events off the request path,
+//! bounded queue, durable spool and shipper that carry events off the request
+//! path,
 //! the two usage stores (embedded SQLite and ClickHouse) and the usage queries.
 
 pub mod clickhouse;
@@ -7,6 +8,7 @@ pub mod embedded;
 pub mod error;
 pub mod event;
 pub mod query;
+pub mod record;
 pub mod retention;
 pub mod spool;
 pub mod store;

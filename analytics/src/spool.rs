@@ -93,9 +93,25 @@ pub enum AppendError {
     /// The spool holds its maximum size.
     #[error("the usage spool is full ({0} bytes)")]
     Full(u64),
-    /// The disk refused the write.
-    #[error("cannot write the usage spool: {0}")]
-    Io(#[from] io::Error),
+    /// The disk refused the write. The segment being written was sealed (a
+    /// reader skips the half-written record); it still holds the records
+    /// appended before, to ship.
+    #[error("cannot write the usage spool: {source}")]
+    Io {
+        /// What the disk said.
+        source: io::Error,
+        /// The segment sealed because of the failure.
+        sealed: Option<Segment>,
+    },
+}
+
+impl From<io::Error> for AppendError {
+    fn from(source: io::Error) -> Self {
+        Self::Io {
+            source,
+            sealed: None,
+        }
+    }
 }
 
 struct Open {
@@ -190,8 +206,18 @@ impl SpoolWriter {
             self.stats.dropped_io.fetch_add(1, Ordering::Relaxed);
             // The segment may hold half a record now: seal it (readers skip a torn
             // tail) and start a fresh one with the next append.
-            let _ = self.seal();
-            return Err(AppendError::Io(e));
+            let sealed = self.open.take().map(|mut open| {
+                // Best effort: the disk has just failed. What reached the file
+                // is read back up to the first torn record.
+                let _ = open.file.flush();
+                let _ = open.file.get_ref().sync_data();
+                Segment {
+                    seq: open.seq,
+                    path: open.path,
+                    bytes: open.bytes,
+                }
+            });
+            return Err(AppendError::Io { source: e, sealed });
         }
         self.stats.bytes.fetch_add(len, Ordering::Relaxed);
         if self
@@ -264,6 +290,104 @@ impl SpoolWriter {
             bytes: open.bytes,
         }))
     }
+}
+
+/// A spool directory this process holds alone for as long as it runs.
+#[derive(Debug)]
+pub struct SpoolClaim {
+    /// The directory to open with [`SpoolWriter::open`].
+    pub dir: PathBuf,
+    /// Segments moved in from slots no running process held.
+    pub adopted: usize,
+    _lock: File,
+}
+
+/// Most processes sharing one spool root.
+const SLOTS: usize = 64;
+/// The lock file of a slot.
+const LOCK: &str = "lock";
+
+fn lock_slot(dir: &Path) -> io::Result<Option<File>> {
+    fs::create_dir_all(dir)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+fn segment_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
+            continue;
+        }
+        if let Some(seq) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            found.push((seq, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Claims a slot of the spool root `root`: the first of `root/0`, `root/1`, …
+/// that no running process holds (a lock file, released by the kernel when a
+/// process ends, even by SIGKILL). Several processes may share a data dir, so
+/// each gets its own slot. Segments left in the other free slots — by a process
+/// that stopped and did not come back — are moved into the claimed one, so
+/// whichever process starts next ships them.
+pub fn claim(root: &Path) -> io::Result<SpoolClaim> {
+    fs::create_dir_all(root)?;
+    let mut mine = None;
+    for slot in 0..SLOTS {
+        let dir = root.join(slot.to_string());
+        if let Some(lock) = lock_slot(&dir)? {
+            mine = Some((dir, lock));
+            break;
+        }
+    }
+    let Some((dir, lock)) = mine else {
+        return Err(io::Error::other(format!(
+            "all {SLOTS} usage spool slots in {} are held by running processes",
+            root.display()
+        )));
+    };
+    let mut next = segment_files(&dir)?.last().map_or(1, |(seq, _)| seq + 1);
+    let mut adopted = 0;
+    for entry in fs::read_dir(root)? {
+        let other = entry?.path();
+        let is_slot = other
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.parse::<usize>().is_ok());
+        if other == dir || !is_slot || !other.is_dir() {
+            continue;
+        }
+        // Held while we move its segments; dropped (unlocked) after.
+        let Some(_held) = lock_slot(&other)? else {
+            continue;
+        };
+        for (_, path) in segment_files(&other)? {
+            fs::rename(&path, segment_path(&dir, next))?;
+            next += 1;
+            adopted += 1;
+        }
+    }
+    Ok(SpoolClaim {
+        dir,
+        adopted,
+        _lock: lock,
+    })
 }
 
 /// Reads a sealed segment's intact records; a torn or corrupt tail is skipped
@@ -437,6 +561,38 @@ mod tests {
         let got = read_segment(&seg, &stats).unwrap();
         assert!(got.records.is_empty());
         assert_eq!(got.skipped_bytes, 7);
+    }
+
+    #[test]
+    fn each_process_claims_its_own_slot_and_adopts_what_others_left() {
+        let root = tempfile::tempdir().unwrap();
+        let first = claim(root.path()).unwrap();
+        let second = claim(root.path()).unwrap();
+        assert_ne!(first.dir, second.dir, "a held slot is not given twice");
+        // The second process writes a segment and stops without shipping it.
+        let (mut w, _, _) = open(&second.dir, SpoolLimits::default());
+        w.append(b"left behind").unwrap();
+        w.seal().unwrap();
+        drop(w);
+        drop(second);
+        // A process starting now takes the free slot...
+        let third = claim(root.path()).unwrap();
+        assert_eq!(third.adopted, 0);
+        drop(third);
+        // ...and with the first one gone too, a new one finds everything.
+        let (mut w, _, _) = open(&first.dir, SpoolLimits::default());
+        w.append(b"mine").unwrap();
+        w.seal().unwrap();
+        drop(w);
+        drop(first);
+        let fourth = claim(root.path()).unwrap();
+        assert_eq!(fourth.adopted, 1);
+        let (_, found, stats) = open(&fourth.dir, SpoolLimits::default());
+        let records: Vec<Vec<u8>> = found
+            .iter()
+            .flat_map(|s| read_segment(s, &stats).unwrap().records)
+            .collect();
+        assert_eq!(records, [b"mine".to_vec(), b"left behind".to_vec()]);
     }
 
     #[test]

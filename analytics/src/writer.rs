@@ -1,39 +1,117 @@
-//! From the request path to the usage store without ever blocking a request.
+//! From the request path to the usage store without ever blocking a request,
+//! through the durable spool.
 //!
-//! The gateway hands each event to a [`UsageRecorder`], which puts it in a
-//! bounded in-memory queue with `try_send` (never waits). One [`UsageWriter`]
-//! task takes events off the queue in batches and writes a batch when it is
-//! full or when the flush interval has passed, whichever comes first. The
-//! writer sleeps in between: the recorder wakes it only when a full batch is
-//! queued, not for every event (a wake-up per event cost the serving thread
-//! more than the event itself). A failed
-//! write is retried with back-off, keeping the batch; while it retries the queue
-//! absorbs new events, and an event that finds the queue full is dropped and
-//! counted (the durable spool that removes this loss comes with the metering
-//! work). Shutdown closes the queue, drains it and writes what is left.
+//! 1. The gateway hands each event to a [`UsageRecorder`], which puts it in a
+//!    bounded in-memory queue with `try_send` (never waits). A full queue drops
+//!    the event and counts it.
+//! 2. The spool thread (an OS thread: file writes and `fdatasync` must not stall
+//!    a runtime worker) takes the queued events every sync interval — sooner
+//!    when a full batch is queued: the recorder wakes it then, not for every
+//!    event —, encodes them into records ([`crate::record`]), appends them to
+//!    the spool and syncs it. It seals the open segment every flush interval
+//!    (or when it is full) and hands it to the shipper. A full spool (the size
+//!    cap) or a disk error drops the events and counts them by reason.
+//! 3. The shipper task reads sealed segments oldest first, inserts their events
+//!    into the store in batches, and deletes a segment once the store has
+//!    confirmed all of it. A failed insert is retried with back-off for as
+//!    long as the store stays away; the spool absorbs the outage. A segment
+//!    found at start (not shipped by the previous run), and every retry after a
+//!    failed or timed-out insert (whose outcome is unknown), is written with
+//!    [`UsageStore::insert_once`], so no event is counted twice.
+//!
+//! Shutdown stops the queue, the spool thread writes and seals what it holds,
+//! and the shipper ships what the store accepts; what it cannot ship stays on
+//! disk for the next start. A SIGKILL loses at most what was recorded since the
+//! spool thread's last pass (one sync interval): the rest is on disk.
 
+use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, Notify, mpsc, watch};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::event::UsageEvent;
+use crate::record::{self, RecordEncoder};
+use crate::spool::{self, Segment, SpoolLimits, SpoolStats, SpoolWriter};
 use crate::store::UsageStore;
 
+/// Longest wait for the store to answer one insert; past it the outcome is
+/// unknown and the batch is retried with `insert_once`.
+const INSERT_TIMEOUT: Duration = Duration::from_secs(30);
+/// At shutdown, a segment is left on disk after this many failed inserts.
+const SHUTDOWN_ATTEMPTS: u32 = 3;
+/// Segments shipped at once: a ClickHouse insert keeps about one core busy on
+/// the server, and reading the next segment overlaps the insert of this one.
+const SHIPPERS: usize = 2;
+/// At most one warning per drop reason in this interval.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Counters of the usage path, for metrics and tests.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UsageStats {
-    /// Events written to the store.
+    /// Events the store confirmed (shipped).
     pub written: AtomicU64,
+    /// Events appended to the spool.
+    pub spooled: AtomicU64,
     /// Events dropped because the queue was full.
     pub dropped_queue_full: AtomicU64,
     /// Events dropped because the writer had stopped.
     pub dropped_stopped: AtomicU64,
-    /// Events given up after failed writes at shutdown.
-    pub dropped_write_failed: AtomicU64,
-    /// Failed write attempts (each retried).
+    /// Events dropped because the spool held its maximum size.
+    pub dropped_spool_full: AtomicU64,
+    /// Events dropped because the spool could not be written (disk error).
+    pub dropped_spool_error: AtomicU64,
+    /// Spool records that passed their checksum but could not be decoded
+    /// (records, not events: how many events they held is unknown).
+    pub dropped_corrupt: AtomicU64,
+    /// Failed insert attempts (each retried).
     pub write_failures: AtomicU64,
+    /// Segments found at start and replayed.
+    pub replayed_segments: AtomicU64,
+    /// Seconds per successful insert.
+    pub insert_seconds: Histogram,
+    /// The spool's own counters (bytes and segments on disk, torn tails).
+    pub spool: Arc<SpoolStats>,
+}
+
+impl Default for UsageStats {
+    fn default() -> Self {
+        Self {
+            written: AtomicU64::new(0),
+            spooled: AtomicU64::new(0),
+            dropped_queue_full: AtomicU64::new(0),
+            dropped_stopped: AtomicU64::new(0),
+            dropped_spool_full: AtomicU64::new(0),
+            dropped_spool_error: AtomicU64::new(0),
+            dropped_corrupt: AtomicU64::new(0),
+            write_failures: AtomicU64::new(0),
+            replayed_segments: AtomicU64::new(0),
+            // 1 ms to about 33 s.
+            insert_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            spool: Arc::new(SpoolStats::default()),
+        }
+    }
+}
+
+/// Warns about drops at most once per interval and reason, with the total.
+#[derive(Debug, Default)]
+struct DropWarnings {
+    last: [Option<Instant>; 4],
+}
+
+impl DropWarnings {
+    fn warn(&mut self, reason: usize, total: u64, what: &str) {
+        let last = &mut self.last[reason];
+        if last.is_none_or(|t| t.elapsed() > WARN_EVERY) {
+            *last = Some(Instant::now());
+            tracing::warn!(dropped_total = total, "{what}");
+        }
+    }
 }
 
 /// The request path's handle: cheap to clone, never blocks.
@@ -41,10 +119,10 @@ pub struct UsageStats {
 pub struct UsageRecorder {
     tx: mpsc::Sender<UsageEvent>,
     stats: Arc<UsageStats>,
-    last_warning: Arc<Mutex<Option<Instant>>>,
-    /// Wakes the writer when a full batch is queued.
-    batch_full: Arc<Notify>,
-    batch_size: usize,
+    last_warning: Arc<std::sync::Mutex<DropWarnings>>,
+    /// The spool thread, woken when `wake_at` events are queued.
+    spool_thread: Thread,
+    wake_at: usize,
 }
 
 impl UsageRecorder {
@@ -52,15 +130,19 @@ impl UsageRecorder {
     pub fn record(&self, event: UsageEvent) {
         match self.tx.try_send(event) {
             Ok(()) => {
-                if self.queue_depth() >= self.batch_size {
-                    self.batch_full.notify_one();
+                if self.queue_depth() >= self.wake_at {
+                    self.spool_thread.unpark();
                 }
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.stats
+                let total = self
+                    .stats
                     .dropped_queue_full
-                    .fetch_add(1, Ordering::Relaxed);
-                self.warn_dropped("usage queue full; dropping events");
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                if let Ok(mut w) = self.last_warning.try_lock() {
+                    w.warn(0, total, "usage queue full; dropping events");
+                }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.stats.dropped_stopped.fetch_add(1, Ordering::Relaxed);
@@ -77,65 +159,123 @@ impl UsageRecorder {
     pub fn stats(&self) -> &Arc<UsageStats> {
         &self.stats
     }
-
-    fn warn_dropped(&self, what: &str) {
-        // At most one warning every ten seconds, with the running total.
-        if let Ok(mut last) = self.last_warning.try_lock()
-            && last.is_none_or(|t| t.elapsed() > Duration::from_secs(10))
-        {
-            *last = Some(Instant::now());
-            tracing::warn!(
-                dropped_total = self.stats.dropped_queue_full.load(Ordering::Relaxed),
-                "{what}"
-            );
-        }
-    }
 }
 
-/// How the writer batches.
-#[derive(Debug, Clone, Copy)]
+/// How the writer batches and spools.
+#[derive(Debug, Clone)]
 pub struct WriterSettings {
-    /// Longest time an event waits before it is written.
+    /// Longest time an event waits on disk before its segment is shipped.
     pub flush_interval: Duration,
     /// Most events in one insert.
     pub batch_size: usize,
     /// Queue capacity.
     pub queue_capacity: usize,
+    /// The spool root (normally `<data dir>/spool`); this process claims a
+    /// slot in it.
+    pub spool_dir: PathBuf,
+    /// How often queued events are appended to the spool and synced to disk.
+    pub sync_interval: Duration,
+    /// Most bytes the spool holds on disk; beyond it events are dropped.
+    pub spool_max_bytes: u64,
 }
 
-/// The batching writer task.
+impl WriterSettings {
+    /// Defaults with the spool under `data_dir`.
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        Self {
+            flush_interval: Duration::from_secs(1),
+            batch_size: 10_000,
+            queue_capacity: 100_000,
+            spool_dir: data_dir.join("spool"),
+            sync_interval: Duration::from_millis(200),
+            spool_max_bytes: SpoolLimits::default().max_bytes,
+        }
+    }
+}
+
+/// Tells the spool thread to stop.
+#[derive(Debug, Default)]
+struct Stop(AtomicBool);
+
+/// The spool thread and the shipper task.
 #[derive(Debug)]
 pub struct UsageWriter {
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    stop: Arc<Stop>,
+    spool_thread: std::thread::JoinHandle<()>,
+    shipper: tokio::task::JoinHandle<()>,
     stats: Arc<UsageStats>,
+    spool_dir: PathBuf,
 }
 
 impl UsageWriter {
-    /// Starts a writer into `store`; returns the recorder for the request path.
-    pub fn start(store: UsageStore, settings: WriterSettings) -> (UsageRecorder, Self) {
-        let (tx, rx) = mpsc::channel(settings.queue_capacity);
+    /// Claims a spool slot, starts the spool thread and the shipper (which
+    /// first replays what a previous run left); returns the recorder for the
+    /// request path. Must run inside a Tokio runtime.
+    pub fn start(
+        store: UsageStore,
+        settings: WriterSettings,
+    ) -> std::io::Result<(UsageRecorder, Self)> {
         let stats = Arc::new(UsageStats::default());
-        let (stop, stop_rx) = watch::channel(false);
-        let batch_full = Arc::new(Notify::new());
-        let task = tokio::spawn(run(
+        let claim = spool::claim(&settings.spool_dir)?;
+        let limits = SpoolLimits {
+            // Small caps (tests, tiny disks) still get several segments.
+            segment_bytes: SpoolLimits::default()
+                .segment_bytes
+                .min(settings.spool_max_bytes / 8)
+                .max(4096),
+            max_bytes: settings.spool_max_bytes,
+        };
+        let (spool, left) = SpoolWriter::open(&claim.dir, limits, stats.spool.clone())?;
+        if !left.is_empty() {
+            tracing::info!(
+                segments = left.len(),
+                adopted = claim.adopted,
+                bytes = left.iter().map(|s| s.bytes).sum::<u64>(),
+                dir = %claim.dir.display(),
+                "replaying usage spool segments not shipped before"
+            );
+        }
+        let spool_dir = claim.dir.clone();
+        let (tx, rx) = mpsc::channel(settings.queue_capacity);
+        let (sealed_tx, sealed_rx) = mpsc::unbounded_channel();
+        let stop = Arc::new(Stop::default());
+        let spool_thread = {
+            let stats = stats.clone();
+            let stop = stop.clone();
+            let settings = settings.clone();
+            std::thread::Builder::new()
+                .name("usage-spool".into())
+                .spawn(move || {
+                    // The claim's lock lives as long as the thread writes.
+                    let _claim = claim;
+                    spool_loop(rx, spool, sealed_tx, &stop, &settings, &stats);
+                })?
+        };
+        let shipper = tokio::spawn(ship_loop(
             store,
-            rx,
-            stop_rx,
-            batch_full.clone(),
-            settings,
+            sealed_rx,
+            left,
+            settings.batch_size.max(1),
             stats.clone(),
         ));
-        (
-            UsageRecorder {
-                tx,
-                stats: stats.clone(),
-                last_warning: Arc::new(Mutex::new(None)),
-                batch_full,
-                batch_size: settings.batch_size.max(1),
+        let recorder = UsageRecorder {
+            tx,
+            stats: stats.clone(),
+            last_warning: Arc::default(),
+            spool_thread: spool_thread.thread().clone(),
+            // Early enough that a burst never fills the queue between passes.
+            wake_at: settings.batch_size.min(settings.queue_capacity / 4).max(1),
+        };
+        Ok((
+            recorder,
+            Self {
+                stop,
+                spool_thread,
+                shipper,
+                stats,
+                spool_dir,
             },
-            Self { stop, task, stats },
-        )
+        ))
     }
 
     /// The shared counters.
@@ -143,101 +283,358 @@ impl UsageWriter {
         &self.stats
     }
 
-    /// Stops taking events, writes everything queued, and returns when done.
+    /// The spool slot this writer holds.
+    pub fn spool_dir(&self) -> &std::path::Path {
+        &self.spool_dir
+    }
+
+    /// Stops taking events, spools everything queued, ships what the store
+    /// accepts and returns; the rest stays on disk for the next start.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        if let Err(e) = self.task.await {
-            tracing::error!(error = %e, "usage writer task failed");
+        self.stop.0.store(true, Ordering::Release);
+        self.spool_thread.thread().unpark();
+        let thread = self.spool_thread;
+        if let Err(e) = tokio::task::spawn_blocking(move || thread.join()).await {
+            tracing::error!(error = %e, "usage spool thread failed");
+        }
+        if let Err(e) = self.shipper.await {
+            tracing::error!(error = %e, "usage shipper task failed");
         }
     }
 }
 
-async fn run(
-    store: UsageStore,
+/// Appends the encoder's record to the spool, counting what is refused.
+fn append(
+    enc: &mut RecordEncoder,
+    buf: &mut Vec<u8>,
+    spool: &mut SpoolWriter,
+    sealed: &mpsc::UnboundedSender<Segment>,
+    stats: &UsageStats,
+    warnings: &mut DropWarnings,
+) -> bool {
+    let events = enc.len() as u64;
+    enc.finish(buf);
+    match spool.append(buf) {
+        Ok(full) => {
+            stats.spooled.fetch_add(events, Ordering::Relaxed);
+            if let Some(segment) = full {
+                let _ = sealed.send(segment);
+            }
+            true
+        }
+        Err(spool::AppendError::Full(bytes)) => {
+            let total = stats
+                .dropped_spool_full
+                .fetch_add(events, Ordering::Relaxed)
+                + events;
+            warnings.warn(
+                1,
+                total,
+                &format!(
+                    "usage spool full ({bytes} bytes, the cap); dropping events until the store catches up"
+                ),
+            );
+            false
+        }
+        Err(spool::AppendError::Io {
+            source: e,
+            sealed: s,
+        }) => {
+            if let Some(segment) = s {
+                let _ = sealed.send(segment);
+            }
+            let total = stats
+                .dropped_spool_error
+                .fetch_add(events, Ordering::Relaxed)
+                + events;
+            warnings.warn(
+                2,
+                total,
+                &format!("cannot write the usage spool: {e}; dropping events"),
+            );
+            false
+        }
+    }
+}
+
+fn spool_loop(
     mut rx: mpsc::Receiver<UsageEvent>,
-    mut stop: watch::Receiver<bool>,
-    batch_full: Arc<Notify>,
-    settings: WriterSettings,
-    stats: Arc<UsageStats>,
+    mut spool: SpoolWriter,
+    sealed: mpsc::UnboundedSender<Segment>,
+    stop: &Stop,
+    settings: &WriterSettings,
+    stats: &UsageStats,
 ) {
-    let batch_size = settings.batch_size.max(1);
-    let mut batch: Vec<UsageEvent> = Vec::with_capacity(batch_size);
-    let mut ticker = tokio::time::interval(settings.flush_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut enc = RecordEncoder::new();
+    let mut buf = Vec::new();
+    let mut warnings = DropWarnings::default();
+    let sync_every = settings.sync_interval;
+    let seal_every = settings.flush_interval;
+    let mut next_sync = Instant::now() + sync_every;
+    let mut next_seal = Instant::now() + seal_every;
+    let mut unsynced = false;
+    let mut unsealed = false;
     loop {
-        let interval_passed = tokio::select! {
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
+        let stopping = stop.0.load(Ordering::Acquire);
+        if stopping {
+            // Refuse new events; what is queued is still received below.
+            rx.close();
+        }
+        let mut closed = false;
+        loop {
+            match rx.try_recv() {
+                Ok(event) => {
+                    enc.push(&event);
+                    if enc.is_full() {
+                        let ok = append(
+                            &mut enc,
+                            &mut buf,
+                            &mut spool,
+                            &sealed,
+                            stats,
+                            &mut warnings,
+                        );
+                        unsynced |= ok;
+                        unsealed |= ok;
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    closed = true;
                     break;
                 }
-                continue;
             }
-            () = batch_full.notified() => false,
-            _ = ticker.tick() => true,
-        };
-        // Full batches are written as they fill up; when the interval has
-        // passed, everything queued. A partial batch otherwise stays in the
-        // queue, where the recorder counts it towards the next full batch.
-        while rx.len() >= batch_size || (interval_passed && !rx.is_empty()) {
-            rx.recv_many(&mut batch, batch_size).await;
-            write(&store, &mut batch, &stats, false).await;
         }
-        if rx.is_closed() && rx.is_empty() {
-            break; // every recorder is gone
+        if !enc.is_empty() {
+            let ok = append(
+                &mut enc,
+                &mut buf,
+                &mut spool,
+                &sealed,
+                stats,
+                &mut warnings,
+            );
+            unsynced |= ok;
+            unsealed |= ok;
         }
-    }
-    // Drain: refuse new events, write what is queued.
-    rx.close();
-    loop {
-        let room = batch_size - batch.len();
-        if rx.recv_many(&mut batch, room).await == 0 {
+        let now = Instant::now();
+        let finishing = closed || (stopping && rx.is_empty());
+        if finishing || (unsealed && now >= next_seal) {
+            match spool.seal() {
+                Ok(Some(segment)) => {
+                    let _ = sealed.send(segment);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "cannot seal a usage spool segment"),
+            }
+            unsealed = false;
+            unsynced = false;
+            next_seal = now + seal_every;
+            next_sync = now + sync_every;
+        } else if now >= next_sync {
+            if unsynced && let Err(e) = spool.sync() {
+                tracing::error!(error = %e, "cannot sync the usage spool");
+            }
+            unsynced = false;
+            next_sync = now + sync_every;
+        }
+        if !unsealed {
+            next_seal = next_seal.max(now + seal_every);
+        }
+        if finishing {
             break;
         }
-        if batch.len() >= batch_size {
-            write(&store, &mut batch, &stats, true).await;
-        }
+        let wake = if unsealed {
+            next_sync.min(next_seal)
+        } else {
+            next_sync
+        };
+        std::thread::park_timeout(wake.saturating_duration_since(Instant::now()));
     }
-    write(&store, &mut batch, &stats, true).await;
+    // Dropping `sealed` tells the shipper nothing more will come.
 }
 
-/// Writes and clears `batch`, retrying failures with back-off. While serving it
-/// retries until the store answers; at shutdown it gives up after a few tries
-/// and counts the loss.
-async fn write(
-    store: &UsageStore,
-    batch: &mut Vec<UsageEvent>,
-    stats: &UsageStats,
-    stopping: bool,
-) {
-    if batch.is_empty() {
-        return;
+/// One segment's events, read back from disk.
+struct Loaded {
+    events: Vec<UsageEvent>,
+    /// Identifies the segment's inserts in the store: the id of its first
+    /// event, unique across nodes and restarts, and the same on a replay.
+    batch_id: String,
+}
+
+fn load(segment: &Segment, stats: &UsageStats) -> std::io::Result<Loaded> {
+    let read = spool::read_segment(segment, &stats.spool)?;
+    let mut events = Vec::new();
+    for (i, r) in read.records.iter().enumerate() {
+        if let Err(e) = record::decode(r, &mut events) {
+            // The CRC matched, so this is a record from a newer version or a
+            // bug, not a torn write: count it and go on with the next.
+            stats.dropped_corrupt.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(segment = %segment.path.display(), record = i, error = %e, "skipping an unreadable usage spool record");
+        }
     }
-    let mut delay = Duration::from_millis(100);
-    let mut attempts = 0;
+    let batch_id = events
+        .first()
+        .map(|e| e.id.simple().to_string())
+        .unwrap_or_default();
+    Ok(Loaded { events, batch_id })
+}
+
+async fn ship_loop(
+    store: UsageStore,
+    mut sealed: mpsc::UnboundedReceiver<Segment>,
+    left: Vec<Segment>,
+    batch_size: usize,
+    stats: Arc<UsageStats>,
+) {
+    // (segment, may already be in the store)
+    let mut pending: VecDeque<(Segment, bool)> = left.into_iter().map(|s| (s, true)).collect();
+    stats
+        .replayed_segments
+        .fetch_add(pending.len() as u64, Ordering::Relaxed);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut gave_up = false;
     loop {
-        attempts += 1;
-        match store.insert(batch).await {
-            Ok(()) => {
-                stats
-                    .written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                batch.clear();
-                return;
+        while !gave_up && in_flight.len() < SHIPPERS {
+            let Some((segment, replay)) = pending.pop_front() else {
+                break;
+            };
+            in_flight.spawn(ship_segment(
+                store.clone(),
+                segment,
+                replay,
+                batch_size,
+                stats.clone(),
+                stopping.clone(),
+            ));
+        }
+        if in_flight.is_empty() && (gave_up || stopping.load(Ordering::Acquire)) {
+            break;
+        }
+        tokio::select! {
+            received = sealed.recv(), if !stopping.load(Ordering::Acquire) => match received {
+                Some(s) => pending.push_back((s, false)),
+                // The spool thread has finished: ship what is left, then stop.
+                None => stopping.store(true, Ordering::Release),
+            },
+            Some(done) = in_flight.join_next() => match done {
+                Ok(true) => {}
+                Ok(false) => gave_up = true,
+                Err(e) => {
+                    tracing::error!(error = %e, "usage shipper failed");
+                    gave_up = true;
+                }
+            },
+            else => break,
+        }
+    }
+    if gave_up {
+        // Shutting down and the store is away: the rest stays on disk for
+        // the next start.
+        tracing::warn!(
+            segments = stats.spool.segments.load(Ordering::Relaxed),
+            "usage store unavailable at shutdown; unshipped usage stays in the spool for the next start"
+        );
+    }
+}
+
+/// Ships one segment: reads it, inserts its events in batches and deletes it
+/// once every batch is confirmed. Returns false when it gave up at shutdown.
+async fn ship_segment(
+    store: UsageStore,
+    segment: Segment,
+    replay: bool,
+    batch_size: usize,
+    stats: Arc<UsageStats>,
+    stopping: Arc<AtomicBool>,
+) -> bool {
+    let loaded = loop {
+        let (s, st) = (segment.clone(), stats.clone());
+        match tokio::task::spawn_blocking(move || load(&s, &st)).await {
+            Ok(Ok(l)) => break l,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _ = spool::remove_segment(&segment, &stats.spool);
+                return true;
+            }
+            Ok(Err(e)) => {
+                // Unreadable (permissions, a failing disk): keep it for the
+                // operator under another name, and go on with the next.
+                let aside = segment.path.with_extension("unreadable");
+                tracing::error!(segment = %segment.path.display(), error = %e, moved_to = %aside.display(), "cannot read a usage spool segment");
+                let _ = std::fs::rename(&segment.path, &aside);
+                let _ = spool::remove_segment(&segment, &stats.spool);
+                return true;
             }
             Err(e) => {
-                stats.write_failures.fetch_add(1, Ordering::Relaxed);
-                if stopping && attempts >= 5 {
-                    tracing::error!(error = %e, events = batch.len(), "giving up writing usage events at shutdown");
-                    stats
-                        .dropped_write_failed
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    batch.clear();
-                    return;
-                }
-                tracing::warn!(error = %e, events = batch.len(), retry_in_ms = delay.as_millis() as u64, "writing usage events failed");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                tracing::error!(error = %e, "usage spool reader failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    };
+    for chunk in loaded.events.chunks(batch_size) {
+        if !insert(&store, &loaded.batch_id, chunk, replay, &stopping, &stats).await {
+            return false;
+        }
+    }
+    if let Err(e) = spool::remove_segment(&segment, &stats.spool) {
+        tracing::error!(segment = %segment.path.display(), error = %e, "cannot delete a shipped usage spool segment");
+    }
+    true
+}
+
+/// Inserts one batch, retrying with back-off while the store is away. After a
+/// failed attempt the outcome is unknown, so retries use `insert_once`; so does
+/// a replayed segment. Returns false when it gave up at shutdown.
+async fn insert(
+    store: &UsageStore,
+    batch_id: &str,
+    events: &[UsageEvent],
+    replay: bool,
+    stopping: &AtomicBool,
+    stats: &UsageStats,
+) -> bool {
+    let mut delay = Duration::from_millis(100);
+    let mut may_be_stored = replay;
+    let mut failures_stopping = 0;
+    loop {
+        let started = Instant::now();
+        let attempt = async {
+            if may_be_stored {
+                store.insert_once(batch_id, events).await
+            } else {
+                store
+                    .insert_batch(batch_id, events)
+                    .await
+                    .map(|()| events.len())
+            }
+        };
+        let error = match tokio::time::timeout(INSERT_TIMEOUT, attempt).await {
+            Ok(Ok(inserted)) => {
+                stats
+                    .insert_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                stats.written.fetch_add(inserted as u64, Ordering::Relaxed);
+                return true;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} s", INSERT_TIMEOUT.as_secs()),
+        };
+        stats.write_failures.fetch_add(1, Ordering::Relaxed);
+        may_be_stored = true;
+        if stopping.load(Ordering::Acquire) {
+            failures_stopping += 1;
+            if failures_stopping >= SHUTDOWN_ATTEMPTS {
+                tracing::error!(error = %error, events = events.len(), "giving up inserting usage events at shutdown");
+                return false;
+            }
+        }
+        if stopping.load(Ordering::Acquire) {
+            // Shutting down: a few quick tries, not minutes of back-off.
+            delay = delay.min(Duration::from_millis(200));
+        }
+        tracing::warn!(error = %error, events = events.len(), retry_in_ms = delay.as_millis() as u64, "inserting usage events failed; they stay in the spool");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

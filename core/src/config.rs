@@ -139,7 +139,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         key: "usage_flush_interval_ms",
         env: "TOLLGATE_USAGE_FLUSH_INTERVAL_MS",
         default: "1000",
-        doc: "Longest time a usage event waits in memory before it is written to the usage store.",
+        doc: "Longest time a usage event waits in the spool before it is shipped to the usage store.",
     },
     SettingSpec {
         key: "usage_batch_size",
@@ -151,7 +151,19 @@ pub const SETTINGS: &[SettingSpec] = &[
         key: "usage_queue_capacity",
         env: "TOLLGATE_USAGE_QUEUE_CAPACITY",
         default: "100000",
-        doc: "Usage events held in memory while the writer is busy; beyond it events are dropped and counted.",
+        doc: "Usage events held in memory between two spool writes; beyond it events are dropped and counted.",
+    },
+    SettingSpec {
+        key: "usage_spool_sync_interval_ms",
+        env: "TOLLGATE_USAGE_SPOOL_SYNC_INTERVAL_MS",
+        default: "200",
+        doc: "How often queued usage events are appended to the spool (`spool/` in the data dir) and synced to disk; bounds what a crash can lose.",
+    },
+    SettingSpec {
+        key: "usage_spool_max_bytes",
+        env: "TOLLGATE_USAGE_SPOOL_MAX_BYTES",
+        default: "1073741824",
+        doc: "Most bytes of unshipped usage the spool keeps on disk (40 to 80 bytes per event); when full, the gateway keeps serving and drops events, counted by reason.",
     },
     SettingSpec {
         key: "usage_retention_days",
@@ -386,6 +398,10 @@ pub struct Settings {
     pub usage_batch_size: usize,
     /// Usage queue capacity.
     pub usage_queue_capacity: usize,
+    /// How often the usage spool is appended to and synced.
+    pub usage_spool_sync_interval: Duration,
+    /// Most bytes the usage spool holds.
+    pub usage_spool_max_bytes: u64,
     /// Days raw usage events are kept.
     pub usage_retention_days: u32,
     /// Days usage rollups are kept.
@@ -788,6 +804,8 @@ impl Settings {
             usage_flush_interval: l.millis("usage_flush_interval_ms")?,
             usage_batch_size: l.count("usage_batch_size")?,
             usage_queue_capacity: l.count("usage_queue_capacity")?,
+            usage_spool_sync_interval: l.millis("usage_spool_sync_interval_ms")?,
+            usage_spool_max_bytes: l.count("usage_spool_max_bytes")? as u64,
             usage_retention_days: l.days("usage_retention_days")?,
             usage_rollup_retention_days: l.days("usage_rollup_retention_days")?,
             node_name,

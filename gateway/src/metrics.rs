@@ -312,14 +312,20 @@ impl Collector for LiveCounters {
         gauge(
             &mut encoder,
             "tollgate_usage_queue_depth",
-            "Usage events waiting to be written",
+            "Usage events waiting in memory for the spool",
             gw.recorder.queue_depth() as i64,
         )?;
         counter(
             &mut encoder,
             "tollgate_usage_events_written",
-            "Usage events written to the usage store",
+            "Usage events shipped: confirmed by the usage store",
             usage.written.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "tollgate_usage_events_spooled",
+            "Usage events appended to the durable spool",
+            usage.spooled.load(Relaxed),
         )?;
         labelled(
             &mut encoder,
@@ -329,15 +335,55 @@ impl Collector for LiveCounters {
             &[
                 ("queue_full", usage.dropped_queue_full.load(Relaxed)),
                 ("stopped", usage.dropped_stopped.load(Relaxed)),
-                ("write_failed", usage.dropped_write_failed.load(Relaxed)),
+                ("spool_full", usage.dropped_spool_full.load(Relaxed)),
+                ("spool_error", usage.dropped_spool_error.load(Relaxed)),
+                ("corrupt", usage.dropped_corrupt.load(Relaxed)),
             ],
         )?;
         counter(
             &mut encoder,
             "tollgate_usage_write_failures",
-            "Failed writes to the usage store (each retried)",
+            "Failed inserts into the usage store (each retried; the events stay in the spool)",
             usage.write_failures.load(Relaxed),
         )?;
+        let spool = &usage.spool;
+        gauge(
+            &mut encoder,
+            "tollgate_usage_spool_bytes",
+            "Bytes of unshipped usage in the spool on disk",
+            spool.bytes.load(Relaxed) as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "tollgate_usage_spool_segments",
+            "Spool segment files on disk (the one being written included)",
+            spool.segments.load(Relaxed) as i64,
+        )?;
+        counter(
+            &mut encoder,
+            "tollgate_usage_spool_corrupt_tails",
+            "Spool segments read back with a torn or corrupt tail (skipped)",
+            spool.corrupt_tails.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "tollgate_usage_spool_skipped_bytes",
+            "Bytes skipped in torn or corrupt spool tails",
+            spool.skipped_bytes.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "tollgate_usage_spool_replayed_segments",
+            "Spool segments found at start and replayed",
+            usage.replayed_segments.load(Relaxed),
+        )?;
+        let e = encoder.encode_descriptor(
+            "tollgate_usage_insert_duration_seconds",
+            "Time the usage store took to confirm an insert",
+            None,
+            usage.insert_seconds.metric_type(),
+        )?;
+        usage.insert_seconds.encode(e)?;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ pub mod browser;
 pub mod github;
 pub mod jwt_keys;
 pub mod oidc;
+pub mod proxy;
 pub mod smtp;
 pub mod tls;
 pub mod upstream;

@@ -495,6 +495,18 @@ async fn metrics_count_calls_by_api_and_class() {
         0.0
     );
     assert_eq!(get("tollgate_usage_queue_depth"), 0.0);
+    assert_eq!(get("tollgate_usage_events_spooled_total"), 5.0);
+    assert_eq!(
+        get(r#"tollgate_usage_events_dropped_total{reason="spool_full"}"#),
+        0.0
+    );
+    assert_eq!(
+        get("tollgate_usage_spool_segments"),
+        0.0,
+        "shipped, deleted"
+    );
+    assert_eq!(get("tollgate_usage_spool_bytes"), 0.0);
+    assert!(get("tollgate_usage_insert_duration_seconds_count") >= 1.0);
     assert_eq!(get("tollgate_config_keys"), 1.0);
     assert_eq!(get("tollgate_config_apis"), 1.0);
     assert_eq!(

@@ -8,6 +8,7 @@ mod cli;
 mod config_file;
 mod gateway;
 mod jwt;
+mod metering_faults;
 mod multiprocess;
 mod policies;
 mod portal;

@@ -5,6 +5,7 @@ mod key_filter;
 mod retention;
 mod rollups;
 mod series;
+mod spool;
 
 use std::time::Duration;
 
@@ -143,14 +144,18 @@ async fn summary_counts_clickhouse() {
 }
 
 async fn writer_drains_on_shutdown(store: UsageStore) {
+    let spool = tempfile::tempdir().unwrap();
     let (recorder, writer) = UsageWriter::start(
         store.clone(),
         WriterSettings {
             flush_interval: Duration::from_secs(3600),
+            sync_interval: Duration::from_secs(3600),
             batch_size: 64,
             queue_capacity: 10_000,
+            ..WriterSettings::new(spool.path())
         },
-    );
+    )
+    .unwrap();
     for i in 0..1000 {
         recorder.record(event(i, "weather", 200, 1000));
     }
@@ -178,14 +183,17 @@ async fn writer_drains_on_shutdown_clickhouse() {
 }
 
 async fn writer_flushes_on_interval(store: UsageStore) {
+    let spool = tempfile::tempdir().unwrap();
     let (recorder, writer) = UsageWriter::start(
         store.clone(),
         WriterSettings {
             flush_interval: Duration::from_millis(200),
             batch_size: 10_000,
             queue_capacity: 10_000,
+            ..WriterSettings::new(spool.path())
         },
-    );
+    )
+    .unwrap();
     for i in 0..10 {
         recorder.record(event(i, "weather", 200, 1000));
     }

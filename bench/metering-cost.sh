@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# What usage metering costs the gateway: throughput (wrk -t1 -c$CONNS) of the same
+# build with metering on and with the usage writer idle, in interleaved rounds.
+#
+# Two release `tollgate up` processes (one worker each) serve the same API with the
+# full policy set (key auth, rate limit, quota; bench/lib.sh's FULL_PLAN) on the
+# peers' fixed upstream (127.0.0.1:9101, started here):
+#   on     the whole usage path: queue -> spool (encode, append, fdatasync every
+#          200 ms) -> shipper -> usage store
+#   idle   every event still built and queued, but the spool thread and the shipper
+#          never run during the run (sync and flush intervals of an hour, a batch
+#          and queue of 10 million): what the request path pays without the writer
+# Metering cannot be switched off (every call is metered), so `idle` is the nearest
+# "off". The usage store is the embedded one unless CLICKHOUSE_URL (and
+# TOLLGATE_CLICKHOUSE_DATABASE) are set, which pass through to both gateways.
+# wrk runs on CPU 0; upstream and gateways on CPU 1 (ClickHouse, if used, is not
+# pinned).
+#
+#   bench/metering-cost.sh          # ~3 minutes; ROUNDS=3 CONNS=50 DUR_LOAD=10
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-50}
+DUR_LOAD=${DUR_LOAD:-10}
+SERVER_CPU=${SERVER_CPU:-1}
+CLIENT_CPU=${CLIENT_CPU:-0}
+export PATH="$PATH:/usr/sbin"
+
+[ "${SKIP_BUILD:-0}" = 1 ] || build_gateway
+trap 'stop_gateway; stop_nginx' EXIT
+NGINX_PREFIX="taskset -c $SERVER_CPU" start_upstream
+
+names=(); urls=(); hdrs=(); pids=()
+start_gateway 18400 taskset -c "$SERVER_CPU"
+add_api full
+names+=(on); urls+=("$GW_URL/full/"); hdrs+=("x-api-key: $(add_key full "$FULL_PLAN")"); pids+=("$GW_PID")
+ON_WORK=$GW_WORK
+
+TOLLGATE_USAGE_SPOOL_SYNC_INTERVAL_MS=3600000 TOLLGATE_USAGE_FLUSH_INTERVAL_MS=3600000 \
+TOLLGATE_USAGE_BATCH_SIZE=10000000 TOLLGATE_USAGE_QUEUE_CAPACITY=10000000 \
+  start_gateway 18500 taskset -c "$SERVER_CPU"
+add_api full
+names+=(idle); urls+=("$GW_URL/full/"); hdrs+=("x-api-key: $(add_key full "$FULL_PLAN")"); pids+=("$GW_PID")
+
+for i in "${!names[@]}"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "${hdrs[$i]}" "${urls[$i]}")
+  [ "$code" = 200 ] || { echo "${names[$i]} answers $code at ${urls[$i]}" >&2; exit 1; }
+done
+
+run() { # idx -> "rps non2xx"
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DUR_LOAD}s" -H "${hdrs[$1]}" "${urls[$1]}" | awk '
+    /Requests\/sec/ {rps = $2} /Non-2xx/ {bad = $NF} END {printf "%s %d\n", rps, bad}'
+}
+res=$(mktemp)
+for i in "${!names[@]}"; do run "$i" >/dev/null; done   # warm-up
+for r in $(seq 1 "$ROUNDS"); do
+  for k in 0 1; do
+    i=$(( (k + r) % 2 ))
+    echo "$i $(run "$i")" >>"$res"
+  done
+  echo "round $r/$ROUNDS done" >&2
+done
+metrics=$(curl -s "http://127.0.0.1:18401/metrics")
+written=$(echo "$metrics" | awk '/^tollgate_usage_events_written_total / {print $2}')
+dropped=$(echo "$metrics" | awk '/^tollgate_usage_events_dropped_total/ {s += $2} END {print s + 0}')
+
+echo "# metering cost ($(date -u +%Y-%m-%dT%H:%MZ), $(git describe --always --dirty)); medians of $ROUNDS interleaved rounds, wrk -c$CONNS ${DUR_LOAD}s"
+echo "# usage store: ${CLICKHOUSE_URL:-embedded}; wrk on CPU $CLIENT_CPU, upstream and gateways on CPU $SERVER_CPU"
+awk '
+  function med(k, n,   i, j, t, v) { for (i = 1; i <= n; i++) v[i] = val[k, i]
+    for (i = 2; i <= n; i++) { t = v[i]; j = i - 1; while (j > 0 && v[j] > t) { v[j+1] = v[j]; j-- } v[j+1] = t }
+    return (n % 2) ? v[(n + 1) / 2] : (v[n/2] + v[n/2 + 1]) / 2 }
+  { c[$1]++; val[$1, c[$1]] = $2; if ($3 > 0) bad[$1] = 1 }
+  END {
+    on = med(0, c[0]); idle = med(1, c[1])
+    printf "%-6s %10s\n", "target", "req/s"
+    printf "%-6s %10.0f%s\n", "on", on, (bad[0] ? " !non-2xx" : "")
+    printf "%-6s %10.0f%s\n", "idle", idle, (bad[1] ? " !non-2xx" : "")
+    printf "on / idle = %.3f\n", on / idle
+  }' "$res"
+echo "# metering on: $written events shipped, $dropped dropped during the run"
+rm -f "$res"
