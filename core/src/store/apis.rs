@@ -158,6 +158,17 @@ impl Store {
         rows.iter().map(api).collect()
     }
 
+    /// Every API's slug and display name, without the rest (cheap with
+    /// thousands of APIs: no documents or policies are read).
+    pub async fn api_names(&self) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT slug, name FROM apis ORDER BY name, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("slug")?, r.try_get("name")?)))
+            .collect()
+    }
+
     /// Changes an API; absent fields stay as they are.
     pub async fn update_api(&self, id: &str, patch: ApiPatch) -> StoreResult<Api> {
         patch.validate()?;

@@ -91,6 +91,9 @@ pub struct NoticeQuery {
 
 fn notice_text(notice: &str) -> &'static str {
     match notice {
+        "welcome" => {
+            "Your address is confirmed and you are logged in. Create your first app to get a key."
+        }
         "created" => "Your app is created. Create a key to start calling APIs.",
         "renamed" => "The app is renamed.",
         "deleted" => "The app and its keys are deleted.",
@@ -324,14 +327,7 @@ fn subscription_status(s: SubscriptionStatus) -> (&'static str, &'static str) {
 
 /// API names by slug, for listing what plans cover.
 pub(super) async fn api_names(site: &Site) -> Result<HashMap<String, String>, SiteError> {
-    Ok(site
-        .app
-        .store
-        .list_apis()
-        .await?
-        .into_iter()
-        .map(|a| (a.slug, a.name))
-        .collect())
+    Ok(site.app.store.api_names().await?.into_iter().collect())
 }
 
 fn covered(plan: &Plan, names: &HashMap<String, String>) -> String {

@@ -106,22 +106,12 @@ pub async fn catalog(
     let q = query.q.trim().to_owned();
     let tag = query.tag.trim().to_owned();
     let needle = q.to_lowercase();
-    let public: Vec<Api> = site
-        .app
-        .store
-        .list_apis()
-        .await?
-        .into_iter()
-        .filter(|a| a.visibility == Visibility::Public)
-        .collect();
+    let listing = site.published.get(&site.app.store).await?;
     let mut all_tags: Vec<String> = Vec::new();
     let mut apis = Vec::new();
-    for api in &public {
-        let (tags, summary) = match &api.openapi {
-            Some(doc) => (docs::tags(doc), docs::summary(doc)),
-            None => (Vec::new(), String::new()),
-        };
-        for t in &tags {
+    for listed in &listing.apis {
+        let (api, tags, summary) = (&listed.api, &listed.tags, &listed.summary);
+        for t in tags {
             if !all_tags.iter().any(|x| x.eq_ignore_ascii_case(t)) {
                 all_tags.push(t.clone());
             }
@@ -137,8 +127,8 @@ pub async fn catalog(
                 name: api.name.clone(),
                 slug: api.slug.clone(),
                 base_url: format!("{}{}", gateway_base(&site, api), api.base_path),
-                summary: shorten(&summary, 240),
-                tags,
+                summary: shorten(summary, 240),
+                tags: tags.clone(),
                 keyless: api.policies.keyless,
             });
         }
@@ -160,7 +150,7 @@ pub async fn catalog(
             tag,
             tags,
             apis,
-            total: public.len(),
+            total: listing.apis.len(),
         },
     ))
 }

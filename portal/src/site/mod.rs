@@ -14,6 +14,7 @@ mod csrf;
 mod docs;
 mod error;
 mod pages;
+mod published;
 pub mod samples;
 pub mod session_store;
 mod sign_in;
@@ -70,6 +71,8 @@ pub struct SiteInner {
     pub client_ip_header: Option<HeaderName>,
     /// Log-in through GitHub, Google or OpenID Connect providers.
     pub sign_in: sign_in::SignIn,
+    /// The public APIs, rebuilt when the configuration changes.
+    pub published: published::Published,
     /// The gateway's OAuth2 token endpoint, when it issues tokens.
     pub oauth_token_url: Option<String>,
 }
@@ -115,6 +118,7 @@ pub fn router(app: AppState, settings: &Settings, portal_url: &str) -> Result<Ro
         brand: settings.portal_name.clone(),
         client_ip_header,
         sign_in: sign_in::SignIn::new(&settings.sign_in_providers, portal_url)?,
+        published: published::Published::default(),
         oauth_token_url: settings
             .token_secret
             .as_ref()

@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tollgate_core::model::Visibility;
 
 use super::error::SiteError;
 use super::views::{Layout, render};
@@ -34,16 +33,15 @@ pub struct HomePage {
 /// `GET /`
 pub async fn home(State(site): State<Site>, visitor: Visitor) -> Result<Response, SiteError> {
     let apis = site
-        .app
-        .store
-        .list_apis()
+        .published
+        .get(&site.app.store)
         .await?
-        .into_iter()
-        .filter(|a| a.visibility == Visibility::Public)
-        .map(|a| ApiCard {
-            name: a.name,
-            base_path: a.base_path,
-            slug: a.slug,
+        .apis
+        .iter()
+        .map(|l| ApiCard {
+            name: l.api.name.clone(),
+            base_path: l.api.base_path.clone(),
+            slug: l.api.slug.clone(),
         })
         .collect();
     Ok(render(
