@@ -281,10 +281,46 @@ async fn sign_up_verify_log_in_log_out(stack: Stack) {
         .wait_for_nth(&email, "Confirm your e-mail address", 2)
         .await;
 
-    // Verify; the link works once.
+    // Verify in the browser that signed up: the link confirms the address and
+    // logs that browser in (it knows the password and reads the mail); it
+    // works once.
+    let before = b.cookie.clone();
     let r = b.get(&link).await;
+    assert_eq!(
+        (r.status, r.location()),
+        (303, "/apps?notice=welcome"),
+        "{}",
+        r.body
+    );
+    assert_ne!(b.cookie, before, "a new session id at log-in");
+    let apps = b.get("/apps?notice=welcome").await;
+    assert!(
+        apps.body
+            .contains("Your address is confirmed and you are logged in"),
+        "{}",
+        apps.body
+    );
+    let r = b.get(&link).await;
+    assert_eq!(r.status, 410);
+    let r = b.submit("/account", "/logout", &[]).await;
+    assert_eq!(r.status, 303);
+
+    // Another browser (the mail opened on a phone) only confirms the address.
+    let other = unique_email("phone");
+    let r = b
+        .submit(
+            "/signup",
+            "/signup",
+            &[("email", &other), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let mail = outbox.wait_for(&other, "Confirm your e-mail address").await;
+    let mut phone = browser(&app);
+    let r = phone.get(&mail.link("/verify-email/")).await;
     assert_eq!(r.status, 200);
     assert!(r.body.contains("Your e-mail address is confirmed"));
+    assert_eq!(phone.get("/account").await.status, 303, "not logged in");
     let r = b.get(&link).await;
     assert_eq!(r.status, 410);
     assert!(r.body.contains("This link does not work"));
@@ -833,7 +869,11 @@ async fn mail_over_smtp(stack: Stack) {
     let start = text[..at].rfind("http").unwrap();
     let end = at + text[at..].find(char::is_whitespace).unwrap();
     let r = b.get(&text[start..end]).await;
-    assert_eq!(r.status, 200, "the link from the SMTP message verifies");
+    assert_eq!(
+        (r.status, r.location()),
+        (303, "/apps?notice=welcome"),
+        "the link from the SMTP message verifies (and logs in the browser that signed up)"
+    );
     assert!(
         outbox.all().is_empty(),
         "with SMTP set, nothing goes to the outbox"

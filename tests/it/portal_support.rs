@@ -157,7 +157,16 @@ impl Browser {
         let mail = outbox.wait_for(email, "Confirm your e-mail address").await;
         let link = mail.link("/verify-email/");
         let r = self.get(&link).await;
-        assert_eq!(r.status, 200, "{}", r.body);
+        // Opened in the browser that signed up, the link also logs it in:
+        // log out, so callers start from a verified account, signed out.
+        assert_eq!(
+            (r.status, r.location()),
+            (303, "/apps?notice=welcome"),
+            "{}",
+            r.body
+        );
+        let r = self.submit("/account", "/logout", &[]).await;
+        assert_eq!(r.status, 303, "{}", r.body);
     }
 
     /// Logs in; asserts it worked.

@@ -143,8 +143,13 @@ impl Accounts {
     }
 
     /// Signs up, or (for a taken address) mails the owner; either way the
-    /// person is told to check their inbox.
-    pub async fn sign_up(&self, email: &str, password: &str) -> Result<(), AccountError> {
+    /// person is told to check their inbox. Returns the new account's user id
+    /// (`None` for a taken address), for the sign-up's own session only.
+    pub async fn sign_up(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<Option<String>, AccountError> {
         let email = normalize_email(email);
         check_email("email", &email)?;
         password::check_strength(password, &email)
@@ -160,7 +165,10 @@ impl Accounts {
             role: None,
         };
         match self.store.create_account(input, &hash).await {
-            Ok(account) => self.send_verification(&account).await,
+            Ok(account) => {
+                self.send_verification(&account).await?;
+                Ok(Some(account.user.id))
+            }
             Err(StoreError::Conflict(_)) => {
                 tracing::info!("sign-up with a registered address: the owner is told by mail");
                 self.mailer.dispatch(
@@ -171,7 +179,7 @@ impl Accounts {
                         &self.link("/forgot-password"),
                     ),
                 );
-                Ok(())
+                Ok(None)
             }
             Err(StoreError::Invalid(v)) => Err(AccountError::field("email", v.message)),
             Err(e) => Err(e.into()),
@@ -201,8 +209,9 @@ impl Accounts {
         Ok(())
     }
 
-    /// Uses a verification link; `false` when it is unknown, used or expired.
-    pub async fn verify_email(&self, token: &str) -> Result<bool, AccountError> {
+    /// Uses a verification link; returns whose address it confirmed, `None`
+    /// when it is unknown, used or expired.
+    pub async fn verify_email(&self, token: &str) -> Result<Option<String>, AccountError> {
         let Some(t) = self
             .store
             .use_account_token(
@@ -212,9 +221,10 @@ impl Accounts {
             )
             .await?
         else {
-            return Ok(false);
+            return Ok(None);
         };
-        Ok(self.store.mark_email_verified(&t.user_id, &t.email).await?)
+        let confirmed = self.store.mark_email_verified(&t.user_id, &t.email).await?;
+        Ok(confirmed.then_some(t.user_id))
     }
 
     /// Checks an address and password.

@@ -59,6 +59,10 @@ fn password_hint() -> String {
     )
 }
 
+/// Session key: the account this browser just signed up (never set for a
+/// taken address), logged in when the same browser opens the mailed link.
+const SIGNED_UP: &str = "signed_up";
+
 /// `?notice=…` on pages that follow a form; only known values show text.
 #[derive(Debug, Deserialize, Default)]
 pub struct NoticeQuery {
@@ -144,7 +148,13 @@ pub async fn sign_up(
     PageForm(form): PageForm<SignUpForm>,
 ) -> Result<Response, SiteError> {
     match site.accounts.sign_up(&form.email, &form.password).await {
-        Ok(()) => Ok(see_other("/signup/check-email")),
+        Ok(new_account) => {
+            if let Some(user_id) = new_account {
+                // Opening the mailed link in this browser will log it in.
+                visitor.session.insert(SIGNED_UP, user_id).await?;
+            }
+            Ok(see_other("/signup/check-email"))
+        }
         Err(e) => sign_up_page(&site, &visitor, form.email, field_errors(e)?).await,
     }
 }
@@ -184,9 +194,27 @@ fn link_does_not_work(site: &Site, what: &str, again: (&str, &str)) -> Response 
 /// `GET /verify-email/{token}`
 pub async fn verify_email(
     State(site): State<Site>,
+    visitor: Visitor,
     Path(token): Path<String>,
 ) -> Result<Response, SiteError> {
-    if site.accounts.verify_email(&token).await? {
+    if let Some(user_id) = site.accounts.verify_email(&token).await? {
+        // The browser that signed up (it knows the password) and opened the
+        // link (it reads the mail) is logged in at once; any other browser
+        // is asked to log in.
+        if visitor.account.is_none()
+            && visitor
+                .session
+                .remove::<String>(SIGNED_UP)
+                .await?
+                .as_deref()
+                == Some(&user_id)
+        {
+            visitor.session.cycle_id().await?;
+            visitor.session.insert(USER_ID, &user_id).await?;
+            csrf::renew(&visitor.session).await?;
+            tracing::info!(user = %user_id, "address confirmed; logged in");
+            return Ok(see_other("/apps?notice=welcome"));
+        }
         Ok(render(
             StatusCode::OK,
             &MessagePage::new(
