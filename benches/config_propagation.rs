@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgPoolOptions;
 
 mod support;
-use support::{Proc, migrate, percentile};
+use support::{Proc, TempPgDatabase, migrate, percentile};
 
 const TOKEN: &str = "bench-admin-token-0123456789";
 const APIS: i64 = 1_000;
@@ -117,21 +117,8 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let admin_url = std::env::var("TOLLGATE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("tollgate_bench_{}", std::process::id());
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&admin_url)
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let mut url = url::Url::parse(&admin_url).unwrap();
-    url.set_path(&name);
-    let db = url.to_string();
+    let database = TempPgDatabase::create("tollgate_bench").await;
+    let db = database.url.clone();
     let data = tempfile::tempdir().unwrap();
     let upstream = tollgate_testkit::upstream::Upstream::echo().await;
 
@@ -270,10 +257,5 @@ async fn main() {
     gateway.stop();
     portal.stop();
     pool.close().await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    database.drop().await;
 }

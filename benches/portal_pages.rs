@@ -20,7 +20,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
 mod support;
-use support::{Proc, migrate, percentile};
+use support::{Proc, TempPgDatabase, migrate, percentile};
 
 const APIS: i64 = 1_000;
 const DEVELOPERS: i64 = 10_000;
@@ -291,26 +291,8 @@ async fn main() {
         measure("SQLite", &db).await;
     }
     if which.contains("postgres") {
-        let admin_url = std::env::var("TOLLGATE_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!("tollgate_pages_{}", std::process::id());
-        let admin = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&admin_url)
-            .await
-            .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let mut url = url::Url::parse(&admin_url).unwrap();
-        url.set_path(&name);
-        measure("PostgreSQL", url.as_str()).await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
+        let database = TempPgDatabase::create("tollgate_pages").await;
+        measure("PostgreSQL", &database.url).await;
+        database.drop().await;
     }
 }

@@ -99,6 +99,51 @@ pub fn migrate(db: &str, data: &std::path::Path) {
     );
 }
 
+/// A database of its own on the test PostgreSQL server
+/// (`TOLLGATE_TEST_DATABASE_URL`, default postgres://postgres@127.0.0.1:5432/postgres).
+pub struct TempPgDatabase {
+    /// Its connection URL.
+    pub url: String,
+    name: String,
+    admin: sqlx::PgPool,
+}
+
+impl TempPgDatabase {
+    /// Creates `{prefix}_{pid}`.
+    pub async fn create(prefix: &str) -> Self {
+        let admin_url = std::env::var("TOLLGATE_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("{prefix}_{}", std::process::id());
+        let admin = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin_url)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&name);
+        Self {
+            url: url.to_string(),
+            name,
+            admin,
+        }
+    }
+
+    /// Drops it, ending any session still on it.
+    pub async fn drop(self) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&self.admin)
+        .await
+        .unwrap();
+    }
+}
+
 /// The `p` quantile (0..=1) of sorted samples (nearest rank).
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
