@@ -303,10 +303,15 @@ mod tests {
         let mut e = UsageEvent::new(1_767_225_600_000 + i);
         e.node = "node-1".into();
         e.api_id = "api_1".into();
-        e.api_slug = if i % 2 == 0 { "weather" } else { "maps" }.into();
+        e.api_slug = if i.is_multiple_of(2) {
+            "weather"
+        } else {
+            "maps"
+        }
+        .into();
         e.route = "/weather".into();
         e.method = "GET".into();
-        e.status = if i % 7 == 0 { 503 } else { 200 };
+        e.status = if i.is_multiple_of(7) { 503 } else { 200 };
         e.latency_us = 1234 + i as u32;
         e.upstream_latency_us = u32::MAX;
         e.bytes_in = i;
@@ -314,8 +319,13 @@ mod tests {
         e.app_id = format!("app_{}", i % 3).into();
         e.key_prefix = "tg_live_abc".into();
         e.client_ip = "2001:db8::1".into();
-        e.error_code = if i % 7 == 0 { "upstream_down" } else { "" }.into();
-        e.overage = i % 5 == 0;
+        e.error_code = if i.is_multiple_of(7) {
+            "upstream_down"
+        } else {
+            ""
+        }
+        .into();
+        e.overage = i.is_multiple_of(5);
         e
     }
 
