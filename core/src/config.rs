@@ -244,6 +244,18 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "Name shown in the portal's header, page titles and e-mails.",
     },
     SettingSpec {
+        key: "portal_logo_file",
+        env: "TOLLGATE_PORTAL_LOGO_FILE",
+        default: "",
+        doc: "An image (SVG, PNG, JPEG or WebP, at most 256 KiB) shown in the portal's header before its name; read at start. Unset: the name alone.",
+    },
+    SettingSpec {
+        key: "portal_brand_color",
+        env: "TOLLGATE_PORTAL_BRAND_COLOR",
+        default: "",
+        doc: "The portal's main colour as `#RRGGBB` (buttons, links, accents). It must reach 4.5:1 contrast on white so text in it stays readable. Unset: Tollgate's blue.",
+    },
+    SettingSpec {
         key: "portal_client_ip_header",
         env: "TOLLGATE_PORTAL_CLIENT_IP_HEADER",
         default: "",
@@ -430,6 +442,10 @@ pub struct Settings {
     pub portal_public_url: Option<String>,
     /// Name shown in the portal and its e-mails.
     pub portal_name: String,
+    /// Image shown in the portal's header.
+    pub portal_logo_file: Option<PathBuf>,
+    /// The portal's main colour, `#rrggbb`.
+    pub portal_brand_color: Option<String>,
     /// Header holding the client address set by a trusted proxy.
     pub portal_client_ip_header: Option<String>,
     /// The SMTP server; `None` writes mail to the outbox folder.
@@ -891,6 +907,13 @@ impl Settings {
                 Some(n) => n.trim().to_owned(),
                 None => "Tollgate".to_owned(),
             },
+            portal_logo_file: l.string("portal_logo_file").map(PathBuf::from),
+            portal_brand_color: match l.string("portal_brand_color") {
+                None => None,
+                Some(c) => Some(
+                    brand_color(&c).map_err(|what| l.invalid("portal_brand_color", &c, what))?,
+                ),
+            },
             portal_client_ip_header: match l.string("portal_client_ip_header") {
                 Some(h) if http_token(&h) => Some(h.to_ascii_lowercase()),
                 Some(h) => {
@@ -1177,6 +1200,30 @@ fn provider_url(l: &Layers, key: &str, value: &str) -> Result<String, ConfigErro
     Ok(value.trim_end_matches('/').to_owned())
 }
 
+/// A `#RRGGBB` colour readable on white (WCAG contrast at least 4.5:1),
+/// lower-cased.
+pub fn brand_color(c: &str) -> Result<String, &'static str> {
+    let hex = c
+        .strip_prefix('#')
+        .filter(|h| h.len() == 6 && h.chars().all(|ch| ch.is_ascii_hexdigit()))
+        .ok_or("is not a colour; expected #RRGGBB, e.g. #1d4ed8")?;
+    let channel = |i: usize| {
+        let v = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0)) / 255.0;
+        if v <= 0.040_45 {
+            v / 12.92
+        } else {
+            ((v + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let luminance = 0.2126 * channel(0) + 0.7152 * channel(2) + 0.0722 * channel(4);
+    if 1.05 / (luminance + 0.05) < 4.5 {
+        return Err(
+            "is too light: text in it on white must reach 4.5:1 contrast (WCAG AA); choose a darker shade",
+        );
+    }
+    Ok(format!("#{}", hex.to_ascii_lowercase()))
+}
+
 /// The address inside `addr` or `Name <addr>`, when it looks like one.
 pub fn mailbox_address(s: &str) -> Option<&str> {
     let s = s.trim();
@@ -1314,6 +1361,25 @@ mod tests {
         assert_eq!(s.gateway_addr.to_string(), "127.0.0.1:9100");
         assert_eq!(s.upstream_timeout, Duration::from_millis(250));
         assert_eq!(s.database_url, "sqlite:///srv/tg/tollgate.db");
+    }
+
+    #[test]
+    fn brand_colours_must_be_readable() {
+        assert_eq!(brand_color("#1D4ED8").unwrap(), "#1d4ed8");
+        assert_eq!(brand_color("#000000").unwrap(), "#000000");
+        assert!(brand_color("#ffff00").unwrap_err().contains("too light"));
+        assert!(
+            brand_color("#777777").unwrap_err().contains("too light"),
+            "4.48:1"
+        );
+        assert!(brand_color("#767676").is_ok(), "4.54:1");
+        for bad in ["1d4ed8", "#1d4ed", "#1d4ed8ff", "#gggggg", "blue"] {
+            assert!(brand_color(bad).unwrap_err().contains("#RRGGBB"), "{bad}");
+        }
+        let err = Settings::load_from(None, env(&[("TOLLGATE_PORTAL_BRAND_COLOR", "#fff")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TOLLGATE_PORTAL_BRAND_COLOR"), "{err}");
     }
 
     #[test]

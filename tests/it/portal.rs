@@ -927,3 +927,50 @@ on_both_stacks!(
     throttling_behind_a_proxy,
     super::client_address_from_proxy_header
 );
+
+/// Branding: the logo and the colour from the settings, served hashed and
+/// linked from every page (error pages too).
+async fn branding(stack: Stack) {
+    let (mut settings, db, ch) = test_settings(stack).await;
+    let logo = settings.data_dir.join("acme-logo.svg");
+    std::fs::create_dir_all(&settings.data_dir).unwrap();
+    std::fs::write(
+        &logo,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 10 10\"><rect width=\"10\" height=\"10\"/></svg>",
+    )
+    .unwrap();
+    settings.portal_name = "Acme APIs".to_owned();
+    settings.portal_logo_file = Some(logo);
+    settings.portal_brand_color = Some("#7c2d12".to_owned());
+    let app = TestApp::start_with(settings, db, ch).await;
+    let mut b = browser(&app);
+    for path in ["/", "/login", "/no-such-page"] {
+        let page = b.get(path).await;
+        let body = &page.body;
+        assert!(body.contains("Acme APIs"), "{path}");
+        let logo_at = body
+            .find("src=\"/assets/brand/logo.")
+            .unwrap_or_else(|| panic!("{path}: no logo"));
+        let logo_url = &body[logo_at + 5..logo_at + 5 + body[logo_at + 5..].find('"').unwrap()];
+        let theme_at = body
+            .find("href=\"/assets/brand/theme.")
+            .expect("theme stylesheet");
+        let theme_url = &body[theme_at + 6..theme_at + 6 + body[theme_at + 6..].find('"').unwrap()];
+        let logo = b.get(logo_url).await;
+        assert_eq!(logo.status, 200);
+        assert_eq!(logo.headers["content-type"], "image/svg+xml");
+        assert_eq!(
+            logo.headers["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+        let theme = b.get(theme_url).await;
+        assert_eq!(theme.headers["content-type"], "text/css; charset=utf-8");
+        assert!(theme.body.contains("--brand: #7c2d12;"), "{}", theme.body);
+    }
+    assert_eq!(
+        b.get("/assets/brand/logo.000000000000.svg").await.status,
+        404
+    );
+    app.stop().await;
+}
+on_both_stacks!(branding_from_settings, super::branding);

@@ -9,6 +9,7 @@
 mod account;
 mod apps;
 pub mod assets;
+pub mod brand;
 mod catalog;
 mod csrf;
 mod docs;
@@ -65,8 +66,8 @@ pub struct SiteInner {
     pub accounts: Accounts,
     /// Log-in attempt counters.
     pub throttle: throttle::LoginThrottle,
-    /// The portal's name.
-    pub brand: String,
+    /// The portal's name, logo and colour.
+    pub brand: brand::Brand,
     /// The header a trusted proxy puts the client address in.
     pub client_ip_header: Option<HeaderName>,
     /// Log-in through GitHub, Google or OpenID Connect providers.
@@ -94,6 +95,9 @@ pub enum StartError {
     /// The client address header is not a header name.
     #[error("invalid setting portal_client_ip_header: {0}")]
     Header(String),
+    /// The logo cannot be used.
+    #[error("{0}")]
+    Brand(#[from] brand::BrandError),
     /// The HTTP client for sign-in providers cannot be built.
     #[error("sign-in providers: {0}")]
     SignIn(#[from] reqwest::Error),
@@ -115,7 +119,7 @@ pub fn router(app: AppState, settings: &Settings, portal_url: &str) -> Result<Ro
     let site = Site(Arc::new(SiteInner {
         accounts: Accounts::new(app.store.clone(), mailer, portal_url, &settings.portal_name),
         throttle: throttle::LoginThrottle::default(),
-        brand: settings.portal_name.clone(),
+        brand: brand::Brand::load(settings)?,
         client_ip_header,
         sign_in: sign_in::SignIn::new(&settings.sign_in_providers, portal_url)?,
         published: published::Published::default(),
@@ -138,6 +142,7 @@ pub fn router(app: AppState, settings: &Settings, portal_url: &str) -> Result<Ro
         .route("/", get(pages::home))
         .route("/healthz", get(pages::health))
         .route("/assets/{file}", get(pages::asset))
+        .route("/assets/brand/{file}", get(pages::brand_asset))
         .route("/signup", get(account::sign_up_form).post(account::sign_up))
         .route("/signup/check-email", get(account::check_email))
         .route("/verify-email/{token}", get(account::verify_email))

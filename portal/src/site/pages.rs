@@ -73,6 +73,14 @@ pub async fn health(State(site): State<Site>) -> Response {
     }
 }
 
+/// `GET /assets/brand/{file}`: the configured logo or colour stylesheet.
+pub async fn brand_asset(
+    State(site): State<Site>,
+    Path(file): Path<String>,
+) -> Result<Response, SiteError> {
+    site.brand.serve(&file).ok_or(SiteError::NotFound)
+}
+
 /// `GET /assets/{file}`
 pub async fn asset(file: Path<String>) -> Result<Response, SiteError> {
     assets::serve(file).ok_or(SiteError::NotFound)

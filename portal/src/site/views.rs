@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::assets;
+use super::brand::Brand;
 
 /// What the layout around every page needs.
 #[derive(Debug, Clone)]
@@ -19,6 +20,10 @@ pub struct Layout {
     pub stylesheet: &'static str,
     /// Hashed URL of the icon.
     pub favicon: &'static str,
+    /// The configured logo's URL.
+    pub logo: Option<String>,
+    /// The configured colour's stylesheet URL (after the main one).
+    pub theme: Option<String>,
     /// The signed-in person's address, for the header.
     pub signed_in: Option<String>,
     /// The CSRF token for the header's log-out form (signed in only).
@@ -27,15 +32,18 @@ pub struct Layout {
 
 impl Layout {
     /// A layout for a page called `page` (`None`: the start page).
-    pub fn new(brand: &str, page: Option<&str>) -> Self {
+    pub fn new(brand: &Brand, page: Option<&str>) -> Self {
+        let name = &brand.name;
         Self {
             title: match page {
-                Some(p) => format!("{p} · {brand}"),
-                None => format!("{brand} developer portal"),
+                Some(p) => format!("{p} · {name}"),
+                None => format!("{name} developer portal"),
             },
-            brand: brand.to_owned(),
+            brand: name.clone(),
             stylesheet: assets::url("tollgate.css"),
             favicon: assets::url("favicon.svg"),
+            logo: brand.logo.as_ref().map(|f| f.url.clone()),
+            theme: brand.theme.as_ref().map(|f| f.url.clone()),
             signed_in: None,
             csrf: String::new(),
         }
@@ -80,7 +88,7 @@ pub struct MessagePage {
 
 impl MessagePage {
     /// A message page titled by its heading.
-    pub fn new(brand: &str, tone: &'static str, heading: &str, paragraphs: &[&str]) -> Self {
+    pub fn new(brand: &Brand, tone: &'static str, heading: &str, paragraphs: &[&str]) -> Self {
         Self {
             layout: Layout::new(brand, Some(heading)),
             tone,
