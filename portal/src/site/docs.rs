@@ -157,10 +157,77 @@ pub struct Call {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocsError(pub String);
 
-/// Reads `doc` into docs.
+/// Reads `doc` into docs. An OpenAPI 3.1 document is first brought to the
+/// 3.0 shape the parser knows (see [`downlevel_31`]).
 pub fn read(doc: &Value) -> Result<ApiDocs, DocsError> {
-    let api: OpenAPI = serde_json::from_value(doc.clone()).map_err(|e| DocsError(e.to_string()))?;
+    let is_31 = doc["openapi"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("3.1"));
+    let doc = if is_31 {
+        downlevel_31(doc)
+    } else {
+        doc.clone()
+    };
+    let api: OpenAPI = serde_json::from_value(doc).map_err(|e| DocsError(e.to_string()))?;
     Ok(Reader { api: &api }.docs())
+}
+
+/// An OpenAPI 3.1 document in 3.0 terms, for what the page shows: a type list
+/// with `null` becomes `nullable` (another type list: any type), numeric
+/// `exclusiveMinimum`/`exclusiveMaximum` become a bound plus the 3.0 flag,
+/// a schema's `examples` list its first `example`, `const` a one-value
+/// `enum`, and a missing `paths` an empty one. Only schemas carry these
+/// shapes (3.0's `examples` on parameters and media types are maps, left as
+/// they are), so the whole tree is walked.
+fn downlevel_31(doc: &Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            Value::Object(map) => {
+                if let Some(Value::Array(types)) = map.get("type").cloned() {
+                    let mut named: Vec<Value> = types.into_iter().filter(|t| t != "null").collect();
+                    let nullable = map["type"]
+                        .as_array()
+                        .is_some_and(|t| t.len() > named.len());
+                    map.remove("type");
+                    if named.len() == 1 {
+                        map.insert("type".to_owned(), named.remove(0));
+                    }
+                    if nullable {
+                        map.insert("nullable".to_owned(), Value::Bool(true));
+                    }
+                }
+                for (exclusive, bound) in [
+                    ("exclusiveMinimum", "minimum"),
+                    ("exclusiveMaximum", "maximum"),
+                ] {
+                    if let Some(n @ Value::Number(_)) = map.get(exclusive).cloned() {
+                        map.insert(bound.to_owned(), n);
+                        map.insert(exclusive.to_owned(), Value::Bool(true));
+                    }
+                }
+                if let Some(Value::Array(examples)) = map.get("examples").cloned() {
+                    map.remove("examples");
+                    if let Some(first) = examples.into_iter().next() {
+                        map.entry("example").or_insert(first);
+                    }
+                }
+                if let Some(c) = map.remove("const") {
+                    map.insert("enum".to_owned(), Value::Array(vec![c]));
+                }
+                map.values_mut().for_each(walk);
+            }
+            _ => {}
+        }
+    }
+    let mut doc = doc.clone();
+    walk(&mut doc);
+    if let Value::Object(map) = &mut doc {
+        map.insert("openapi".to_owned(), Value::String("3.0.3".to_owned()));
+        map.entry("paths")
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    doc
 }
 
 /// The tags an OpenAPI document uses (declared and on operations), without
@@ -851,6 +918,46 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn openapi_31_documents_are_read() {
+        let doc = json!({
+            "openapi": "3.1.0",
+            "info": {"title": "Pets", "version": "2", "license": {"name": "MIT", "identifier": "MIT"}},
+            "webhooks": {"newPet": {"post": {"responses": {"200": {"description": "ok"}}}}},
+            "paths": {"/pets/{id}": {"get": {
+                "tags": ["pets"],
+                "parameters": [{"name": "id", "in": "path", "required": true,
+                    "schema": {"type": "integer", "exclusiveMinimum": 0}}],
+                "responses": {"200": {"description": "A pet", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Pet"}}}}}
+            }}},
+            "components": {"schemas": {"Pet": {"type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string", "examples": ["Rex"]},
+                "nickname": {"type": ["string", "null"]},
+                "kind": {"const": "dog"},
+                "age": {"type": "integer", "exclusiveMaximum": 40}
+            }}}}
+        });
+        let down = downlevel_31(&doc);
+        let pet = &down["components"]["schemas"]["Pet"]["properties"];
+        assert_eq!(pet["nickname"], json!({"type": "string", "nullable": true}));
+        assert_eq!(pet["name"], json!({"type": "string", "example": "Rex"}));
+        assert_eq!(pet["kind"], json!({"enum": ["dog"]}));
+        assert_eq!(
+            pet["age"],
+            json!({"type": "integer", "maximum": 40, "exclusiveMaximum": true})
+        );
+        let docs = read(&doc).expect("a 3.1 document reads");
+        let text = format!("{docs:?}");
+        assert!(
+            text.contains("/pets/{id}") && text.contains("Rex"),
+            "{text}"
+        );
+        // Without paths (allowed in 3.1).
+        read(&json!({"openapi": "3.1.0", "info": {"title": "Hooks only", "version": "1"}}))
+            .expect("a document without paths reads");
+    }
 
     fn doc() -> Value {
         json!({
