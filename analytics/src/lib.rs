@@ -7,6 +7,7 @@ pub mod clickhouse;
 pub mod embedded;
 pub mod error;
 pub mod event;
+pub mod latency;
 pub mod query;
 pub mod record;
 pub mod retention;
