@@ -11,6 +11,7 @@ pub mod latency;
 pub mod query;
 pub mod record;
 pub mod retention;
+pub(crate) mod rollup;
 pub mod spool;
 pub mod store;
 pub mod writer;
