@@ -6,6 +6,10 @@
 //! traffic, 5 routes each, 2,000 apps of 400 developers on 4 plans, mostly 200s
 //! with some 4xx and 5xx, log-normal-ish latencies. Then runs a 30-day daily time
 //! series and a top-10 apps query 20 times each and reports p50 and p95.
+//! Last, the insert cost as the gateway pays it: 20 batches of 10,000 events,
+//! each batch one second of traffic (10,000 calls/s) on the busiest mix, as the
+//! usage writer sends them; it reports microseconds per event (p50 and p95 over
+//! the batches). `USAGE_INSERT_ONLY=1` runs only that part, on an empty store.
 //!
 //!   cargo bench --bench usage_queries                      # both stores
 //!   USAGE_STORE=clickhouse cargo bench --bench usage_queries
@@ -125,6 +129,11 @@ async fn bench(kind: &str, events: usize) {
                 .collect()
         })
         .collect();
+    if std::env::var_os("USAGE_INSERT_ONLY").is_some() {
+        insert_cost(&store, &mut rng, &apis, &routes).await;
+        drop_database(kind, &url, &database).await;
+        return;
+    }
     let mut inserting = Duration::ZERO;
     let mut left = events;
     while left > 0 {
@@ -177,6 +186,45 @@ async fn bench(kind: &str, events: usize) {
     })
     .await;
 
+    insert_cost(&store, &mut rng, &apis, &routes).await;
+    drop_database(kind, &url, &database).await;
+}
+
+/// Microseconds per event of 10,000-event batches, each one second of traffic
+/// (after the 30 days the queries read).
+async fn insert_cost(
+    store: &UsageStore,
+    rng: &mut StdRng,
+    apis: &[(Text, Text)],
+    routes: &[Vec<Text>],
+) {
+    const EVENTS: usize = 10_000;
+    let mut times = Vec::new();
+    for second in 0..21u64 {
+        let batch: Vec<UsageEvent> = (0..EVENTS)
+            .map(|i| {
+                let mut e = event(rng, apis, routes);
+                e.timestamp_ms = START_MS + 31 * DAY_MS + second * 1000 + (i / 10) as u64;
+                e
+            })
+            .collect();
+        let t = Instant::now();
+        store.insert(&batch).await.expect("insert");
+        if second > 0 {
+            times.push(t.elapsed() / EVENTS as u32); // the first batch warms up
+        }
+    }
+    times.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "  insert cost at 10,000 calls/s: p50 {:.2} µs, p95 {:.2} µs per event ({} batches of {EVENTS})",
+        us(times[times.len() / 2]),
+        us(times[(times.len() * 95).div_ceil(100) - 1]),
+        times.len()
+    );
+}
+
+async fn drop_database(kind: &str, url: &str, database: &str) {
     if kind == "clickhouse" {
         let _ = reqwest::Client::new()
             .post(format!("{url}/"))
