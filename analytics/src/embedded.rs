@@ -550,11 +550,44 @@ async fn write_rollups(
             row.counts.latency.record(e.latency_us);
             row.overage_calls += u64::from(e.overage);
         }
-        let rows: Vec<(RollupKey, RollupRow)> = rows.into_iter().collect();
-        let mut rest = &rows[..];
-        for n in statement_rows(rows.len()) {
-            let (chunk, after) = rest.split_at(n);
+        let mut rows: Vec<(RollupKey, RollupRow)> = rows.into_iter().collect();
+        let count = rows.len();
+        let mut rest = &mut rows[..];
+        for n in statement_rows(count) {
+            let (chunk, after) = rest.split_at_mut(n);
             rest = after;
+            // The stored histograms of these keys, merged here: one lookup
+            // statement per chunk, then the upsert writes the sum.
+            let mut args = SqliteArguments::default();
+            for ((t, texts, class), _) in chunk.iter() {
+                bind_rollup_key(&mut args, *t, texts, *class).map_err(sqlx::Error::Encode)?;
+            }
+            let stored = sqlx::query_with(AssertSqlSafe(lookup_sql(index, n)), args)
+                .fetch_all(&mut **tx)
+                .await?;
+            if !stored.is_empty() {
+                let mut by_key: HashMap<(i64, Vec<&str>, i64), &str> = HashMap::new();
+                let n_texts = texts.len();
+                for r in &stored {
+                    by_key.insert(
+                        (
+                            r.try_get(0)?,
+                            texts_of(r, n_texts)?,
+                            r.try_get(n_texts + 1)?,
+                        ),
+                        r.try_get(n_texts + 2)?,
+                    );
+                }
+                for ((t, texts, class), row) in chunk.iter_mut() {
+                    let key = (*t, texts.iter().map(|t| &**t).collect(), i64::from(*class));
+                    if let Some(json) = by_key.get(&key) {
+                        row.counts
+                            .latency
+                            .merge_json(json)
+                            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                    }
+                }
+            }
             let mut args = SqliteArguments::default();
             for ((t, texts, class), row) in chunk {
                 bind_rollup_row(&mut args, *t, texts, *class, row).map_err(sqlx::Error::Encode)?;
@@ -565,6 +598,44 @@ async fn write_rollups(
         }
     }
     Ok(())
+}
+
+/// The key texts of a looked-up rollup row (columns 1..=n).
+fn texts_of(r: &SqliteRow, n: usize) -> Result<Vec<&str>, sqlx::Error> {
+    (1..=n).map(|i| r.try_get::<&str, _>(i)).collect()
+}
+
+fn bind_rollup_key(
+    args: &mut SqliteArguments,
+    t: i64,
+    texts: &[Text],
+    class: u8,
+) -> Result<(), sqlx::error::BoxDynError> {
+    args.add(t)?;
+    for text in texts {
+        args.add(text.clone())?;
+    }
+    args.add(i64::from(class))?;
+    Ok(())
+}
+
+/// The lookup of the stored histograms of `rows` keys in the rollup
+/// `ROLLUPS[index]`, built once.
+fn lookup_sql(index: usize, rows: usize) -> Arc<str> {
+    static SQL: [[OnceLock<Arc<str>>; 10]; ROLLUPS.len()] =
+        [const { [const { OnceLock::new() }; 10] }; ROLLUPS.len()];
+    SQL[index][rows.trailing_zeros() as usize]
+        .get_or_init(|| {
+            let r = ROLLUPS[index];
+            let key = r.shape.columns().join(", ");
+            let values = format!("({})", vec!["?"; r.shape.columns().len() + 1].join(","));
+            Arc::from(format!(
+                "SELECT t, {key}, latency FROM {table} WHERE (t, {key}) IN (VALUES {values})",
+                table = r.table,
+                values = vec![values; rows].join(","),
+            ))
+        })
+        .clone()
 }
 
 fn bind_rollup_row(
@@ -595,8 +666,8 @@ fn bind_rollup_row(
 }
 
 /// The upsert of `rows` rows (a power of two up to [`ROWS_PER_STATEMENT`])
-/// into the rollup `ROLLUPS[index]`, built once: counts add up, latency
-/// histograms merge bucket by bucket with SQLite's JSON functions.
+/// into the rollup `ROLLUPS[index]`, built once: counts add up; the latency
+/// histogram was merged with the stored one already.
 fn upsert_sql(index: usize, rows: usize) -> Arc<str> {
     static SQL: [[OnceLock<Arc<str>>; 10]; ROLLUPS.len()] =
         [const { [const { OnceLock::new() }; 10] }; ROLLUPS.len()];
@@ -612,10 +683,7 @@ fn upsert_sql(index: usize, rows: usize) -> Arc<str> {
                  ON CONFLICT (t, {key}) DO UPDATE SET calls = calls + excluded.calls, \
                  errors = errors + excluded.errors, client_errors = client_errors + excluded.client_errors, \
                  bytes_in = bytes_in + excluded.bytes_in, bytes_out = bytes_out + excluded.bytes_out, \
-                 overage_calls = overage_calls + excluded.overage_calls, \
-                 latency = (SELECT json_group_object(b, n) FROM (SELECT b, SUM(n) AS n FROM \
-                 (SELECT key AS b, value AS n FROM json_each({table}.latency) \
-                  UNION ALL SELECT key, value FROM json_each(excluded.latency)) GROUP BY b))",
+                 overage_calls = overage_calls + excluded.overage_calls, latency = excluded.latency",
                 table = r.table,
                 values = vec![values; rows].join(","),
             ))

@@ -288,7 +288,9 @@ async fn latency_buckets_agree(store: UsageStore) {
             e
         })
         .collect();
-    store.insert(&events).await.unwrap();
+    // Two batches, so the first hour's rollup rows merge histograms.
+    store.insert(&events[..40]).await.unwrap();
+    store.insert(&events[40..]).await.unwrap();
     let to = "2026-01-01T02:00:00Z";
     // From the minute rollup, and (filtered by app) from the raw events.
     for app in [None, Some("app_e")] {
