@@ -2,7 +2,8 @@
 //! usage stores, and the latency of the dashboard queries over them.
 //!
 //! Loads `USAGE_EVENTS` events (default 10,000,000 into ClickHouse, 1,000,000
-//! into the embedded store) spread over 30 days: 40 APIs with a skewed share of
+//! into the embedded store) over 30 days, in time order as gateways send them
+//! (each batch the next slice of the 30 days): 40 APIs with a skewed share of
 //! traffic, 5 routes each, 2,000 apps of 400 developers on 4 plans, mostly 200s
 //! with some 4xx and 5xx, log-normal-ish latencies. Then runs a 30-day daily time
 //! series and a top-10 apps query 20 times each and reports p50 and p95.
@@ -138,7 +139,16 @@ async fn bench(kind: &str, events: usize) {
     let mut left = events;
     while left > 0 {
         let n = left.min(BATCH);
-        let batch: Vec<UsageEvent> = (0..n).map(|_| event(&mut rng, &apis, &routes)).collect();
+        // In time order, as gateways send them: each batch is the next slice
+        // of the 30 days.
+        let first = events - left;
+        let batch: Vec<UsageEvent> = (first..first + n)
+            .map(|k| {
+                let mut e = event(&mut rng, &apis, &routes);
+                e.timestamp_ms = START_MS + (k as u64 * 30 * DAY_MS) / events as u64;
+                e
+            })
+            .collect();
         let t = Instant::now();
         store.insert(&batch).await.expect("insert");
         inserting += t.elapsed();

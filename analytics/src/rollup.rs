@@ -5,6 +5,9 @@
 //! - **api** (`usage_api_minute`, `usage_api_hour`, `usage_api_day`): by API,
 //!   route and status class — a few hundred rows per bucket whatever the number
 //!   of customers; answers unfiltered dashboards and per-API ones.
+//! - **app** (`usage_app_day`): by app, developer, plan, subscription and
+//!   status class — customer rankings over whole days, a row per customer and
+//!   day whatever APIs they call.
 //! - **customer** (`usage_customer_hour`, `usage_customer_day`): by app,
 //!   developer, plan, subscription, API and status class, without the route —
 //!   answers rankings of customers and any series filtered by one.
@@ -23,6 +26,8 @@ use crate::query::{Bucket, Dimension, UsageFilter};
 pub(crate) enum Shape {
     /// API, route, status class.
     Api,
+    /// App, developer, plan, subscription, status class.
+    App,
     /// App, developer, plan, subscription, API, status class.
     Customer,
 }
@@ -32,6 +37,13 @@ impl Shape {
     pub(crate) fn columns(self) -> &'static [&'static str] {
         match self {
             Self::Api => &["api_slug", "route", "status_class"],
+            Self::App => &[
+                "app_id",
+                "developer_id",
+                "plan_id",
+                "subscription_id",
+                "status_class",
+            ],
             Self::Customer => &[
                 "app_id",
                 "developer_id",
@@ -59,6 +71,9 @@ impl Shape {
                         None | Some(Dimension::Api | Dimension::Route | Dimension::StatusClass)
                     )
             }
+            Self::App => {
+                f.api.is_none() && !matches!(dimension, Some(Dimension::Api | Dimension::Route))
+            }
             Self::Customer => dimension != Some(Dimension::Route),
         }
     }
@@ -76,7 +91,7 @@ pub(crate) struct Rollup {
 }
 
 /// Every rollup table, in the order retention and the embedded writer visit them.
-pub(crate) const ROLLUPS: [Rollup; 5] = [
+pub(crate) const ROLLUPS: [Rollup; 6] = [
     Rollup {
         shape: Shape::Api,
         grain: Bucket::Minute,
@@ -91,6 +106,11 @@ pub(crate) const ROLLUPS: [Rollup; 5] = [
         shape: Shape::Api,
         grain: Bucket::Day,
         table: "usage_api_day",
+    },
+    Rollup {
+        shape: Shape::App,
+        grain: Bucket::Day,
+        table: "usage_app_day",
     },
     Rollup {
         shape: Shape::Customer,
@@ -256,11 +276,36 @@ mod tests {
             "usage_api_minute"
         );
 
+        assert_eq!(
+            table(series_source(Bucket::Day, &app("a"))),
+            "usage_app_day"
+        );
+        let one_api_of_app = UsageFilter {
+            api: Some("x".into()),
+            ..app("a")
+        };
+        assert_eq!(
+            table(series_source(Bucket::Day, &one_api_of_app)),
+            "usage_customer_day"
+        );
+
         // 30 whole days: one piece of the day rollup.
         let p = top_pieces(0, 30 * D, Dimension::App, &none);
         assert_eq!(p.len(), 1);
+        assert_eq!(table(p[0].source), "usage_app_day");
+        let p = top_pieces(0, 30 * D, Dimension::App, &one_api_of_app);
         assert_eq!(table(p[0].source), "usage_customer_day");
-        // Ragged ends: hours, days, hours.
+        // Ragged ends: hours, days, hours (each piece from the smallest table
+        // of its width).
+        let p = top_pieces(5 * H, 2 * D + 3 * H, Dimension::Developer, &none);
+        assert_eq!(
+            p.iter().map(|p| table(p.source)).collect::<Vec<_>>(),
+            [
+                "usage_customer_hour",
+                "usage_app_day",
+                "usage_customer_hour"
+            ]
+        );
         let p = top_pieces(5 * H, 2 * D + 3 * H, Dimension::Api, &none);
         assert_eq!(
             p.iter()

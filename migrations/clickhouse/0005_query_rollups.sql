@@ -3,6 +3,8 @@
 -- per event):
 --
 -- - usage_api_minute / _hour / _day: by API, route and status class;
+-- - usage_app_day: by app, developer, plan, subscription and status class (no
+--   API, no route): customer rankings over days;
 -- - usage_customer_hour / _day: by app, developer, plan, subscription, API and
 --   status class (no route).
 --
@@ -66,6 +68,24 @@ CREATE TABLE IF NOT EXISTS usage_api_day (
 ) ENGINE = SummingMergeTree
 PARTITION BY toYYYYMM(t)
 ORDER BY (api_slug, t, route, status_class);
+
+CREATE TABLE IF NOT EXISTS usage_app_day (
+    t               DateTime('UTC'),
+    app_id          String,
+    developer_id    String,
+    plan_id         String,
+    subscription_id String,
+    status_class    UInt8,
+    calls           UInt64,
+    errors          UInt64,
+    client_errors   UInt64,
+    bytes_in        UInt64,
+    bytes_out       UInt64,
+    overage_calls   UInt64,
+    latencyMap      Nested(bucket UInt16, calls UInt64)
+) ENGINE = SummingMergeTree
+PARTITION BY toYYYYMM(t)
+ORDER BY (app_id, t, developer_id, plan_id, subscription_id, status_class);
 
 CREATE TABLE IF NOT EXISTS usage_customer_hour (
     t               DateTime('UTC'),
@@ -144,6 +164,19 @@ SELECT toStartOfDay(event_time) AS t, api_slug, route, toUInt8(intDiv(status, 10
 FROM usage_events
 GROUP BY t, api_slug, route, status_class;
 
+INSERT INTO usage_app_day (t, app_id, developer_id, plan_id, subscription_id, status_class, calls, errors, client_errors, bytes_in, bytes_out, overage_calls, `latencyMap.bucket`, `latencyMap.calls`)
+SELECT toStartOfDay(event_time) AS t, app_id, developer_id, plan_id, subscription_id, toUInt8(intDiv(status, 100)) AS status_class,
+       count() AS calls,
+       countIf(status >= 500) AS errors,
+       countIf(status >= 400 AND status < 500) AS client_errors,
+       sum(bytes_in) AS bytes_in,
+       sum(bytes_out) AS bytes_out,
+       sum(toUInt64(overage)) AS overage_calls,
+       tupleElement(sumMap([toUInt16(if(latency_us < 32, latency_us, (toUInt32(log2(latency_us)) - 4) * 32 + bitAnd(bitShiftRight(latency_us, toUInt32(log2(latency_us)) - 5), 31)))], [toUInt64(1)]), 1) AS `latencyMap.bucket`,
+       tupleElement(sumMap([toUInt16(if(latency_us < 32, latency_us, (toUInt32(log2(latency_us)) - 4) * 32 + bitAnd(bitShiftRight(latency_us, toUInt32(log2(latency_us)) - 5), 31)))], [toUInt64(1)]), 2) AS `latencyMap.calls`
+FROM usage_events
+GROUP BY t, app_id, developer_id, plan_id, subscription_id, status_class;
+
 INSERT INTO usage_customer_hour (t, app_id, developer_id, plan_id, subscription_id, api_slug, status_class, calls, errors, client_errors, bytes_in, bytes_out, overage_calls, `latencyMap.bucket`, `latencyMap.calls`)
 SELECT toStartOfHour(event_time) AS t, app_id, developer_id, plan_id, subscription_id, api_slug, toUInt8(intDiv(status, 100)) AS status_class,
        count() AS calls,
@@ -208,6 +241,19 @@ SELECT toStartOfDay(event_time) AS t, api_slug, route, toUInt8(intDiv(status, 10
        tupleElement(sumMap([toUInt16(if(latency_us < 32, latency_us, (toUInt32(log2(latency_us)) - 4) * 32 + bitAnd(bitShiftRight(latency_us, toUInt32(log2(latency_us)) - 5), 31)))], [toUInt64(1)]), 2) AS `latencyMap.calls`
 FROM usage_events
 GROUP BY t, api_slug, route, status_class;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS usage_app_day_mv TO usage_app_day AS
+SELECT toStartOfDay(event_time) AS t, app_id, developer_id, plan_id, subscription_id, toUInt8(intDiv(status, 100)) AS status_class,
+       count() AS calls,
+       countIf(status >= 500) AS errors,
+       countIf(status >= 400 AND status < 500) AS client_errors,
+       sum(bytes_in) AS bytes_in,
+       sum(bytes_out) AS bytes_out,
+       sum(toUInt64(overage)) AS overage_calls,
+       tupleElement(sumMap([toUInt16(if(latency_us < 32, latency_us, (toUInt32(log2(latency_us)) - 4) * 32 + bitAnd(bitShiftRight(latency_us, toUInt32(log2(latency_us)) - 5), 31)))], [toUInt64(1)]), 1) AS `latencyMap.bucket`,
+       tupleElement(sumMap([toUInt16(if(latency_us < 32, latency_us, (toUInt32(log2(latency_us)) - 4) * 32 + bitAnd(bitShiftRight(latency_us, toUInt32(log2(latency_us)) - 5), 31)))], [toUInt64(1)]), 2) AS `latencyMap.calls`
+FROM usage_events
+GROUP BY t, app_id, developer_id, plan_id, subscription_id, status_class;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_customer_hour_mv TO usage_customer_hour AS
 SELECT toStartOfHour(event_time) AS t, app_id, developer_id, plan_id, subscription_id, api_slug, toUInt8(intDiv(status, 100)) AS status_class,

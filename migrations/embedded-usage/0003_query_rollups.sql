@@ -1,7 +1,7 @@
 -- Rollups shaped for the dashboard queries, the same as ClickHouse's
 -- (analytics/src/rollup.rs): by API, route and status class per minute, hour
--- and day; by app, developer, plan, subscription, API and status class per hour
--- and day. t is the bucket's start in milliseconds; latency is a JSON object of
+-- and day; by app, developer, plan, subscription and status class per day; by
+-- app, developer, plan, subscription, API and status class per hour and day. t is the bucket's start in milliseconds; latency is a JSON object of
 -- calls per latency bucket (analytics/src/latency.rs). The store's insert keeps
 -- them in the transaction that writes the events.
 CREATE TABLE usage_api_minute (
@@ -24,6 +24,14 @@ CREATE TABLE usage_api_day (
     bytes_in INTEGER NOT NULL, bytes_out INTEGER NOT NULL, overage_calls INTEGER NOT NULL,
     latency TEXT NOT NULL,
     PRIMARY KEY (t, api_slug, route, status_class)
+) WITHOUT ROWID;
+CREATE TABLE usage_app_day (
+    t INTEGER NOT NULL, app_id TEXT NOT NULL, developer_id TEXT NOT NULL, plan_id TEXT NOT NULL,
+    subscription_id TEXT NOT NULL, status_class INTEGER NOT NULL,
+    calls INTEGER NOT NULL, errors INTEGER NOT NULL, client_errors INTEGER NOT NULL,
+    bytes_in INTEGER NOT NULL, bytes_out INTEGER NOT NULL, overage_calls INTEGER NOT NULL,
+    latency TEXT NOT NULL,
+    PRIMARY KEY (t, app_id, developer_id, plan_id, subscription_id, status_class)
 ) WITHOUT ROWID;
 CREATE TABLE usage_customer_hour (
     t INTEGER NOT NULL, app_id TEXT NOT NULL, developer_id TEXT NOT NULL, plan_id TEXT NOT NULL,

@@ -276,6 +276,7 @@ async fn embedded_rollups_backfill_on_migration() {
         "usage_api_minute",
         "usage_api_hour",
         "usage_api_day",
+        "usage_app_day",
         "usage_customer_hour",
         "usage_customer_day",
     ] {

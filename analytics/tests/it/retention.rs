@@ -67,6 +67,7 @@ async fn old_usage_goes(store: UsageStore) {
                     "usage_api_day:202601",
                     "usage_api_hour:202601",
                     "usage_api_minute:202601",
+                    "usage_app_day:202601",
                     "usage_customer_day:202601",
                     "usage_customer_hour:202601"
                 ]
@@ -80,13 +81,13 @@ async fn old_usage_goes(store: UsageStore) {
             // The rollups still hold January (their own, longer retention)...
             assert_eq!(january_calls(&store).await, 10);
             // ... until their retention comes: 10 calls in one minute, hour
-            // and day, by API and by customer: one row in each of five tables.
+            // and day, by API, app and customer: one row in each of six tables.
             let both = RetentionPolicy {
                 raw_days: 30,
                 rollup_days: 30,
             };
             let report = store.apply_retention(APR_15, both).await.unwrap();
-            assert_eq!(report.rollup_rows_deleted, 5);
+            assert_eq!(report.rollup_rows_deleted, 6);
             assert_eq!(january_calls(&store).await, 0);
             assert_eq!(
                 march_calls(&store).await,

@@ -34,10 +34,11 @@ fn events() -> Vec<UsageEvent> {
 }
 
 /// Every rollup table and how many buckets the events above fill in it.
-const TABLES: [(&str, usize); 5] = [
+const TABLES: [(&str, usize); 6] = [
     ("usage_api_minute", 120),
     ("usage_api_hour", 2),
     ("usage_api_day", 1),
+    ("usage_app_day", 1),
     ("usage_customer_hour", 2),
     ("usage_customer_day", 1),
 ];
