@@ -168,14 +168,15 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    /// Writes a batch in one transaction, with the rollups of its events; an
-    /// event already stored (same id) is skipped and not rolled up again.
+    /// Writes a batch in one transaction, with its new events queued for the
+    /// rollups (see [`Self::fold`]); an event already stored (same id) is
+    /// skipped and not queued again.
     pub async fn insert(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
         let mut tx = self.pool.begin().await?;
         if insert_events(&mut tx, events).await? == events.len() as u64 {
-            write_rollups(&mut tx, events).await?;
+            queue_for_rollups(&mut tx, events).await?;
             tx.commit().await?;
-            return Ok(());
+            return self.fold_if_due().await;
         }
         // Some events were stored before (a replayed batch): start again with
         // only the new ones, so the rollups count each event once.
@@ -196,7 +197,51 @@ impl EmbeddedStore {
             }
         }
         insert_events(&mut tx, &new).await?;
-        write_rollups(&mut tx, &new).await?;
+        queue_for_rollups(&mut tx, &new).await?;
+        tx.commit().await?;
+        self.fold_if_due().await
+    }
+
+    /// Folds the queued events into the rollups once they hold about a minute
+    /// of traffic at 10,000 calls/s, or the oldest waited a minute.
+    async fn fold_if_due(&self) -> Result<(), UsageError> {
+        let (events, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COALESCE(SUM(events), 0), MIN(written_ms) FROM usage_rollup_pending",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let waited = oldest.is_some_and(|t| now_ms() - t >= FOLD_AFTER_MS);
+        if events >= FOLD_EVENTS || waited {
+            self.fold().await?;
+        }
+        Ok(())
+    }
+
+    /// Adds every queued event to the rollups and removes it from the queue,
+    /// in one transaction (whose first statement takes the write lock, so two
+    /// processes never fold the same events). Every rollup row the queued
+    /// events touch is written once.
+    pub async fn fold(&self) -> Result<(), UsageError> {
+        let queued: Option<i64> = sqlx::query_scalar("SELECT 1 FROM usage_rollup_pending LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        if queued.is_none() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let records: Vec<Vec<u8>> =
+            sqlx::query_scalar("DELETE FROM usage_rollup_pending RETURNING record")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut sums = RollupSums::default();
+        let mut events = Vec::new();
+        for record in &records {
+            events.clear();
+            crate::record::decode(record, &mut events)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            sums.add(&events);
+        }
+        sums.write(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -272,6 +317,7 @@ impl EmbeddedStore {
     /// A time series from the smallest rollup that holds the bucket and the
     /// filter (see [`crate::rollup`]), or the raw events.
     pub async fn time_series(&self, q: &TimeSeriesQuery) -> Result<TimeSeries, UsageError> {
+        self.fold().await?;
         let f = &q.filter;
         let mut buckets: BTreeMap<i64, BucketRow> = BTreeMap::new();
         match rollup::series_source(q.bucket, f) {
@@ -386,6 +432,7 @@ impl EmbeddedStore {
     /// whole days from a day rollup, ragged hours from an hour rollup (see
     /// [`crate::rollup::top_pieces`]), or the raw events.
     pub async fn top(&self, q: &TopQuery) -> Result<TopList, UsageError> {
+        self.fold().await?;
         let f = &q.filter;
         let pieces = rollup::top_pieces(q.from_ms, q.to_ms, q.dimension, f);
         // Fixed SQL fragments only (the column is chosen by the dimension);
@@ -462,6 +509,8 @@ impl EmbeddedStore {
     /// Deletes the rollup rows whose bucket ends at or before `cutoff_ms`;
     /// returns how many.
     pub async fn delete_rollups_before(&self, cutoff_ms: i64) -> Result<u64, UsageError> {
+        // Queued events first, so none is folded into a bucket after it went.
+        self.fold().await?;
         let mut deleted = 0;
         for r in ROLLUPS {
             // The table name comes from the fixed list of rollups.
@@ -524,80 +573,145 @@ fn key_text<'e>(e: &'e UsageEvent, column: &str) -> &'e Text {
     }
 }
 
-/// Adds the events to every rollup: summed per table and key in memory, then
-/// written with a few multi-row upserts per table.
+/// Queued events are folded into the rollups once this many are waiting
+/// (a minute at 10,000 calls/s)...
+const FOLD_EVENTS: i64 = 600_000;
+/// ...or once the oldest has waited this long (ms).
+const FOLD_AFTER_MS: i64 = 60_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Queues the events for the rollups: one row per record of the spool's
+/// encoding (up to 1,024 events each).
+async fn queue_for_rollups(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    events: &[UsageEvent],
+) -> Result<(), UsageError> {
+    let mut encoder = crate::record::RecordEncoder::new();
+    let mut record = Vec::new();
+    let now = now_ms();
+    let mut rest = events;
+    while !rest.is_empty() {
+        let mut n = 0;
+        while n < rest.len() && !encoder.is_full() {
+            encoder.push(&rest[n]);
+            n += 1;
+        }
+        encoder.finish(&mut record);
+        sqlx::query(
+            "INSERT INTO usage_rollup_pending (written_ms, events, record) VALUES (?1, ?2, ?3)",
+        )
+        .bind(now)
+        .bind(n as i64)
+        .bind(record.as_slice())
+        .execute(&mut **tx)
+        .await?;
+        rest = &rest[n..];
+    }
+    Ok(())
+}
+
+/// Adds the events to every rollup (used by the backfill).
 async fn write_rollups(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     events: &[UsageEvent],
 ) -> Result<(), UsageError> {
-    for (index, r) in ROLLUPS.iter().enumerate() {
-        let texts = &r.shape.columns()[..r.shape.columns().len() - 1];
-        let width = r.grain.millis();
-        let mut rows: HashMap<RollupKey, RollupRow> = HashMap::new();
-        for e in events {
-            let t = (e.timestamp_ms as i64).div_euclid(width) * width;
-            let key = (
-                t,
-                texts.iter().map(|c| key_text(e, c).clone()).collect(),
-                (e.status / 100) as u8,
-            );
-            let row = rows.entry(key).or_default();
-            row.counts.calls += 1;
-            row.counts.errors += u64::from(e.status >= 500);
-            row.counts.client_errors += u64::from((400..500).contains(&e.status));
-            row.counts.bytes_in += e.bytes_in;
-            row.counts.bytes_out += e.bytes_out;
-            row.counts.latency.record(e.latency_us);
-            row.overage_calls += u64::from(e.overage);
-        }
-        let mut rows: Vec<(RollupKey, RollupRow)> = rows.into_iter().collect();
-        let count = rows.len();
-        let mut rest = &mut rows[..];
-        for n in statement_rows(count) {
-            let (chunk, after) = rest.split_at_mut(n);
-            rest = after;
-            // The stored histograms of these keys, merged here: one lookup
-            // statement per chunk, then the upsert writes the sum.
-            let mut args = SqliteArguments::default();
-            for ((t, texts, class), _) in chunk.iter() {
-                bind_rollup_key(&mut args, *t, texts, *class).map_err(sqlx::Error::Encode)?;
+    let mut sums = RollupSums::default();
+    sums.add(events);
+    sums.write(tx).await
+}
+
+/// Events summed per rollup table and key in memory, to be written with a few
+/// multi-row upserts per table.
+#[derive(Default)]
+struct RollupSums {
+    tables: [HashMap<RollupKey, RollupRow>; ROLLUPS.len()],
+}
+
+impl RollupSums {
+    /// Adds the events to the sums of every table.
+    fn add(&mut self, events: &[UsageEvent]) {
+        for (r, rows) in ROLLUPS.iter().zip(self.tables.iter_mut()) {
+            let texts = &r.shape.columns()[..r.shape.columns().len() - 1];
+            let width = r.grain.millis();
+            for e in events {
+                let t = (e.timestamp_ms as i64).div_euclid(width) * width;
+                let key = (
+                    t,
+                    texts.iter().map(|c| key_text(e, c).clone()).collect(),
+                    (e.status / 100) as u8,
+                );
+                let row = rows.entry(key).or_default();
+                row.counts.calls += 1;
+                row.counts.errors += u64::from(e.status >= 500);
+                row.counts.client_errors += u64::from((400..500).contains(&e.status));
+                row.counts.bytes_in += e.bytes_in;
+                row.counts.bytes_out += e.bytes_out;
+                row.counts.latency.record(e.latency_us);
+                row.overage_calls += u64::from(e.overage);
             }
-            let stored = sqlx::query_with(AssertSqlSafe(lookup_sql(index, n)), args)
-                .fetch_all(&mut **tx)
-                .await?;
-            if !stored.is_empty() {
-                let mut by_key: HashMap<(i64, Vec<&str>, i64), &str> = HashMap::new();
-                let n_texts = texts.len();
-                for r in &stored {
-                    by_key.insert(
-                        (
-                            r.try_get(0)?,
-                            texts_of(r, n_texts)?,
-                            r.try_get(n_texts + 1)?,
-                        ),
-                        r.try_get(n_texts + 2)?,
-                    );
-                }
-                for ((t, texts, class), row) in chunk.iter_mut() {
-                    let key = (*t, texts.iter().map(|t| &**t).collect(), i64::from(*class));
-                    if let Some(json) = by_key.get(&key) {
-                        row.counts
-                            .latency
-                            .merge_json(json)
-                            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-                    }
-                }
-            }
-            let mut args = SqliteArguments::default();
-            for ((t, texts, class), row) in chunk {
-                bind_rollup_row(&mut args, *t, texts, *class, row).map_err(sqlx::Error::Encode)?;
-            }
-            sqlx::query_with(AssertSqlSafe(upsert_sql(index, n)), args)
-                .execute(&mut **tx)
-                .await?;
         }
     }
-    Ok(())
+
+    /// Adds the sums to the stored rows.
+    async fn write(self, tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), UsageError> {
+        for (index, rows) in self.tables.into_iter().enumerate() {
+            let r = ROLLUPS[index];
+            let texts = &r.shape.columns()[..r.shape.columns().len() - 1];
+            let mut rows: Vec<(RollupKey, RollupRow)> = rows.into_iter().collect();
+            let count = rows.len();
+            let mut rest = &mut rows[..];
+            for n in statement_rows(count) {
+                let (chunk, after) = rest.split_at_mut(n);
+                rest = after;
+                // The stored histograms of these keys, merged here: one lookup
+                // statement per chunk, then the upsert writes the sum.
+                let mut args = SqliteArguments::default();
+                for ((t, texts, class), _) in chunk.iter() {
+                    bind_rollup_key(&mut args, *t, texts, *class).map_err(sqlx::Error::Encode)?;
+                }
+                let stored = sqlx::query_with(AssertSqlSafe(lookup_sql(index, n)), args)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                if !stored.is_empty() {
+                    let mut by_key: HashMap<(i64, Vec<&str>, i64), &str> = HashMap::new();
+                    let n_texts = texts.len();
+                    for r in &stored {
+                        by_key.insert(
+                            (
+                                r.try_get(0)?,
+                                texts_of(r, n_texts)?,
+                                r.try_get(n_texts + 1)?,
+                            ),
+                            r.try_get(n_texts + 2)?,
+                        );
+                    }
+                    for ((t, texts, class), row) in chunk.iter_mut() {
+                        let key = (*t, texts.iter().map(|t| &**t).collect(), i64::from(*class));
+                        if let Some(json) = by_key.get(&key) {
+                            row.counts
+                                .latency
+                                .merge_json(json)
+                                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                        }
+                    }
+                }
+                let mut args = SqliteArguments::default();
+                for ((t, texts, class), row) in chunk {
+                    bind_rollup_row(&mut args, *t, texts, *class, row)
+                        .map_err(sqlx::Error::Encode)?;
+                }
+                sqlx::query_with(AssertSqlSafe(upsert_sql(index, n)), args)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The key texts of a looked-up rollup row (columns 1..=n).

@@ -316,6 +316,56 @@ async fn embedded_rollups_backfill_on_migration() {
     assert_eq!(daily_calls(&store).await, [120]);
 }
 
+/// Rows waiting in the embedded store's rollup queue.
+async fn queued(path: &std::path::Path) -> i64 {
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT COALESCE(SUM(events), 0) FROM usage_rollup_pending")
+        .fetch_one(&db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn embedded_queued_events_survive_a_restart_and_are_folded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let open = || async {
+        let store = tollgate_analytics::embedded::EmbeddedStore::open(&path)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    };
+    let store = open().await;
+    // 3,000 events: more than one queued record (1,024 events each).
+    let events: Vec<_> = (0..3000)
+        .map(|i| event(i, "weather", if i % 10 == 0 { 500 } else { 200 }, 1000))
+        .collect();
+    store.insert(&events[..2000]).await.unwrap();
+    // Replayed in part: only the new events are queued.
+    store.insert(&events[1000..]).await.unwrap();
+    assert_eq!(queued(&path).await, 3000, "queued, not yet folded");
+    // The process stops without folding; the next one finds them queued.
+    drop(store);
+    let store = UsageStore::Embedded(open().await);
+    assert_eq!(daily_calls(&store).await, [3000]);
+    assert_eq!(queued(&path).await, 0, "a query folds the queue");
+    let q = tollgate_analytics::TimeSeriesQuery::parse(tollgate_analytics::TimeSeriesParams {
+        from: Some("2026-01-01T00:00:00Z"),
+        to: Some("2026-01-01T01:00:00Z"),
+        bucket: Some("hour"),
+        ..Default::default()
+    })
+    .unwrap();
+    let hour = store.time_series(&q).await.unwrap();
+    assert_eq!(hour.points[0].calls, 3000);
+    assert_eq!(hour.points[0].errors, 300);
+    // Folding again (a second query) adds nothing.
+    assert_eq!(daily_calls(&store).await, [3000]);
+}
+
 #[tokio::test]
 async fn clickhouse_migrations_are_idempotent() {
     with_usage_store(Kind::ClickHouse, |store| async move {
