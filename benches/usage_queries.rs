@@ -2,10 +2,18 @@
 //! usage stores, and the latency of the dashboard queries over them.
 //!
 //! Loads `USAGE_EVENTS` events (default 10,000,000 into ClickHouse, 1,000,000
-//! into the embedded store) spread over 30 days: 40 APIs with a skewed share of
+//! into the embedded store) over 30 days, in time order as gateways send them
+//! (each batch the next slice of the 30 days): 40 APIs with a skewed share of
 //! traffic, 5 routes each, 2,000 apps of 400 developers on 4 plans, mostly 200s
 //! with some 4xx and 5xx, log-normal-ish latencies. Then runs a 30-day daily time
 //! series and a top-10 apps query 20 times each and reports p50 and p95.
+//! Last, the insert cost as the gateway pays it: 120 batches of 10,000 events,
+//! each batch one second of traffic (10,000 calls/s) on the busiest mix, as the
+//! usage writer sends them; it reports microseconds per event: the mean over the
+//! two minutes, counting the embedded store's folds of its queued events into
+//! the rollups (one inside an insert about every minute, and the last one), and
+//! p50, p95 and max per batch. `USAGE_INSERT_ONLY=1` runs only
+//! that part, on an empty store.
 //!
 //!   cargo bench --bench usage_queries                      # both stores
 //!   USAGE_STORE=clickhouse cargo bench --bench usage_queries
@@ -125,11 +133,25 @@ async fn bench(kind: &str, events: usize) {
                 .collect()
         })
         .collect();
+    if std::env::var_os("USAGE_INSERT_ONLY").is_some() {
+        insert_cost(&store, &mut rng, &apis, &routes).await;
+        drop_database(kind, &url, &database).await;
+        return;
+    }
     let mut inserting = Duration::ZERO;
     let mut left = events;
     while left > 0 {
         let n = left.min(BATCH);
-        let batch: Vec<UsageEvent> = (0..n).map(|_| event(&mut rng, &apis, &routes)).collect();
+        // In time order, as gateways send them: each batch is the next slice
+        // of the 30 days.
+        let first = events - left;
+        let batch: Vec<UsageEvent> = (first..first + n)
+            .map(|k| {
+                let mut e = event(&mut rng, &apis, &routes);
+                e.timestamp_ms = START_MS + (k as u64 * 30 * DAY_MS) / events as u64;
+                e
+            })
+            .collect();
         let t = Instant::now();
         store.insert(&batch).await.expect("insert");
         inserting += t.elapsed();
@@ -177,6 +199,63 @@ async fn bench(kind: &str, events: usize) {
     })
     .await;
 
+    insert_cost(&store, &mut rng, &apis, &routes).await;
+    drop_database(kind, &url, &database).await;
+}
+
+/// Microseconds per event of 10,000-event batches, each one second of traffic
+/// (after the 30 days the queries read).
+async fn insert_cost(
+    store: &UsageStore,
+    rng: &mut StdRng,
+    apis: &[(Text, Text)],
+    routes: &[Vec<Text>],
+) {
+    const EVENTS: usize = 10_000;
+    /// Two minutes of traffic: the embedded store folds its queued events into
+    /// the rollups about once a minute of it, inside an insert.
+    const SECONDS: u64 = 120;
+    let mut times = Vec::new();
+    let mut total = Duration::ZERO;
+    for second in 0..=SECONDS {
+        let batch: Vec<UsageEvent> = (0..EVENTS)
+            .map(|i| {
+                let mut e = event(rng, apis, routes);
+                e.timestamp_ms = START_MS + 31 * DAY_MS + second * 1000 + (i / 10) as u64;
+                e
+            })
+            .collect();
+        let t = Instant::now();
+        store.insert(&batch).await.expect("insert");
+        if second > 0 {
+            // The first batch warms up.
+            total += t.elapsed();
+            times.push(t.elapsed() / EVENTS as u32);
+        }
+    }
+    // What is still queued is folded at the next query: counted too.
+    let t = Instant::now();
+    if let UsageStore::Embedded(s) = store {
+        s.fold().await.expect("fold");
+    }
+    let last_fold = t.elapsed();
+    total += last_fold;
+    times.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "  insert cost at 10,000 calls/s: mean {:.2} µs per event with every fold \
+         (last fold {:.0} ms); per batch p50 {:.2} µs, p95 {:.2} µs, max {:.2} µs per event \
+         ({} batches of {EVENTS})",
+        us(total) / (SECONDS as f64 * EVENTS as f64),
+        last_fold.as_secs_f64() * 1e3,
+        us(times[times.len() / 2]),
+        us(times[(times.len() * 95).div_ceil(100) - 1]),
+        us(times[times.len() - 1]),
+        times.len()
+    );
+}
+
+async fn drop_database(kind: &str, url: &str, database: &str) {
     if kind == "clickhouse" {
         let _ = reqwest::Client::new()
             .post(format!("{url}/"))

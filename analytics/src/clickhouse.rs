@@ -10,11 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::UsageError;
 use crate::event::UsageEvent;
+use crate::latency::{self, LatencyHistogram};
 use crate::query::{
     ApiUsage, Bucket, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, TopList,
     TopQuery, UsageFilter, UsageSummary,
 };
 use crate::retention::{RetentionPolicy, RetentionReport, oldest_kept_month};
+use crate::rollup::{self, FilterValue, ROLLUPS, Source};
 
 /// Schema files, applied in order and recorded in `tollgate_migrations`.
 const MIGRATIONS: &[(u32, &str, &str)] = &[
@@ -37,6 +39,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         4,
         "0004_batch_id.sql",
         include_str!("../../migrations/clickhouse/0004_batch_id.sql"),
+    ),
+    (
+        5,
+        "0005_query_rollups.sql",
+        include_str!("../../migrations/clickhouse/0005_query_rollups.sql"),
     ),
 ];
 
@@ -330,27 +337,22 @@ impl ClickHouseStore {
     }
 }
 
-/// Appends the filter's conditions on the rollups' or (`raw`) the events' columns
-/// (fixed text; the values are bound by [`bind_filter`] in the same order).
+/// Appends the filter's conditions (fixed text; the values are bound by
+/// [`bind_filter`] in the same order).
 fn push_filter(sql: &mut String, f: &UsageFilter, raw: bool) {
     let status_class = if raw {
-        " AND toUInt8(intDiv(status, 100)) = ?"
+        "toUInt8(intDiv(status, 100))"
     } else {
-        " AND status_class = ?"
+        "status_class"
     };
-    for (present, condition) in [
-        (f.api.is_some(), " AND api_slug = ?"),
-        (f.app.is_some(), " AND app_id = ?"),
-        (f.plan.is_some(), " AND plan_id = ?"),
-        (f.developer.is_some(), " AND developer_id = ?"),
-        (f.subscription.is_some(), " AND subscription_id = ?"),
-        (f.status_class.is_some(), status_class),
-        (f.key.is_some(), " AND key_prefix = ?"),
-        (f.quota_counted, QUOTA_COUNTED),
-    ] {
-        if present {
-            sql.push_str(condition);
-        }
+    for (column, _) in rollup::conditions(f, status_class) {
+        sql.push_str(" AND ");
+        sql.push_str(column);
+        sql.push_str(" = ?");
+    }
+    if f.quota_counted {
+        sql.push_str(" AND ");
+        sql.push_str(rollup::QUOTA_COUNTED);
     }
 }
 
@@ -359,80 +361,64 @@ fn bind_filter(
     mut query: ::clickhouse::query::Query,
     f: &UsageFilter,
 ) -> ::clickhouse::query::Query {
-    for value in [&f.api, &f.app, &f.plan, &f.developer, &f.subscription]
-        .into_iter()
-        .flatten()
-    {
-        query = query.bind(value.as_str());
-    }
-    if let Some(c) = f.status_class {
-        query = query.bind(c);
-    }
-    if let Some(k) = &f.key {
-        query = query.bind(k.as_str());
+    for (_, value) in rollup::conditions(f, "") {
+        query = match value {
+            FilterValue::Text(v) => query.bind(v),
+            FilterValue::Class(c) => query.bind(c),
+        };
     }
     query
 }
 
-/// Calls a quota counted: not refused for a rate limit or the quota itself
-/// (the gateway's stable error codes; raw events only).
-const QUOTA_COUNTED: &str =
-    " AND error_code NOT IN ('rate_limited', 'rate_limiter_unavailable', 'quota_exceeded')";
-
-/// Whether a filter needs the raw events: the rollups keep no subscription,
-/// key or error code.
-fn needs_raw(f: &UsageFilter) -> bool {
-    f.subscription.is_some() || f.key.is_some() || f.quota_counted
-}
-
 #[derive(Row, Deserialize)]
 struct SeriesRow {
-    t: u64,
+    ts: u64,
     calls: u64,
     errors: u64,
     client_errors: u64,
     bytes_in: u64,
     bytes_out: u64,
-    q: Vec<f64>,
+    latency_buckets: Vec<u16>,
+    latency_calls: Vec<u64>,
 }
 
 impl ClickHouseStore {
-    /// A time series from the rollups: minute buckets from `usage_minute`, hour
-    /// and day buckets from `usage_hour`.
+    /// A time series from the smallest rollup that holds the bucket and the
+    /// filter (see [`crate::rollup`]), or the raw events.
     pub async fn time_series(&self, q: &TimeSeriesQuery) -> Result<TimeSeries, UsageError> {
         let f = &q.filter;
-        // Fixed SQL fragments only; every value is bound. The rollups have no
-        // subscription or key, so such series are read from the raw events.
-        let raw = needs_raw(f);
-        let mut sql = if raw {
-            let bucket = match q.bucket {
-                Bucket::Minute => "toStartOfMinute(event_time)",
-                Bucket::Hour => "toStartOfHour(event_time)",
-                Bucket::Day => "toStartOfDay(event_time)",
-            };
-            format!(
-                "SELECT toUInt64(toUnixTimestamp({bucket})) * 1000 AS t, count() AS calls, \
-                 countIf(status >= 500) AS errors, countIf(status >= 400 AND status < 500) AS client_errors, \
-                 sum(bytes_in) AS bytes_in, sum(bytes_out) AS bytes_out, \
-                 quantiles(0.5, 0.95, 0.99)(toFloat64(latency_us)) AS q \
-                 FROM usage_events WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)"
-            )
-        } else {
-            let (table, column, bucket) = match q.bucket {
-                Bucket::Minute => ("usage_minute", "minute", "minute"),
-                Bucket::Hour => ("usage_hour", "hour", "hour"),
-                Bucket::Day => ("usage_hour", "hour", "toStartOfDay(hour)"),
-            };
-            format!(
-                "SELECT toUInt64(toUnixTimestamp({bucket})) * 1000 AS t, sumMerge(calls) AS calls, \
-                 sumMerge(errors) AS errors, sumMerge(client_errors) AS client_errors, \
-                 sumMerge(bytes_in) AS bytes_in, sumMerge(bytes_out) AS bytes_out, \
-                 quantilesMerge(0.5, 0.95, 0.99)(latency) AS q \
-                 FROM {table} WHERE {column} >= toDateTime(?) AND {column} < toDateTime(?)"
-            )
+        let bucket = match q.bucket {
+            Bucket::Minute => "toStartOfMinute",
+            Bucket::Hour => "toStartOfHour",
+            Bucket::Day => "toStartOfDay",
         };
-        push_filter(&mut sql, f, raw);
-        sql.push_str(" GROUP BY t ORDER BY t");
+        // Fixed SQL fragments only; every value is bound.
+        let source = rollup::series_source(q.bucket, f);
+        let mut sql = match source {
+            Source::Raw => {
+                let histogram = format!("sumMap([{}], [toUInt64(1)])", latency::BUCKET_SQL);
+                format!(
+                    "SELECT toUInt64(toUnixTimestamp({bucket}(event_time))) * 1000 AS ts, count() AS calls, \
+                     countIf(status >= 500) AS errors, countIf(status >= 400 AND status < 500) AS client_errors, \
+                     sum(bytes_in) AS bytes_in, sum(bytes_out) AS bytes_out, \
+                     tupleElement({histogram}, 1) AS latency_buckets, tupleElement({histogram}, 2) AS latency_calls \
+                     FROM usage_events WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)"
+                )
+            }
+            Source::Rollup(r) => {
+                let histogram = "sumMap(latencyMap.bucket, latencyMap.calls)";
+                format!(
+                    "SELECT toUInt64(toUnixTimestamp(t)) * 1000 AS ts, sum(calls) AS calls, \
+                     sum(errors) AS errors, sum(client_errors) AS client_errors, \
+                     sum(bytes_in) AS bytes_in, sum(bytes_out) AS bytes_out, \
+                     tupleElement({histogram}, 1) AS latency_buckets, tupleElement({histogram}, 2) AS latency_calls \
+                     FROM {} WHERE t >= toDateTime(?) AND t < toDateTime(?)",
+                    r.table
+                )
+            }
+        };
+        push_filter(&mut sql, f, source == Source::Raw);
+        sql.push_str(" GROUP BY ts ORDER BY ts");
         let mut query = self
             .client
             .query(&sql)
@@ -444,21 +430,24 @@ impl ClickHouseStore {
             .await?
             .into_iter()
             .map(|r| {
-                let at = |i: usize| r.q.get(i).copied().unwrap_or(0.0) / 1000.0;
+                let mut latency = LatencyHistogram::default();
+                for (&b, &n) in r.latency_buckets.iter().zip(&r.latency_calls) {
+                    latency.add(b, n);
+                }
                 (
-                    r.t as i64,
+                    r.ts as i64,
                     BucketRow {
                         calls: r.calls,
                         errors: r.errors,
                         client_errors: r.client_errors,
                         bytes_in: r.bytes_in,
                         bytes_out: r.bytes_out,
-                        latency_ms: [at(0), at(1), at(2)],
+                        latency,
                     },
                 )
             })
             .collect();
-        Ok(TimeSeries::fill(q, &rows))
+        Ok(TimeSeries::fill(q, rows))
     }
 }
 
@@ -472,39 +461,52 @@ struct TopRow {
 }
 
 impl ClickHouseStore {
-    /// The busiest APIs, routes, apps, developers, plans or status classes, from
-    /// the hour rollups.
+    /// The busiest APIs, routes, apps, developers, plans or status classes:
+    /// whole days from a day rollup, ragged hours from an hour rollup (see
+    /// [`crate::rollup::top_pieces`]), or the raw events.
     pub async fn top(&self, q: &TopQuery) -> Result<TopList, UsageError> {
         let f = &q.filter;
-        // A subscription's or key's ranking comes from the raw events (the
-        // rollups have neither).
-        let raw = needs_raw(f);
-        let column = q.dimension.column().unwrap_or(if raw {
-            "intDiv(status, 100)"
-        } else {
-            "status_class"
-        });
-        let mut sql = if raw {
-            format!(
-                "SELECT toString({column}) AS key, count() AS calls, countIf(status >= 500) AS errors, \
-                 countIf(status >= 400 AND status < 500) AS client_errors, sum(bytes_out) AS bytes_out \
-                 FROM usage_events WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)"
-            )
-        } else {
-            format!(
-                "SELECT toString({column}) AS key, sumMerge(calls) AS calls, sumMerge(errors) AS errors, \
-                 sumMerge(client_errors) AS client_errors, sumMerge(bytes_out) AS bytes_out \
-                 FROM usage_hour WHERE hour >= toDateTime(?) AND hour < toDateTime(?)"
-            )
-        };
-        push_filter(&mut sql, f, raw);
-        sql.push_str(" GROUP BY key ORDER BY calls DESC, key LIMIT ?");
-        let mut query = self
-            .client
-            .query(&sql)
-            .bind((q.from_ms / 1000) as u64)
-            .bind((q.to_ms / 1000) as u64);
-        query = bind_filter(query, f);
+        let pieces = rollup::top_pieces(q.from_ms, q.to_ms, q.dimension, f);
+        // Fixed SQL fragments only; every value is bound, piece by piece.
+        let parts: Vec<String> = pieces
+            .iter()
+            .map(|p| {
+                let raw = p.source == Source::Raw;
+                let column = q.dimension.column().unwrap_or(if raw {
+                    "intDiv(status, 100)"
+                } else {
+                    "status_class"
+                });
+                let mut sql = match p.source {
+                    Source::Raw => format!(
+                        "SELECT toString({column}) AS key, count() AS n, countIf(status >= 500) AS e, \
+                         countIf(status >= 400 AND status < 500) AS ce, sum(bytes_out) AS bo \
+                         FROM usage_events WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)"
+                    ),
+                    Source::Rollup(r) => format!(
+                        "SELECT toString({column}) AS key, sum(calls) AS n, sum(errors) AS e, \
+                         sum(client_errors) AS ce, sum(bytes_out) AS bo \
+                         FROM {} WHERE t >= toDateTime(?) AND t < toDateTime(?)",
+                        r.table
+                    ),
+                };
+                push_filter(&mut sql, f, raw);
+                sql.push_str(" GROUP BY key");
+                sql
+            })
+            .collect();
+        let sql = format!(
+            "SELECT key, sum(n) AS calls, sum(e) AS errors, sum(ce) AS client_errors, sum(bo) AS bytes_out \
+             FROM ({}) GROUP BY key ORDER BY calls DESC, key LIMIT ?",
+            parts.join(" UNION ALL ")
+        );
+        let mut query = self.client.query(&sql);
+        for p in &pieces {
+            query = query
+                .bind((p.from_ms / 1000) as u64)
+                .bind((p.to_ms / 1000) as u64);
+            query = bind_filter(query, f);
+        }
         let rows = query.bind(q.limit).fetch_all::<TopRow>().await?;
         Ok(TopList::assemble(
             q.dimension,
@@ -521,8 +523,8 @@ struct PartitionRow {
 }
 
 impl ClickHouseStore {
-    /// Drops the monthly partitions of raw events and rollups that are entirely
-    /// older than the policy keeps.
+    /// Drops the monthly partitions of raw events and of every rollup that are
+    /// entirely older than the policy keeps.
     pub async fn apply_retention(
         &self,
         now_ms: i64,
@@ -534,10 +536,14 @@ impl ClickHouseStore {
             .server
             .query(
                 "SELECT DISTINCT table, partition FROM system.parts \
-                 WHERE database = ? AND active AND table IN ('usage_events', 'usage_minute', 'usage_hour') \
-                 ORDER BY table, partition",
+                 WHERE database = ? AND active AND has(?, table) ORDER BY table, partition",
             )
             .bind(self.database.as_str())
+            .bind(
+                std::iter::once("usage_events")
+                    .chain(ROLLUPS.iter().map(|r| r.table))
+                    .collect::<Vec<_>>(),
+            )
             .fetch_all::<PartitionRow>()
             .await?;
         let mut report = RetentionReport::default();
@@ -594,5 +600,12 @@ mod tests {
             "-- c\nCREATE TABLE a (x UInt8) ENGINE = Memory;\n\n-- d\nSELECT 1\n",
         );
         assert_eq!(s, ["CREATE TABLE a (x UInt8) ENGINE = Memory", "SELECT 1"]);
+    }
+
+    #[test]
+    fn the_views_bucket_latency_as_the_queries_do() {
+        let (_, _, sql) = super::MIGRATIONS[4];
+        // Two per view and per backfill: six rollups.
+        assert_eq!(sql.matches(crate::latency::BUCKET_SQL).count(), 24);
     }
 }

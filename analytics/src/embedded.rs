@@ -12,9 +12,19 @@ use sqlx::sqlite::{
 };
 use sqlx::{Arguments, AssertSqlSafe, Row};
 
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::Sqlite;
+use sqlx::sqlite::SqliteRow;
+
 use crate::error::UsageError;
-use crate::event::UsageEvent;
-use crate::query::{ApiUsage, LatencyMs, SummaryQuery, UsageSummary};
+use crate::event::{Text, UsageEvent};
+use crate::latency::{self, LatencyHistogram};
+use crate::query::{
+    ApiUsage, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, TopList, TopQuery,
+    UsageFilter, UsageSummary,
+};
+use crate::rollup::{self, FilterValue, ROLLUPS, Source};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/embedded-usage");
 
@@ -102,25 +112,136 @@ impl EmbeddedStore {
     /// Applies the schema.
     pub async fn migrate(&self) -> Result<(), UsageError> {
         MIGRATIONS.run(&self.pool).await?;
+        self.backfill_rollups().await
+    }
+
+    /// Rolls up the events stored before the rollups existed, once, in one
+    /// transaction with clearing the migration's marker.
+    async fn backfill_rollups(&self) -> Result<(), UsageError> {
+        let mut tx = self.pool.begin().await?;
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_rollup_backfill")
+            .fetch_one(&mut *tx)
+            .await?;
+        if pending == 0 {
+            return Ok(());
+        }
+        let mut after = (i64::MIN, String::new());
+        loop {
+            let rows = sqlx::query(
+                "SELECT id, timestamp_ms, api_slug, route, status, latency_us, bytes_in, bytes_out, \
+                 app_id, developer_id, plan_id, subscription_id, overage FROM usage_events \
+                 WHERE (timestamp_ms, id) > (?1, ?2) ORDER BY timestamp_ms, id LIMIT 50000",
+            )
+            .bind(after.0)
+            .bind(after.1.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(last) = rows.last() else { break };
+            after = (last.try_get("timestamp_ms")?, last.try_get("id")?);
+            let events = rows
+                .iter()
+                .map(|r| -> Result<UsageEvent, sqlx::Error> {
+                    let text = |c: &str| r.try_get::<String, _>(c).map(Text::from);
+                    let mut e = UsageEvent::new(r.try_get::<i64, _>("timestamp_ms")?.max(0) as u64);
+                    e.api_slug = text("api_slug")?;
+                    e.route = text("route")?;
+                    e.status = r.try_get::<i64, _>("status")?.clamp(0, 999) as u16;
+                    e.latency_us = r
+                        .try_get::<i64, _>("latency_us")?
+                        .clamp(0, i64::from(u32::MAX)) as u32;
+                    e.bytes_in = r.try_get::<i64, _>("bytes_in")?.max(0) as u64;
+                    e.bytes_out = r.try_get::<i64, _>("bytes_out")?.max(0) as u64;
+                    e.app_id = text("app_id")?;
+                    e.developer_id = text("developer_id")?;
+                    e.plan_id = text("plan_id")?;
+                    e.subscription_id = text("subscription_id")?;
+                    e.overage = r.try_get::<i64, _>("overage")? != 0;
+                    Ok(e)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            write_rollups(&mut tx, &events).await?;
+        }
+        sqlx::query("DELETE FROM usage_rollup_backfill")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Writes a batch in one transaction; an event already stored (same id) is skipped.
+    /// Writes a batch in one transaction, with its new events queued for the
+    /// rollups (see [`Self::fold`]); an event already stored (same id) is
+    /// skipped and not queued again.
     pub async fn insert(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
         let mut tx = self.pool.begin().await?;
-        let mut rest = events;
-        for rows in statement_rows(events.len()) {
-            let (chunk, after) = rest.split_at(rows);
-            rest = after;
-            let mut args = SqliteArguments::default();
-            args.reserve(rows * COLUMNS, 0);
-            for e in chunk {
-                bind_event(&mut args, e).map_err(sqlx::Error::Encode)?;
-            }
-            sqlx::query_with(AssertSqlSafe(insert_sql(rows)), args)
-                .execute(&mut *tx)
-                .await?;
+        if insert_events(&mut tx, events).await? == events.len() as u64 {
+            queue_for_rollups(&mut tx, events).await?;
+            tx.commit().await?;
+            return self.fold_if_due().await;
         }
+        // Some events were stored before (a replayed batch): start again with
+        // only the new ones, so the rollups count each event once.
+        tx.rollback().await?;
+        let mut tx = self.pool.begin().await?;
+        let mut seen = std::collections::HashSet::new();
+        let mut new = Vec::new();
+        for e in events {
+            if !seen.insert(e.id) {
+                continue;
+            }
+            let stored = sqlx::query("SELECT 1 FROM usage_events WHERE id = ?1")
+                .bind(e.id.hyphenated().to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if stored.is_none() {
+                new.push(e.clone());
+            }
+        }
+        insert_events(&mut tx, &new).await?;
+        queue_for_rollups(&mut tx, &new).await?;
+        tx.commit().await?;
+        self.fold_if_due().await
+    }
+
+    /// Folds the queued events into the rollups once they hold about a minute
+    /// of traffic at 10,000 calls/s, or the oldest waited a minute.
+    async fn fold_if_due(&self) -> Result<(), UsageError> {
+        let (events, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COALESCE(SUM(events), 0), MIN(written_ms) FROM usage_rollup_pending",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let waited = oldest.is_some_and(|t| now_ms() - t >= FOLD_AFTER_MS);
+        if events >= FOLD_EVENTS || waited {
+            self.fold().await?;
+        }
+        Ok(())
+    }
+
+    /// Adds every queued event to the rollups and removes it from the queue,
+    /// in one transaction (whose first statement takes the write lock, so two
+    /// processes never fold the same events). Every rollup row the queued
+    /// events touch is written once.
+    pub async fn fold(&self) -> Result<(), UsageError> {
+        let queued: Option<i64> = sqlx::query_scalar("SELECT 1 FROM usage_rollup_pending LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        if queued.is_none() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let records: Vec<Vec<u8>> =
+            sqlx::query_scalar("DELETE FROM usage_rollup_pending RETURNING record")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut sums = RollupSums::default();
+        let mut events = Vec::new();
+        for record in &records {
+            events.clear();
+            crate::record::decode(record, &mut events)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            sums.add(&events);
+        }
+        sums.write(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -193,128 +314,185 @@ impl EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// A time series from the raw events, with exact nearest-rank latency
-    /// percentiles per bucket.
-    pub async fn time_series(
-        &self,
-        q: &crate::query::TimeSeriesQuery,
-    ) -> Result<crate::query::TimeSeries, UsageError> {
+    /// A time series from the smallest rollup that holds the bucket and the
+    /// filter (see [`crate::rollup`]), or the raw events.
+    pub async fn time_series(&self, q: &TimeSeriesQuery) -> Result<TimeSeries, UsageError> {
+        self.fold().await?;
         let f = &q.filter;
-        let rows = sqlx::query(
-            "WITH f AS (
-                 SELECT (timestamp_ms / ?1) * ?1 AS b, status, latency_us, bytes_in, bytes_out
-                 FROM usage_events
-                 WHERE timestamp_ms >= ?2 AND timestamp_ms < ?3
-                   AND (?4 IS NULL OR api_slug = ?4) AND (?5 IS NULL OR app_id = ?5)
-                   AND (?6 IS NULL OR plan_id = ?6) AND (?7 IS NULL OR developer_id = ?7)
-                   AND (?8 IS NULL OR status / 100 = ?8) AND (?9 IS NULL OR subscription_id = ?9)
-                   AND (?10 IS NULL OR key_prefix = ?10)
-                   AND (?11 = 0 OR error_code NOT IN ('rate_limited', 'rate_limiter_unavailable', 'quota_exceeded'))
-             ), r AS (
-                 SELECT b, status, latency_us, bytes_in, bytes_out,
-                        ROW_NUMBER() OVER (PARTITION BY b ORDER BY latency_us) AS rn,
-                        COUNT(*) OVER (PARTITION BY b) AS n
-                 FROM f
-             )
-             SELECT b, MAX(n) AS calls, SUM(status >= 500) AS errors,
-                    SUM(status >= 400 AND status < 500) AS client_errors,
-                    SUM(bytes_in) AS bytes_in, SUM(bytes_out) AS bytes_out,
-                    MIN(CASE WHEN rn * 100 >= n * 50 THEN latency_us END) AS p50,
-                    MIN(CASE WHEN rn * 100 >= n * 95 THEN latency_us END) AS p95,
-                    MIN(CASE WHEN rn * 100 >= n * 99 THEN latency_us END) AS p99
-             FROM r GROUP BY b ORDER BY b",
-        )
-        .bind(q.bucket.millis())
-        .bind(q.from_ms)
-        .bind(q.to_ms)
-        .bind(f.api.as_deref())
-        .bind(f.app.as_deref())
-        .bind(f.plan.as_deref())
-        .bind(f.developer.as_deref())
-        .bind(f.status_class.map(i64::from))
-        .bind(f.subscription.as_deref())
-        .bind(f.key.as_deref())
-        .bind(f.quota_counted)
-        .fetch_all(&self.pool)
-        .await?;
-        let ms = |us: i64| us as f64 / 1000.0;
-        let mut buckets = std::collections::BTreeMap::new();
-        for r in &rows {
-            let count = |c: &str| r.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
-            buckets.insert(
-                r.try_get::<i64, _>("b")?,
-                crate::query::BucketRow {
-                    calls: count("calls")?,
-                    errors: count("errors")?,
-                    client_errors: count("client_errors")?,
-                    bytes_in: count("bytes_in")?,
-                    bytes_out: count("bytes_out")?,
-                    latency_ms: [
-                        ms(r.try_get("p50")?),
-                        ms(r.try_get("p95")?),
-                        ms(r.try_get("p99")?),
-                    ],
-                },
-            );
+        let mut buckets: BTreeMap<i64, BucketRow> = BTreeMap::new();
+        match rollup::series_source(q.bucket, f) {
+            Source::Rollup(r) => {
+                let mut sql = format!(
+                    "SELECT t, calls, errors, client_errors, bytes_in, bytes_out, latency \
+                     FROM {} WHERE t >= ? AND t < ?",
+                    r.table
+                );
+                push_filter(&mut sql, f, "status_class");
+                let query = bind_filter(
+                    sqlx::query(AssertSqlSafe(sql))
+                        .bind(q.from_ms)
+                        .bind(q.to_ms),
+                    f,
+                );
+                for row in query.fetch_all(&self.pool).await? {
+                    let mut latency = LatencyHistogram::default();
+                    latency
+                        .merge_json(row.try_get("latency")?)
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                    buckets
+                        .entry(row.try_get("t")?)
+                        .or_default()
+                        .merge(&BucketRow {
+                            latency,
+                            ..counts(
+                                &row,
+                                ["calls", "errors", "client_errors", "bytes_in", "bytes_out"],
+                            )?
+                        });
+                }
+            }
+            Source::Raw => {
+                // One row per bucket and distinct latency, bucketed here.
+                let mut sql = String::from(
+                    "SELECT (timestamp_ms / ?) * ? AS b, latency_us, COUNT(*) AS calls, \
+                     SUM(status >= 500) AS errors, SUM(status >= 400 AND status < 500) AS client_errors, \
+                     SUM(bytes_in) AS bytes_in, SUM(bytes_out) AS bytes_out \
+                     FROM usage_events WHERE timestamp_ms >= ? AND timestamp_ms < ?",
+                );
+                push_filter(&mut sql, f, "status / 100");
+                sql.push_str(" GROUP BY b, latency_us");
+                let width = q.bucket.millis();
+                let query = bind_filter(
+                    sqlx::query(AssertSqlSafe(sql))
+                        .bind(width)
+                        .bind(width)
+                        .bind(q.from_ms)
+                        .bind(q.to_ms),
+                    f,
+                );
+                for row in query.fetch_all(&self.pool).await? {
+                    let mut r = counts(
+                        &row,
+                        ["calls", "errors", "client_errors", "bytes_in", "bytes_out"],
+                    )?;
+                    let latency_us = row
+                        .try_get::<i64, _>("latency_us")?
+                        .clamp(0, i64::from(u32::MAX));
+                    r.latency.add(latency::bucket(latency_us as u32), r.calls);
+                    buckets.entry(row.try_get("b")?).or_default().merge(&r);
+                }
+            }
         }
-        Ok(crate::query::TimeSeries::fill(q, &buckets))
+        Ok(TimeSeries::fill(q, buckets))
     }
 }
 
+/// The five counts of a row, by column name.
+fn counts(row: &SqliteRow, columns: [&str; 5]) -> Result<BucketRow, sqlx::Error> {
+    let count = |c: &str| row.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
+    Ok(BucketRow {
+        calls: count(columns[0])?,
+        errors: count(columns[1])?,
+        client_errors: count(columns[2])?,
+        bytes_in: count(columns[3])?,
+        bytes_out: count(columns[4])?,
+        latency: LatencyHistogram::default(),
+    })
+}
+
+/// Appends the filter's conditions (fixed text; values bound by [`bind_filter`]).
+fn push_filter(sql: &mut String, f: &UsageFilter, status_class: &'static str) {
+    for (column, _) in rollup::conditions(f, status_class) {
+        sql.push_str(" AND ");
+        sql.push_str(column);
+        sql.push_str(" = ?");
+    }
+    if f.quota_counted {
+        sql.push_str(" AND ");
+        sql.push_str(rollup::QUOTA_COUNTED);
+    }
+}
+
+/// Binds the values of the conditions [`push_filter`] wrote.
+fn bind_filter<'q>(
+    mut query: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
+    f: &'q UsageFilter,
+) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
+    for (_, value) in rollup::conditions(f, "") {
+        query = match value {
+            FilterValue::Text(v) => query.bind(v),
+            FilterValue::Class(c) => query.bind(i64::from(c)),
+        };
+    }
+    query
+}
+
 impl EmbeddedStore {
-    /// The busiest APIs, routes, apps, developers, plans or status classes.
-    pub async fn top(
-        &self,
-        q: &crate::query::TopQuery,
-    ) -> Result<crate::query::TopList, UsageError> {
+    /// The busiest APIs, routes, apps, developers, plans or status classes:
+    /// whole days from a day rollup, ragged hours from an hour rollup (see
+    /// [`crate::rollup::top_pieces`]), or the raw events.
+    pub async fn top(&self, q: &TopQuery) -> Result<TopList, UsageError> {
+        self.fold().await?;
         let f = &q.filter;
-        // SQLite divides integers as integers.
-        let column = q.dimension.column().unwrap_or("status / 100");
-        // The column is fixed text chosen by the dimension; values are bound.
+        let pieces = rollup::top_pieces(q.from_ms, q.to_ms, q.dimension, f);
+        // Fixed SQL fragments only (the column is chosen by the dimension);
+        // every value is bound, piece by piece.
+        let parts: Vec<String> = pieces
+            .iter()
+            .map(|p| {
+                let mut sql = match p.source {
+                    Source::Raw => format!(
+                        "SELECT CAST({} AS TEXT) AS key, COUNT(*) AS n, SUM(status >= 500) AS e, \
+                         SUM(status >= 400 AND status < 500) AS ce, SUM(bytes_out) AS bo \
+                         FROM usage_events WHERE timestamp_ms >= ? AND timestamp_ms < ?",
+                        // SQLite divides integers as integers.
+                        q.dimension.column().unwrap_or("status / 100")
+                    ),
+                    Source::Rollup(r) => format!(
+                        "SELECT CAST({} AS TEXT) AS key, SUM(calls) AS n, SUM(errors) AS e, \
+                         SUM(client_errors) AS ce, SUM(bytes_out) AS bo \
+                         FROM {} WHERE t >= ? AND t < ?",
+                        q.dimension.column().unwrap_or("status_class"),
+                        r.table
+                    ),
+                };
+                let status_class = if p.source == Source::Raw {
+                    "status / 100"
+                } else {
+                    "status_class"
+                };
+                push_filter(&mut sql, f, status_class);
+                sql.push_str(" GROUP BY key");
+                sql
+            })
+            .collect();
         let sql = format!(
-            "SELECT CAST({column} AS TEXT) AS key, COUNT(*) AS calls, SUM(status >= 500) AS errors,
-                    SUM(status >= 400 AND status < 500) AS client_errors, SUM(bytes_out) AS bytes_out
-             FROM usage_events
-             WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2
-               AND (?3 IS NULL OR api_slug = ?3) AND (?4 IS NULL OR app_id = ?4)
-               AND (?5 IS NULL OR plan_id = ?5) AND (?6 IS NULL OR developer_id = ?6)
-               AND (?7 IS NULL OR status / 100 = ?7) AND (?9 IS NULL OR subscription_id = ?9)
-               AND (?10 IS NULL OR key_prefix = ?10)
-               AND (?11 = 0 OR error_code NOT IN ('rate_limited', 'rate_limiter_unavailable', 'quota_exceeded'))
-             GROUP BY key ORDER BY calls DESC, key LIMIT ?8"
+            "SELECT key, SUM(n) AS calls, SUM(e) AS errors, SUM(ce) AS client_errors, SUM(bo) AS bytes_out \
+             FROM ({}) GROUP BY key ORDER BY calls DESC, key LIMIT ?",
+            parts.join(" UNION ALL ")
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(q.from_ms)
-            .bind(q.to_ms)
-            .bind(f.api.as_deref())
-            .bind(f.app.as_deref())
-            .bind(f.plan.as_deref())
-            .bind(f.developer.as_deref())
-            .bind(f.status_class.map(i64::from))
-            .bind(i64::from(q.limit))
-            .bind(f.subscription.as_deref())
-            .bind(f.key.as_deref())
-            .bind(f.quota_counted)
-            .fetch_all(&self.pool)
-            .await?;
-        let count =
-            |r: &sqlx::sqlite::SqliteRow, c: &str| r.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for p in &pieces {
+            query = bind_filter(query.bind(p.from_ms).bind(p.to_ms), f);
+        }
+        let rows = query.bind(i64::from(q.limit)).fetch_all(&self.pool).await?;
         let rows = rows
             .iter()
             .map(|r| {
+                let c = counts(
+                    r,
+                    ["calls", "errors", "client_errors", "calls", "bytes_out"],
+                )?;
                 Ok((
                     r.try_get::<Option<String>, _>("key")?.unwrap_or_default(),
-                    count(r, "calls")?,
-                    count(r, "errors")?,
-                    count(r, "client_errors")?,
-                    count(r, "bytes_out")?,
+                    c.calls,
+                    c.errors,
+                    c.client_errors,
+                    c.bytes_out,
                 ))
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        Ok(crate::query::TopList::assemble(
-            q.dimension,
-            rows.into_iter(),
-        ))
+        Ok(TopList::assemble(q.dimension, rows.into_iter()))
     }
 }
 
@@ -327,6 +505,304 @@ impl EmbeddedStore {
             .await?;
         Ok(done.rows_affected())
     }
+
+    /// Deletes the rollup rows whose bucket ends at or before `cutoff_ms`;
+    /// returns how many.
+    pub async fn delete_rollups_before(&self, cutoff_ms: i64) -> Result<u64, UsageError> {
+        // Queued events first, so none is folded into a bucket after it went.
+        self.fold().await?;
+        let mut deleted = 0;
+        for r in ROLLUPS {
+            // The table name comes from the fixed list of rollups.
+            let done = sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {} WHERE t <= ?1",
+                r.table
+            )))
+            .bind(cutoff_ms - r.grain.millis())
+            .execute(&self.pool)
+            .await?;
+            deleted += done.rows_affected();
+        }
+        Ok(deleted)
+    }
+}
+
+/// Inserts the events not stored yet; returns how many were inserted.
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    events: &[UsageEvent],
+) -> Result<u64, UsageError> {
+    let mut inserted = 0;
+    let mut rest = events;
+    for rows in statement_rows(events.len()) {
+        let (chunk, after) = rest.split_at(rows);
+        rest = after;
+        let mut args = SqliteArguments::default();
+        args.reserve(rows * COLUMNS, 0);
+        for e in chunk {
+            bind_event(&mut args, e).map_err(sqlx::Error::Encode)?;
+        }
+        inserted += sqlx::query_with(AssertSqlSafe(insert_sql(rows)), args)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    }
+    Ok(inserted)
+}
+
+/// A rollup row's key: bucket start (ms), texts in the shape's column order,
+/// status class.
+type RollupKey = (i64, Vec<Text>, u8);
+
+/// A rollup row's numbers.
+#[derive(Default)]
+struct RollupRow {
+    counts: BucketRow,
+    overage_calls: u64,
+}
+
+/// The text an event holds for a rollup key column.
+fn key_text<'e>(e: &'e UsageEvent, column: &str) -> &'e Text {
+    match column {
+        "api_slug" => &e.api_slug,
+        "route" => &e.route,
+        "app_id" => &e.app_id,
+        "developer_id" => &e.developer_id,
+        "plan_id" => &e.plan_id,
+        _ => &e.subscription_id,
+    }
+}
+
+/// Queued events are folded into the rollups once this many are waiting
+/// (a minute at 10,000 calls/s)...
+const FOLD_EVENTS: i64 = 600_000;
+/// ...or once the oldest has waited this long (ms).
+const FOLD_AFTER_MS: i64 = 60_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Queues the events for the rollups: one row per record of the spool's
+/// encoding (up to 1,024 events each).
+async fn queue_for_rollups(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    events: &[UsageEvent],
+) -> Result<(), UsageError> {
+    let mut encoder = crate::record::RecordEncoder::new();
+    let mut record = Vec::new();
+    let now = now_ms();
+    let mut rest = events;
+    while !rest.is_empty() {
+        let mut n = 0;
+        while n < rest.len() && !encoder.is_full() {
+            encoder.push(&rest[n]);
+            n += 1;
+        }
+        encoder.finish(&mut record);
+        sqlx::query(
+            "INSERT INTO usage_rollup_pending (written_ms, events, record) VALUES (?1, ?2, ?3)",
+        )
+        .bind(now)
+        .bind(n as i64)
+        .bind(record.as_slice())
+        .execute(&mut **tx)
+        .await?;
+        rest = &rest[n..];
+    }
+    Ok(())
+}
+
+/// Adds the events to every rollup (used by the backfill).
+async fn write_rollups(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    events: &[UsageEvent],
+) -> Result<(), UsageError> {
+    let mut sums = RollupSums::default();
+    sums.add(events);
+    sums.write(tx).await
+}
+
+/// Events summed per rollup table and key in memory, to be written with a few
+/// multi-row upserts per table.
+#[derive(Default)]
+struct RollupSums {
+    tables: [HashMap<RollupKey, RollupRow>; ROLLUPS.len()],
+}
+
+impl RollupSums {
+    /// Adds the events to the sums of every table.
+    fn add(&mut self, events: &[UsageEvent]) {
+        for (r, rows) in ROLLUPS.iter().zip(self.tables.iter_mut()) {
+            let texts = &r.shape.columns()[..r.shape.columns().len() - 1];
+            let width = r.grain.millis();
+            for e in events {
+                let t = (e.timestamp_ms as i64).div_euclid(width) * width;
+                let key = (
+                    t,
+                    texts.iter().map(|c| key_text(e, c).clone()).collect(),
+                    (e.status / 100) as u8,
+                );
+                let row = rows.entry(key).or_default();
+                row.counts.calls += 1;
+                row.counts.errors += u64::from(e.status >= 500);
+                row.counts.client_errors += u64::from((400..500).contains(&e.status));
+                row.counts.bytes_in += e.bytes_in;
+                row.counts.bytes_out += e.bytes_out;
+                row.counts.latency.record(e.latency_us);
+                row.overage_calls += u64::from(e.overage);
+            }
+        }
+    }
+
+    /// Adds the sums to the stored rows.
+    async fn write(self, tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), UsageError> {
+        for (index, rows) in self.tables.into_iter().enumerate() {
+            let r = ROLLUPS[index];
+            let texts = &r.shape.columns()[..r.shape.columns().len() - 1];
+            let mut rows: Vec<(RollupKey, RollupRow)> = rows.into_iter().collect();
+            let count = rows.len();
+            let mut rest = &mut rows[..];
+            for n in statement_rows(count) {
+                let (chunk, after) = rest.split_at_mut(n);
+                rest = after;
+                // The stored histograms of these keys, merged here: one lookup
+                // statement per chunk, then the upsert writes the sum.
+                let mut args = SqliteArguments::default();
+                for ((t, texts, class), _) in chunk.iter() {
+                    bind_rollup_key(&mut args, *t, texts, *class).map_err(sqlx::Error::Encode)?;
+                }
+                let stored = sqlx::query_with(AssertSqlSafe(lookup_sql(index, n)), args)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                if !stored.is_empty() {
+                    let mut by_key: HashMap<(i64, Vec<&str>, i64), &str> = HashMap::new();
+                    let n_texts = texts.len();
+                    for r in &stored {
+                        by_key.insert(
+                            (
+                                r.try_get(0)?,
+                                texts_of(r, n_texts)?,
+                                r.try_get(n_texts + 1)?,
+                            ),
+                            r.try_get(n_texts + 2)?,
+                        );
+                    }
+                    for ((t, texts, class), row) in chunk.iter_mut() {
+                        let key = (*t, texts.iter().map(|t| &**t).collect(), i64::from(*class));
+                        if let Some(json) = by_key.get(&key) {
+                            row.counts
+                                .latency
+                                .merge_json(json)
+                                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                        }
+                    }
+                }
+                let mut args = SqliteArguments::default();
+                for ((t, texts, class), row) in chunk {
+                    bind_rollup_row(&mut args, *t, texts, *class, row)
+                        .map_err(sqlx::Error::Encode)?;
+                }
+                sqlx::query_with(AssertSqlSafe(upsert_sql(index, n)), args)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The key texts of a looked-up rollup row (columns 1..=n).
+fn texts_of(r: &SqliteRow, n: usize) -> Result<Vec<&str>, sqlx::Error> {
+    (1..=n).map(|i| r.try_get::<&str, _>(i)).collect()
+}
+
+fn bind_rollup_key(
+    args: &mut SqliteArguments,
+    t: i64,
+    texts: &[Text],
+    class: u8,
+) -> Result<(), sqlx::error::BoxDynError> {
+    args.add(t)?;
+    for text in texts {
+        args.add(text.clone())?;
+    }
+    args.add(i64::from(class))?;
+    Ok(())
+}
+
+/// The lookup of the stored histograms of `rows` keys in the rollup
+/// `ROLLUPS[index]`, built once.
+fn lookup_sql(index: usize, rows: usize) -> Arc<str> {
+    static SQL: [[OnceLock<Arc<str>>; 10]; ROLLUPS.len()] =
+        [const { [const { OnceLock::new() }; 10] }; ROLLUPS.len()];
+    SQL[index][rows.trailing_zeros() as usize]
+        .get_or_init(|| {
+            let r = ROLLUPS[index];
+            let key = r.shape.columns().join(", ");
+            let values = format!("({})", vec!["?"; r.shape.columns().len() + 1].join(","));
+            Arc::from(format!(
+                "SELECT t, {key}, latency FROM {table} WHERE (t, {key}) IN (VALUES {values})",
+                table = r.table,
+                values = vec![values; rows].join(","),
+            ))
+        })
+        .clone()
+}
+
+fn bind_rollup_row(
+    args: &mut SqliteArguments,
+    t: i64,
+    texts: &[Text],
+    class: u8,
+    row: &RollupRow,
+) -> Result<(), sqlx::error::BoxDynError> {
+    args.add(t)?;
+    for text in texts {
+        args.add(text.clone())?;
+    }
+    args.add(i64::from(class))?;
+    let c = &row.counts;
+    for n in [
+        c.calls,
+        c.errors,
+        c.client_errors,
+        c.bytes_in,
+        c.bytes_out,
+        row.overage_calls,
+    ] {
+        args.add(n as i64)?;
+    }
+    args.add(c.latency.to_json())?;
+    Ok(())
+}
+
+/// The upsert of `rows` rows (a power of two up to [`ROWS_PER_STATEMENT`])
+/// into the rollup `ROLLUPS[index]`, built once: counts add up; the latency
+/// histogram was merged with the stored one already.
+fn upsert_sql(index: usize, rows: usize) -> Arc<str> {
+    static SQL: [[OnceLock<Arc<str>>; 10]; ROLLUPS.len()] =
+        [const { [const { OnceLock::new() }; 10] }; ROLLUPS.len()];
+    debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_STATEMENT);
+    SQL[index][rows.trailing_zeros() as usize]
+        .get_or_init(|| {
+            let r = ROLLUPS[index];
+            let key = r.shape.columns().join(", ");
+            let values = format!("({})", vec!["?"; r.shape.columns().len() + 8].join(","));
+            Arc::from(format!(
+                "INSERT INTO {table} (t, {key}, calls, errors, client_errors, bytes_in, bytes_out, \
+                 overage_calls, latency) VALUES {values} \
+                 ON CONFLICT (t, {key}) DO UPDATE SET calls = calls + excluded.calls, \
+                 errors = errors + excluded.errors, client_errors = client_errors + excluded.client_errors, \
+                 bytes_in = bytes_in + excluded.bytes_in, bytes_out = bytes_out + excluded.bytes_out, \
+                 overage_calls = overage_calls + excluded.overage_calls, latency = excluded.latency",
+                table = r.table,
+                values = vec![values; rows].join(","),
+            ))
+        })
+        .clone()
 }
 
 /// Binds one event's columns. Texts are shared with the event, not copied.

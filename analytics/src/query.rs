@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::UsageError;
+use crate::latency::LatencyHistogram;
 
 /// Longest range one summary may cover.
 const MAX_RANGE_DAYS: i64 = 366;
@@ -340,19 +341,32 @@ pub struct SeriesPoint {
     pub bytes_in: u64,
     /// Response body bytes.
     pub bytes_out: u64,
-    /// Latency percentiles (0 in empty buckets).
+    /// Latency percentiles (0 in empty buckets): nearest rank, within 1/64 of
+    /// the exact value (see [`crate::latency`]).
     pub latency_ms: LatencyMs,
 }
 
 /// A bucket's numbers as a store returns them, keyed by bucket start (ms).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct BucketRow {
     pub calls: u64,
     pub errors: u64,
     pub client_errors: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    pub latency_ms: [f64; 3],
+    pub latency: LatencyHistogram,
+}
+
+impl BucketRow {
+    /// Adds another row's numbers (of the same bucket).
+    pub(crate) fn merge(&mut self, other: &Self) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.client_errors += other.client_errors;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.latency.merge(&other.latency);
+    }
 }
 
 /// A time series, every bucket of the range present.
@@ -365,13 +379,15 @@ pub struct TimeSeries {
 }
 
 impl TimeSeries {
-    /// Every bucket of the query's range, zero where the store had nothing.
-    pub(crate) fn fill(q: &TimeSeriesQuery, rows: &BTreeMap<i64, BucketRow>) -> Self {
+    /// Every bucket of the query's range, zero where the store had nothing;
+    /// latency percentiles from each bucket's histogram.
+    pub(crate) fn fill(q: &TimeSeriesQuery, mut rows: BTreeMap<i64, BucketRow>) -> Self {
         let width = q.bucket.millis();
         let points = (0..(q.to_ms - q.from_ms) / width)
             .map(|i| {
                 let t = q.from_ms + i * width;
-                let r = rows.get(&t).copied().unwrap_or_default();
+                let r = rows.remove(&t).unwrap_or_default();
+                let [p50, p95, p99] = r.latency.percentiles_ms([50, 95, 99]);
                 SeriesPoint {
                     t: DateTime::<Utc>::from_timestamp_millis(t)
                         .unwrap_or_default()
@@ -381,11 +397,7 @@ impl TimeSeries {
                     client_errors: r.client_errors,
                     bytes_in: r.bytes_in,
                     bytes_out: r.bytes_out,
-                    latency_ms: LatencyMs {
-                        p50: r.latency_ms[0],
-                        p95: r.latency_ms[1],
-                        p99: r.latency_ms[2],
-                    },
+                    latency_ms: LatencyMs { p50, p95, p99 },
                 }
             })
             .collect();
@@ -413,7 +425,7 @@ pub enum Dimension {
     Developer,
     /// Plans, by id.
     Plan,
-    /// Status codes (ClickHouse rollups keep classes, so `2xx`, `4xx`, …).
+    /// Status classes (`2xx`, `4xx`, …).
     StatusClass,
 }
 

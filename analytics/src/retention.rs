@@ -3,7 +3,8 @@
 //! ClickHouse drops whole monthly partitions (cheap, no rewrite), so a month goes
 //! once every day of it is older than the cut-off: data lives between the
 //! configured days and a month longer. Raw events and the rollups have their own
-//! cut-offs. The embedded store deletes the raw events older than the cut-off.
+//! cut-offs. The embedded store deletes the raw events older than the raw
+//! cut-off and the rollup rows whose bucket ended before the rollup cut-off.
 //! Dropping is idempotent, so every process may run it.
 
 use std::time::Duration;
@@ -22,7 +23,7 @@ pub const INTERVAL: Duration = Duration::from_secs(6 * 3600);
 pub struct RetentionPolicy {
     /// Days of raw events.
     pub raw_days: u32,
-    /// Days of rollups (ClickHouse).
+    /// Days of rollups.
     pub rollup_days: u32,
 }
 
@@ -33,6 +34,8 @@ pub struct RetentionReport {
     pub partitions_dropped: Vec<String>,
     /// Raw events deleted (embedded store).
     pub events_deleted: u64,
+    /// Rollup rows deleted (embedded store).
+    pub rollup_rows_deleted: u64,
 }
 
 /// The first month (as `YYYYMM`) that may still hold data newer than
@@ -59,6 +62,9 @@ impl UsageStore {
             Self::Embedded(s) => Ok(RetentionReport {
                 partitions_dropped: Vec::new(),
                 events_deleted: s.delete_before(cutoff_ms(now_ms, policy.raw_days)).await?,
+                rollup_rows_deleted: s
+                    .delete_rollups_before(cutoff_ms(now_ms, policy.rollup_days))
+                    .await?,
             }),
             Self::ClickHouse(s) => s.apply_retention(now_ms, policy).await,
         }
@@ -74,10 +80,11 @@ pub async fn run(store: UsageStore, policy: RetentionPolicy) {
             .apply_retention(Utc::now().timestamp_millis(), policy)
             .await
         {
-            Ok(r) if r.partitions_dropped.is_empty() && r.events_deleted == 0 => {}
+            Ok(r) if r == RetentionReport::default() => {}
             Ok(r) => tracing::info!(
                 partitions = ?r.partitions_dropped,
                 events = r.events_deleted,
+                rollup_rows = r.rollup_rows_deleted,
                 "usage retention removed old data"
             ),
             Err(e) => tracing::warn!(error = %e, "usage retention failed; trying again later"),

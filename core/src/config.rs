@@ -175,7 +175,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         key: "usage_rollup_retention_days",
         env: "TOLLGATE_USAGE_ROLLUP_RETENTION_DAYS",
         default: "1100",
-        doc: "Days the ClickHouse minute and hour rollups are kept (whole monthly partitions).",
+        doc: "Days the usage rollups are kept (ClickHouse: whole monthly partitions; embedded store: rows whose bucket ended before the cut-off).",
     },
     SettingSpec {
         key: "node_name",

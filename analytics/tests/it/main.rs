@@ -227,8 +227,143 @@ async fn embedded_replay_does_not_double_count() {
         store.insert(&batch).await.unwrap();
         store.insert(&batch).await.unwrap();
         assert_eq!(store.summary(&day()).await.unwrap().total_calls, 50);
+        // A batch half stored before, with one event twice: the rollups count
+        // each new event once.
+        let mut mixed = batch[25..].to_vec();
+        mixed.extend((50..75).map(|i| event(i, "weather", 200, 1000)));
+        mixed.push(mixed[40].clone());
+        store.insert(&mixed).await.unwrap();
+        assert_eq!(store.summary(&day()).await.unwrap().total_calls, 75);
+        assert_eq!(daily_calls(&store).await, [75]);
     })
     .await;
+}
+
+/// Calls of 2026-01-01 from the daily series (the rollups).
+async fn daily_calls(store: &UsageStore) -> Vec<u64> {
+    let q = tollgate_analytics::TimeSeriesQuery::parse(tollgate_analytics::TimeSeriesParams {
+        from: Some("2026-01-01T00:00:00Z"),
+        to: Some("2026-01-02T00:00:00Z"),
+        bucket: Some("day"),
+        ..Default::default()
+    })
+    .unwrap();
+    let series = store.time_series(&q).await.unwrap();
+    series.points.iter().map(|p| p.calls).collect()
+}
+
+#[tokio::test]
+async fn embedded_rollups_backfill_on_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let store = tollgate_analytics::embedded::EmbeddedStore::open(&path)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let events: Vec<_> = (0..120)
+        .map(|i| event(i * 700, "weather", 200, 1000 + i as u32))
+        .collect();
+    store.insert(&events).await.unwrap();
+    let store = UsageStore::Embedded(store);
+    let before = daily_calls(&store).await;
+    assert_eq!(before, [120]);
+    // A store written before the rollups existed: events only, and the
+    // migration's marker.
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    for table in [
+        "usage_api_minute",
+        "usage_api_hour",
+        "usage_api_day",
+        "usage_app_day",
+        "usage_customer_hour",
+        "usage_customer_day",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+            .execute(&db)
+            .await
+            .unwrap();
+    }
+    sqlx::query("INSERT INTO usage_rollup_backfill (pending) VALUES (1)")
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(daily_calls(&store).await, [0]);
+    store.migrate().await.unwrap();
+    let q = tollgate_analytics::TimeSeriesQuery::parse(tollgate_analytics::TimeSeriesParams {
+        from: Some("2026-01-01T00:00:00Z"),
+        to: Some("2026-01-02T00:00:00Z"),
+        bucket: Some("hour"),
+        ..Default::default()
+    })
+    .unwrap();
+    let hours = store.time_series(&q).await.unwrap();
+    let expected: Vec<u64> = (0..24u64)
+        .map(|h| {
+            events
+                .iter()
+                .filter(|e| (e.timestamp_ms - T0) / 3_600_000 == h)
+                .count() as u64
+        })
+        .collect();
+    assert_eq!(
+        hours.points.iter().map(|p| p.calls).collect::<Vec<_>>(),
+        expected
+    );
+    // Once: migrating again adds nothing.
+    store.migrate().await.unwrap();
+    assert_eq!(daily_calls(&store).await, [120]);
+}
+
+/// Rows waiting in the embedded store's rollup queue.
+async fn queued(path: &std::path::Path) -> i64 {
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT COALESCE(SUM(events), 0) FROM usage_rollup_pending")
+        .fetch_one(&db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn embedded_queued_events_survive_a_restart_and_are_folded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let open = || async {
+        let store = tollgate_analytics::embedded::EmbeddedStore::open(&path)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    };
+    let store = open().await;
+    // 3,000 events: more than one queued record (1,024 events each).
+    let events: Vec<_> = (0..3000)
+        .map(|i| event(i, "weather", if i % 10 == 0 { 500 } else { 200 }, 1000))
+        .collect();
+    store.insert(&events[..2000]).await.unwrap();
+    // Replayed in part: only the new events are queued.
+    store.insert(&events[1000..]).await.unwrap();
+    assert_eq!(queued(&path).await, 3000, "queued, not yet folded");
+    // The process stops without folding; the next one finds them queued.
+    drop(store);
+    let store = UsageStore::Embedded(open().await);
+    assert_eq!(daily_calls(&store).await, [3000]);
+    assert_eq!(queued(&path).await, 0, "a query folds the queue");
+    let q = tollgate_analytics::TimeSeriesQuery::parse(tollgate_analytics::TimeSeriesParams {
+        from: Some("2026-01-01T00:00:00Z"),
+        to: Some("2026-01-01T01:00:00Z"),
+        bucket: Some("hour"),
+        ..Default::default()
+    })
+    .unwrap();
+    let hour = store.time_series(&q).await.unwrap();
+    assert_eq!(hour.points[0].calls, 3000);
+    assert_eq!(hour.points[0].errors, 300);
+    // Folding again (a second query) adds nothing.
+    assert_eq!(daily_calls(&store).await, [3000]);
 }
 
 #[tokio::test]

@@ -55,23 +55,7 @@ async fn old_usage_goes(store: UsageStore) {
         UsageStore::ClickHouse(_) => {
             assert_eq!(report.partitions_dropped, ["usage_events:202601"]);
             // The rollups still hold January (their own, longer retention).
-            let q =
-                tollgate_analytics::TimeSeriesQuery::parse(tollgate_analytics::TimeSeriesParams {
-                    from: Some("2026-01-01T00:00:00Z"),
-                    to: Some("2026-02-01T00:00:00Z"),
-                    bucket: Some("day"),
-                    ..Default::default()
-                })
-                .unwrap();
-            let jan: u64 = store
-                .time_series(&q)
-                .await
-                .unwrap()
-                .points
-                .iter()
-                .map(|p| p.calls)
-                .sum();
-            assert_eq!(jan, 10);
+            assert_eq!(january_calls(&store).await, 10);
             let both = RetentionPolicy {
                 raw_days: 30,
                 rollup_days: 30,
@@ -79,17 +63,72 @@ async fn old_usage_goes(store: UsageStore) {
             let report = store.apply_retention(APR_15, both).await.unwrap();
             assert_eq!(
                 report.partitions_dropped,
-                ["usage_hour:202601", "usage_minute:202601"]
+                [
+                    "usage_api_day:202601",
+                    "usage_api_hour:202601",
+                    "usage_api_minute:202601",
+                    "usage_app_day:202601",
+                    "usage_customer_day:202601",
+                    "usage_customer_hour:202601"
+                ]
+            );
+            assert_eq!(january_calls(&store).await, 0);
+            assert_eq!(march_calls(&store).await, 10);
+        }
+        UsageStore::Embedded(_) => {
+            assert_eq!(report.events_deleted, 10);
+            assert_eq!(report.rollup_rows_deleted, 0);
+            // The rollups still hold January (their own, longer retention)...
+            assert_eq!(january_calls(&store).await, 10);
+            // ... until their retention comes: 10 calls in one minute, hour
+            // and day, by API, app and customer: one row in each of six tables.
+            let both = RetentionPolicy {
+                raw_days: 30,
+                rollup_days: 30,
+            };
+            let report = store.apply_retention(APR_15, both).await.unwrap();
+            assert_eq!(report.rollup_rows_deleted, 6);
+            assert_eq!(january_calls(&store).await, 0);
+            assert_eq!(
+                march_calls(&store).await,
+                10,
+                "March's rollups stay (they end after the cut-off)"
             );
         }
-        UsageStore::Embedded(_) => assert_eq!(report.events_deleted, 10),
     }
     // Running again finds nothing more to remove.
     let report = store.apply_retention(APR_15, month).await.unwrap();
-    assert!(
-        report.partitions_dropped.is_empty() && report.events_deleted == 0,
-        "{report:?}"
+    assert_eq!(
+        report,
+        tollgate_analytics::retention::RetentionReport::default()
     );
+}
+
+/// Calls of a daily series over `[from, to)`, from the rollups.
+async fn daily_calls(store: &UsageStore, from: &str, to: &str) -> u64 {
+    let q = tollgate_analytics::TimeSeriesQuery::parse(tollgate_analytics::TimeSeriesParams {
+        from: Some(from),
+        to: Some(to),
+        bucket: Some("day"),
+        ..Default::default()
+    })
+    .unwrap();
+    store
+        .time_series(&q)
+        .await
+        .unwrap()
+        .points
+        .iter()
+        .map(|p| p.calls)
+        .sum()
+}
+
+async fn january_calls(store: &UsageStore) -> u64 {
+    daily_calls(store, "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z").await
+}
+
+async fn march_calls(store: &UsageStore) -> u64 {
+    daily_calls(store, "2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z").await
 }
 
 #[tokio::test]
