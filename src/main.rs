@@ -199,6 +199,7 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<()> {
     }
 
     let running = app::start(settings, mode, store, usage).await?;
+    let stop = shutdown_signal();
     println!("Tollgate {} is running.", env!("CARGO_PKG_VERSION"));
     for line in running.banner(settings) {
         println!("  {line}");
@@ -222,7 +223,7 @@ async fn run(command: Command, settings: &mut Settings) -> anyhow::Result<()> {
     }
     println!("Press Ctrl-C to stop.");
 
-    wait_for_signal().await;
+    stop.await;
     eprintln!("Shutting down: finishing calls in flight and writing usage...");
     if let Some((_, f)) = file_follower {
         f.abort();
@@ -338,24 +339,33 @@ fn backend_name(store: &tollgate_core::Store) -> &'static str {
     }
 }
 
-async fn wait_for_signal() {
+/// Listens for Ctrl-C and SIGTERM from now on (before the banner tells
+/// anyone the process is up, so an early SIGTERM still shuts down cleanly)
+/// and returns a future that ends at the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (term, interrupt) {
+                (Ok(mut term), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
