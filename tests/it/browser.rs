@@ -12,6 +12,7 @@ use tollgate_testkit::oidc::{OidcProvider, Person};
 use tollgate_testkit::smtp::SmtpSink;
 
 use crate::on_both_stacks;
+use crate::portal_support::link_in;
 use crate::support::{Stack, TestApp, test_settings};
 
 const PASSWORD: &str = "correct horse battery";
@@ -21,17 +22,6 @@ fn stack_name(stack: Stack) -> &'static str {
         Stack::Embedded => "embedded",
         Stack::Scaled => "scaled",
     }
-}
-
-/// The link in a mail whose path starts with `prefix`.
-fn link_in(mail: &str, prefix: &str) -> String {
-    let text = mail.replace("=\r\n", "");
-    let at = text
-        .find(prefix)
-        .unwrap_or_else(|| panic!("no {prefix} link in {text}"));
-    let start = text[..at].rfind("http").unwrap();
-    let end = at + text[at..].find(char::is_whitespace).unwrap();
-    text[start..end].to_owned()
 }
 
 /// A small API with an OpenAPI document and a free plan, as an admin would

@@ -3,7 +3,7 @@
 //! throttling, password reset and change, e-mail change, session cookies.
 
 use crate::on_both_stacks;
-use crate::portal_support::{Browser, Outbox, execute_sql};
+use crate::portal_support::{Browser, Outbox, execute_sql, link_in};
 use crate::support::{Stack, TestApp, test_settings};
 
 const PASSWORD: &str = "correct horse battery";
@@ -864,11 +864,7 @@ async fn mail_over_smtp(stack: Stack) {
         mail.data
             .contains("Subject: Confirm your e-mail address for Tollgate")
     );
-    let text = mail.data.replace("=\r\n", "");
-    let at = text.find("/verify-email/").unwrap();
-    let start = text[..at].rfind("http").unwrap();
-    let end = at + text[at..].find(char::is_whitespace).unwrap();
-    let r = b.get(&text[start..end]).await;
+    let r = b.get(&link_in(&mail.data, "/verify-email/")).await;
     assert_eq!(
         (r.status, r.location()),
         (303, "/apps?notice=welcome"),

@@ -192,14 +192,20 @@ pub struct Mail {
 impl Mail {
     /// The first link whose path starts with `prefix`.
     pub fn link(&self, prefix: &str) -> String {
-        let at = self
-            .text
-            .find(prefix)
-            .unwrap_or_else(|| panic!("no {prefix} link in {}", self.text));
-        let start = self.text[..at].rfind("http").unwrap();
-        let end = at + self.text[at..].find(|c: char| c.is_whitespace()).unwrap();
-        self.text[start..end].to_owned()
+        link_in(&self.text, prefix)
     }
+}
+
+/// The first link in a message whose path starts with `prefix`; quoted-printable
+/// soft line breaks (`=` at a line end) are joined first.
+pub fn link_in(message: &str, prefix: &str) -> String {
+    let text = message.replace("=\r\n", "");
+    let at = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix} link in {text}"));
+    let start = text[..at].rfind("http").unwrap();
+    let end = at + text[at..].find(char::is_whitespace).unwrap();
+    text[start..end].to_owned()
 }
 
 /// The portal's outbox folder.
