@@ -108,21 +108,40 @@ impl Chrome {
     /// Clicks the element `css` selects (one step).
     pub async fn click(&mut self, css: &str) {
         self.steps += 1;
-        self.find(css).await.click().await.expect("click");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                // Found on a page that was being replaced: find it again.
+                Err(e) if tokio::time::Instant::now() < deadline && is_stale(&e) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("click {css:?} on {}: {e}", self.url().await),
+            }
+        }
     }
 
     /// Clicks the link whose text is `text` (one step).
     pub async fn click_link(&mut self, text: &str) {
         self.steps += 1;
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::LinkText(text))
-            .await
-            .unwrap_or_else(|e| panic!("no link {text:?}: {e}"))
-            .click()
-            .await
-            .expect("click");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let link = self
+                .client
+                .wait()
+                .at_most(Duration::from_secs(10))
+                .for_element(Locator::LinkText(text))
+                .await
+                .unwrap_or_else(|e| panic!("no link {text:?}: {e}"));
+            match link.click().await {
+                Ok(()) => return,
+                // Found on a page that was being replaced: find it again.
+                Err(e) if tokio::time::Instant::now() < deadline && is_stale(&e) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("click the link {text:?} on {}: {e}", self.url().await),
+            }
+        }
     }
 
     /// Types into the field `css` selects (not a step: part of a form).
@@ -146,9 +165,38 @@ impl Chrome {
         }
     }
 
-    /// The visible text of the element `css` selects.
+    /// The visible text of the element `css` selects. A page that is being
+    /// replaced (after a click or a form) can drop the element between
+    /// finding and reading it: then it is found again on the new page.
     pub async fn text(&self, css: &str) -> String {
-        self.find(css).await.text().await.expect("element text")
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.find(css).await.text().await {
+                Ok(text) => return text,
+                Err(e) if tokio::time::Instant::now() < deadline && is_stale(&e) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("text of {css:?} on {}: {e}", self.url().await),
+            }
+        }
+    }
+
+    /// Waits up to 10 s until the text of the element `css` selects contains
+    /// `needle` (the page a click leads to has loaded); returns that text.
+    pub async fn wait_for_text(&self, css: &str, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.text(css).await;
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {needle:?} in {css:?} on {}, it says: {text}",
+                self.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The current URL.
@@ -200,4 +248,13 @@ impl Chrome {
     pub async fn close(self) {
         let _ = self.client.close().await;
     }
+}
+
+/// Whether a WebDriver error says the element left the page.
+fn is_stale(e: &fantoccini::error::CmdError) -> bool {
+    matches!(
+        e,
+        fantoccini::error::CmdError::Standard(w)
+            if w.error == fantoccini::error::ErrorStatus::StaleElementReference
+    )
 }

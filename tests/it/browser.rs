@@ -97,14 +97,14 @@ async fn journey(stack: Stack) {
     .expect("the verification mail reached the SMTP sink");
     chrome.open(&link_in(&mail.data, "/verify-email/")).await;
     chrome.wait_for_path("/apps").await;
-    assert!(chrome.text("main").await.contains("you are logged in"));
+    chrome.wait_for_text("main", "you are logged in").await;
 
     // 5. An app.
     chrome.type_into("#name", "Weather widget").await;
     chrome
         .click("form[action='/apps'] button[type=submit]")
         .await;
-    assert!(chrome.text("main").await.contains("Weather widget"));
+    chrome.wait_for_text("h1", "Weather widget").await;
     chrome.screenshot(&format!("{name}-04-app")).await;
 
     // 6-7. The catalog, the API's page.
@@ -118,7 +118,7 @@ async fn journey(stack: Stack) {
     chrome
         .click("form[action='/apis/weather/subscribe'] button[type=submit]")
         .await;
-    chrome.wait_for_path("/apis/weather").await;
+    chrome.wait_for_text("main", "Your app is subscribed").await;
 
     // 9. A key for the app: shown once, inside every sample.
     chrome
@@ -166,7 +166,9 @@ async fn journey(stack: Stack) {
 
     // The call shows on the app's usage page.
     chrome.click_link("Apps").await;
+    chrome.wait_for_text("h1", "Your apps").await;
     chrome.click_link("Usage").await;
+    chrome.wait_for_text("h1", "Usage of Weather widget").await;
     let mut used = String::new();
     for _ in 0..50 {
         let main = chrome.text("main").await;
