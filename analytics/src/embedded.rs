@@ -125,7 +125,7 @@ impl EmbeddedStore {
         if pending == 0 {
             return Ok(());
         }
-        let mut after = (i64::MIN, String::new());
+        let mut after = (i64::MIN, Vec::<u8>::new());
         loop {
             let rows = sqlx::query(
                 "SELECT id, timestamp_ms, api_slug, route, status, latency_us, bytes_in, bytes_out, \
@@ -133,7 +133,7 @@ impl EmbeddedStore {
                  WHERE (timestamp_ms, id) > (?1, ?2) ORDER BY timestamp_ms, id LIMIT 50000",
             )
             .bind(after.0)
-            .bind(after.1.as_str())
+            .bind(after.1.as_slice())
             .fetch_all(&mut *tx)
             .await?;
             let Some(last) = rows.last() else { break };
@@ -188,8 +188,10 @@ impl EmbeddedStore {
             if !seen.insert(e.id) {
                 continue;
             }
-            let stored = sqlx::query("SELECT 1 FROM usage_events WHERE id = ?1")
-                .bind(e.id.hyphenated().to_string())
+            let stored =
+                sqlx::query("SELECT 1 FROM usage_events WHERE timestamp_ms = ?1 AND id = ?2")
+                    .bind(e.timestamp_ms as i64)
+                    .bind(e.id.as_bytes().as_slice())
                 .fetch_optional(&mut *tx)
                 .await?;
             if stored.is_none() {
@@ -807,8 +809,7 @@ fn upsert_sql(index: usize, rows: usize) -> Arc<str> {
 
 /// Binds one event's columns. Texts are shared with the event, not copied.
 fn bind_event(args: &mut SqliteArguments, e: &UsageEvent) -> Result<(), sqlx::error::BoxDynError> {
-    let mut id = uuid::Uuid::encode_buffer();
-    args.add(Arc::<str>::from(&*e.id.hyphenated().encode_lower(&mut id)))?;
+    args.add(e.id.as_bytes().to_vec())?;
     args.add(e.timestamp_ms as i64)?;
     for text in [&e.node, &e.api_id, &e.api_slug, &e.route, &e.method] {
         args.add(text.clone())?;

@@ -316,6 +316,66 @@ async fn embedded_rollups_backfill_on_migration() {
     assert_eq!(daily_calls(&store).await, [120]);
 }
 
+#[tokio::test]
+async fn embedded_events_move_to_the_time_ordered_table() {
+    // The schema as it was before 0005, with two events in it (the id as text).
+    let db = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+    for sql in [
+        include_str!("../../../migrations/embedded-usage/0001_usage_events.sql"),
+        include_str!("../../../migrations/embedded-usage/0002_overage.sql"),
+        include_str!("../../../migrations/embedded-usage/0003_query_rollups.sql"),
+        include_str!("../../../migrations/embedded-usage/0004_rollup_pending.sql"),
+    ] {
+        sqlx::raw_sql(sql).execute(&db).await.unwrap();
+    }
+    let ids = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
+    for (i, id) in ids.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO usage_events VALUES (?1, ?2, 'n1', 'api_1', 'weather', '/f', 'GET', 200, \
+             1000, 900, 10, 20, 'app_1', 'tg_live_AAAA', 'dev_1', 'plan_1', 'sub_1', '127.0.0.1', '', ?3)",
+        )
+        .bind(id.hyphenated().to_string())
+        .bind(T0 as i64 + i as i64)
+        .bind(i as i64)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    sqlx::raw_sql(include_str!(
+        "../../../migrations/embedded-usage/0005_events_by_time.sql"
+    ))
+    .execute(&db)
+    .await
+    .unwrap();
+    let rows: Vec<(Vec<u8>, i64, String, i64)> = sqlx::query_as(
+        "SELECT id, timestamp_ms, key_prefix, overage FROM usage_events ORDER BY timestamp_ms",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let expected: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            (
+                id.as_bytes().to_vec(),
+                T0 as i64 + i as i64,
+                "tg_live_AAAA".to_owned(),
+                i as i64,
+            )
+        })
+        .collect();
+    assert_eq!(rows, expected, "every event kept, its id as 16 bytes");
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_events' \
+         AND sql IS NOT NULL ORDER BY name",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(indexes, ["usage_events_api_time", "usage_events_app_time"]);
+}
+
 /// Rows waiting in the embedded store's rollup queue.
 async fn queued(path: &std::path::Path) -> i64 {
     let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
