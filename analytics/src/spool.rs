@@ -16,9 +16,18 @@
 //! a crash, or corruption — and counts the bytes it skips; it is never fatal.
 //! A size cap protects the disk: when the spool is full, appends are refused and
 //! counted, and serving goes on.
+//!
+//! The disk itself may refuse a write (full: ENOSPC; a file size limit: EFBIG;
+//! a failing device: EIO). Records are written straight to the file, not
+//! buffered, so the error belongs to the record being appended: that record
+//! is refused and counted, whatever part of it reached the file is cut off
+//! again, and the segment is sealed and handed over with every record before
+//! it. The next append starts a new segment — there is no failed state to
+//! leave, each append simply tries the disk again. A failed sync seals the
+//! segment too: its records were written, the disk did not confirm them.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,38 +96,45 @@ pub struct SegmentRecords {
     pub skipped_bytes: u64,
 }
 
-/// Why an append was refused.
+/// The disk refused a write or a sync of the spool.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the usage spool: {source}")]
+pub struct WriteError {
+    /// What the disk said.
+    pub source: io::Error,
+    /// The segment being written, sealed because of the failure: it holds the
+    /// records written before, to ship. `None` when no segment was open or it
+    /// held no record (it is deleted).
+    pub sealed: Option<Segment>,
+}
+
+/// Why an append was refused. A refused record is not in the spool.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     /// The spool holds its maximum size.
     #[error("the usage spool is full ({0} bytes)")]
     Full(u64),
-    /// The disk refused the write. The segment being written was sealed (a
-    /// reader skips the half-written record); it still holds the records
-    /// appended before, to ship.
-    #[error("cannot write the usage spool: {source}")]
-    Io {
-        /// What the disk said.
-        source: io::Error,
-        /// The segment sealed because of the failure.
-        sealed: Option<Segment>,
-    },
-}
-
-impl From<io::Error> for AppendError {
-    fn from(source: io::Error) -> Self {
-        Self::Io {
-            source,
-            sealed: None,
-        }
-    }
+    /// The disk refused the write.
+    #[error(transparent)]
+    Write(#[from] WriteError),
 }
 
 struct Open {
     seq: u64,
     path: PathBuf,
-    file: BufWriter<File>,
+    file: File,
+    /// Bytes of the magic and the whole records written.
     bytes: u64,
+}
+
+impl Open {
+    fn segment(self) -> Segment {
+        Segment {
+            seq: self.seq,
+            path: self.path,
+            bytes: self.bytes,
+        }
+    }
 }
 
 /// The appending side of the spool. One per spool directory.
@@ -192,59 +208,61 @@ impl SpoolWriter {
         &self.stats
     }
 
-    /// Appends one record. Returns the segment that filled up and was sealed by
-    /// this append, if any. A refused record is counted.
-    pub fn append(&mut self, payload: &[u8]) -> Result<Option<Segment>, AppendError> {
+    /// Appends one record, written to the file at once. A refused record is
+    /// counted; when the disk refused it, the segment is sealed (see
+    /// [`WriteError`]). Seal the segment once [`Self::segment_full`].
+    pub fn append(&mut self, payload: &[u8]) -> Result<(), AppendError> {
         let len = RECORD_HEADER + payload.len() as u64;
         let on_disk = self.stats.bytes.load(Ordering::Relaxed);
         if on_disk + len > self.limits.max_bytes {
             self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
             return Err(AppendError::Full(on_disk));
         }
-        let result = self.write_record(payload);
-        if let Err(e) = result {
+        self.write_record(payload).inspect_err(|_| {
             self.stats.dropped_io.fetch_add(1, Ordering::Relaxed);
-            // The segment may hold half a record now: seal it (readers skip a torn
-            // tail) and start a fresh one with the next append.
-            let sealed = self.open.take().map(|mut open| {
-                // Best effort: the disk has just failed. What reached the file
-                // is read back up to the first torn record.
-                let _ = open.file.flush();
-                let _ = open.file.get_ref().sync_data();
-                Segment {
-                    seq: open.seq,
-                    path: open.path,
-                    bytes: open.bytes,
-                }
-            });
-            return Err(AppendError::Io { source: e, sealed });
-        }
+        })?;
+        let open = self.open.as_mut().expect("written above");
+        open.bytes += len;
         self.stats.bytes.fetch_add(len, Ordering::Relaxed);
-        if self
-            .open
-            .as_ref()
-            .is_some_and(|o| o.bytes >= self.limits.segment_bytes)
-        {
-            return Ok(self.seal()?);
-        }
-        Ok(None)
+        Ok(())
     }
 
-    fn write_record(&mut self, payload: &[u8]) -> io::Result<()> {
-        let length = u32::try_from(payload.len())
+    fn write_record(&mut self, payload: &[u8]) -> Result<(), WriteError> {
+        let Some(length) = u32::try_from(payload.len())
             .ok()
             .filter(|l| *l <= MAX_RECORD)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "record too large"))?;
+        else {
+            // Not the disk's doing: the segment is fine as it is.
+            return Err(WriteError {
+                source: io::Error::new(io::ErrorKind::InvalidInput, "record too large"),
+                sealed: None,
+            });
+        };
+        let written = self.open_segment().and_then(|open| {
+            let mut header = [0u8; RECORD_HEADER as usize];
+            header[..4].copy_from_slice(&length.to_le_bytes());
+            header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+            open.file.write_all(&header)?;
+            open.file.write_all(payload)
+        });
+        written.map_err(|source| self.refused(source))
+    }
+
+    /// The segment being written, a new one if none is: created with its
+    /// magic, or not at all.
+    fn open_segment(&mut self) -> io::Result<&mut Open> {
         if self.open.is_none() {
             let seq = self.next_seq;
             self.next_seq += 1;
             let path = segment_path(&self.dir, seq);
-            let file = OpenOptions::new()
+            let mut file = OpenOptions::new()
                 .create_new(true)
                 .write(true)
                 .open(&path)?;
-            let mut file = BufWriter::with_capacity(64 << 10, file);
-            file.write_all(MAGIC)?;
+            if let Err(e) = file.write_all(MAGIC) {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
             self.stats
                 .bytes
                 .fetch_add(MAGIC.len() as u64, Ordering::Relaxed);
@@ -256,39 +274,71 @@ impl SpoolWriter {
                 bytes: MAGIC.len() as u64,
             });
         }
-        let open = self.open.as_mut().expect("opened above");
-        let mut header = [0u8; RECORD_HEADER as usize];
-        header[..4].copy_from_slice(&length.to_le_bytes());
-        header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        open.file.write_all(&header)?;
-        open.file.write_all(payload)?;
-        open.bytes += RECORD_HEADER + u64::from(length);
-        Ok(())
+        Ok(self.open.as_mut().expect("opened above"))
     }
 
-    /// Writes buffered records to the file and asks the disk to keep them: what
-    /// was appended before a sync survives a crash of the process or machine.
-    pub fn sync(&mut self) -> io::Result<()> {
-        if let Some(open) = &mut self.open {
-            open.file.flush()?;
-            open.file.get_ref().sync_data()?;
+    /// After the disk refused a write: the segment loses what part of the
+    /// record reached it (the disk may have taken some bytes before it
+    /// refused) and is sealed. One with no record is deleted instead.
+    fn refused(&mut self, source: io::Error) -> WriteError {
+        let Some(open) = self.open.take() else {
+            return WriteError {
+                source,
+                sealed: None,
+            };
+        };
+        // Shrinking needs no room. Should it fail, readers stop at the torn
+        // record; nothing is written after it.
+        let _ = open.file.set_len(open.bytes);
+        let _ = open.file.sync_data();
+        let segment = open.segment();
+        if segment.bytes <= MAGIC.len() as u64 && remove_segment(&segment, &self.stats).is_ok() {
+            return WriteError {
+                source,
+                sealed: None,
+            };
         }
-        Ok(())
+        WriteError {
+            source,
+            sealed: Some(segment),
+        }
+    }
+
+    /// Whether the segment being written has reached its size and should be
+    /// sealed.
+    pub fn segment_full(&self) -> bool {
+        self.open
+            .as_ref()
+            .is_some_and(|o| o.bytes >= self.limits.segment_bytes)
+    }
+
+    /// Asks the disk to keep what was appended: it survives a crash of the
+    /// process or machine. If the disk fails to, the segment is sealed.
+    pub fn sync(&mut self) -> Result<(), WriteError> {
+        let Some(open) = &self.open else {
+            return Ok(());
+        };
+        open.file.sync_data().map_err(|source| WriteError {
+            source,
+            sealed: self.open.take().map(Open::segment),
+        })
     }
 
     /// Syncs and closes the segment being written, handing it over for
-    /// shipping; `None` when nothing was appended since the last seal.
-    pub fn seal(&mut self) -> io::Result<Option<Segment>> {
-        let Some(mut open) = self.open.take() else {
+    /// shipping; `None` when nothing was appended since the last seal. If the
+    /// sync fails, the error holds the segment: its records were written, so
+    /// it is handed over all the same.
+    pub fn seal(&mut self) -> Result<Option<Segment>, WriteError> {
+        let Some(open) = self.open.take() else {
             return Ok(None);
         };
-        open.file.flush()?;
-        open.file.get_ref().sync_data()?;
-        Ok(Some(Segment {
-            seq: open.seq,
-            path: open.path,
-            bytes: open.bytes,
-        }))
+        match open.file.sync_data() {
+            Ok(()) => Ok(Some(open.segment())),
+            Err(source) => Err(WriteError {
+                source,
+                sealed: Some(open.segment()),
+            }),
+        }
     }
 }
 
@@ -486,8 +536,9 @@ mod tests {
         assert!(found.is_empty());
         let mut sealed = Vec::new();
         for i in 0..20u32 {
-            if let Some(s) = w.append(format!("event-{i}").as_bytes()).unwrap() {
-                sealed.push(s);
+            w.append(format!("event-{i}").as_bytes()).unwrap();
+            if w.segment_full() {
+                sealed.extend(w.seal().unwrap());
             }
         }
         sealed.extend(w.seal().unwrap());
@@ -561,6 +612,132 @@ mod tests {
         let got = read_segment(&seg, &stats).unwrap();
         assert!(got.records.is_empty());
         assert_eq!(got.skipped_bytes, 7);
+    }
+
+    #[test]
+    fn a_record_cut_at_any_byte_loses_only_itself() {
+        // What a write the disk refused part way leaves behind if the process
+        // dies before cutting it off again.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _, stats) = open(dir.path(), SpoolLimits::default());
+        for r in [b"one".as_slice(), b"two", b"three"] {
+            w.append(r).unwrap();
+        }
+        let seg = w.seal().unwrap().unwrap();
+        let data = fs::read(&seg.path).unwrap();
+        let last = RECORD_HEADER as usize + 5;
+        for kept in 1..last {
+            fs::write(&seg.path, &data[..data.len() - last + kept]).unwrap();
+            let got = read_segment(&seg, &stats).unwrap();
+            assert_eq!(
+                got.records,
+                [b"one".to_vec(), b"two".to_vec()],
+                "{kept} bytes of the last record"
+            );
+            assert_eq!(got.skipped_bytes, kept as u64);
+        }
+    }
+
+    /// Runs this module's test `name` again in a child process whose files
+    /// the operating system refuses to grow past `limit` bytes (EFBIG, see
+    /// `tollgate_testkit::file_limit`). True in the child, which does the
+    /// test's work; false in the parent once the child has passed.
+    fn in_child_with_file_size_limit(name: &str, limit: u64) -> bool {
+        const CHILD: &str = "TOLLGATE_SPOOL_TEST_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            return true;
+        }
+        let module = module_path!().split_once("::").unwrap().1;
+        let test = format!("{module}::{name}");
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", &test, "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1");
+        let out = tollgate_testkit::file_limit::file_size_limited(&cmd, limit)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{test} with files limited to {limit} bytes: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        false
+    }
+
+    #[test]
+    fn a_write_the_disk_refuses_loses_that_record_only_and_writing_goes_on() {
+        // Records of 100 bytes take 108 after the magic's 8: the limit cuts
+        // the fourth one in its payload.
+        const LIMIT: u64 = 8 + 3 * 108 + 50;
+        if !in_child_with_file_size_limit(
+            "a_write_the_disk_refuses_loses_that_record_only_and_writing_goes_on",
+            LIMIT,
+        ) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            segment_bytes: 1 << 20,
+            max_bytes: 1 << 20,
+        };
+        let (mut w, _, stats) = open(dir.path(), limits);
+        let record = |i: u8, len: usize| vec![i; len];
+        let refused = |result: Result<(), AppendError>| match result {
+            Err(AppendError::Write(e)) => {
+                assert_eq!(e.source.kind(), io::ErrorKind::FileTooLarge, "{e}");
+                e.sealed
+            }
+            other => panic!("not refused by the disk: {other:?}"),
+        };
+        for i in 0..3 {
+            w.append(&record(i, 100)).unwrap();
+        }
+        let first = refused(w.append(&record(3, 100))).expect("the segment is sealed");
+        // What the disk took of the refused record is cut off again.
+        assert_eq!(first.bytes, 8 + 3 * 108);
+        assert_eq!(fs::metadata(&first.path).unwrap().len(), first.bytes);
+        let read = read_segment(&first, &stats).unwrap();
+        assert_eq!(
+            read.records,
+            (0..3).map(|i| record(i, 100)).collect::<Vec<_>>()
+        );
+        assert_eq!(read.skipped_bytes, 0);
+
+        // The next append tries again, in a new segment. Two records of 177
+        // bytes take 8 + 2 * 185 = 378: the limit cuts the third in its header.
+        w.append(&record(4, 177)).unwrap();
+        w.append(&record(5, 177)).unwrap();
+        let second = refused(w.append(&record(6, 177))).expect("the segment is sealed");
+        assert!(second.seq > first.seq);
+        assert_eq!(fs::metadata(&second.path).unwrap().len(), 8 + 2 * 185);
+        assert_eq!(
+            read_segment(&second, &stats).unwrap().records,
+            [record(4, 177), record(5, 177)]
+        );
+        // A record no segment can hold: the new one, left with no record, is
+        // deleted rather than handed over.
+        assert!(refused(w.append(&record(7, 400))).is_none());
+        w.append(&record(8, 10)).unwrap();
+        let third = w.seal().unwrap().unwrap();
+        assert_eq!(
+            read_segment(&third, &stats).unwrap().records,
+            [record(8, 10)]
+        );
+
+        let files: Vec<PathBuf> = segment_files(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(_, path)| path)
+            .collect();
+        assert_eq!(files, [first.path, second.path, third.path]);
+        assert_eq!(stats.segments.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            stats.bytes.load(Ordering::Relaxed),
+            first.bytes + second.bytes + third.bytes
+        );
+        assert_eq!(stats.dropped_io.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.corrupt_tails.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //!    event —, encodes them into records ([`crate::record`]), appends them to
 //!    the spool and syncs it. It seals the open segment every flush interval
 //!    (or when it is full) and hands it to the shipper. A full spool (the size
-//!    cap) or a disk error drops the events and counts them by reason.
+//!    cap) or a disk error drops the events and counts them by reason. A disk
+//!    error also seals the segment, which is shipped with what it holds; the
+//!    next append tries the disk again in a new one. Drops and disk errors are
+//!    logged at most once per reason every ten seconds, never per event.
 //! 3. The shipper task reads sealed segments oldest first, inserts their events
 //!    into the store in batches, and deletes a segment once the store has
 //!    confirmed all of it. A failed insert is retried with back-off for as
@@ -98,15 +101,24 @@ impl Default for UsageStats {
     }
 }
 
+/// What a warning of [`DropWarnings`] is about.
+#[derive(Debug, Clone, Copy)]
+enum Warning {
+    QueueFull,
+    SpoolFull,
+    /// The disk refused a write or a sync of the spool.
+    Disk,
+}
+
 /// Warns about drops at most once per interval and reason, with the total.
 #[derive(Debug, Default)]
 struct DropWarnings {
-    last: [Option<Instant>; 4],
+    last: [Option<Instant>; 3],
 }
 
 impl DropWarnings {
-    fn warn(&mut self, reason: usize, total: u64, what: &str) {
-        let last = &mut self.last[reason];
+    fn warn(&mut self, reason: Warning, total: u64, what: &str) {
+        let last = &mut self.last[reason as usize];
         if last.is_none_or(|t| t.elapsed() > WARN_EVERY) {
             *last = Some(Instant::now());
             tracing::warn!(dropped_total = total, "{what}");
@@ -141,7 +153,11 @@ impl UsageRecorder {
                     .fetch_add(1, Ordering::Relaxed)
                     + 1;
                 if let Ok(mut w) = self.last_warning.try_lock() {
-                    w.warn(0, total, "usage queue full; dropping events");
+                    w.warn(
+                        Warning::QueueFull,
+                        total,
+                        "usage queue full; dropping events",
+                    );
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -303,7 +319,8 @@ impl UsageWriter {
     }
 }
 
-/// Appends the encoder's record to the spool, counting what is refused.
+/// Appends the encoder's record to the spool, counting what is refused, and
+/// hands the segment to the shipper once it is full.
 fn append(
     enc: &mut RecordEncoder,
     buf: &mut Vec<u8>,
@@ -315,10 +332,10 @@ fn append(
     let events = enc.len() as u64;
     enc.finish(buf);
     match spool.append(buf) {
-        Ok(full) => {
+        Ok(()) => {
             stats.spooled.fetch_add(events, Ordering::Relaxed);
-            if let Some(segment) = full {
-                let _ = sealed.send(segment);
+            if spool.segment_full() {
+                seal(spool, sealed, stats, warnings);
             }
             true
         }
@@ -328,7 +345,7 @@ fn append(
                 .fetch_add(events, Ordering::Relaxed)
                 + events;
             warnings.warn(
-                1,
+                Warning::SpoolFull,
                 total,
                 &format!(
                     "usage spool full ({bytes} bytes, the cap); dropping events until the store catches up"
@@ -336,25 +353,56 @@ fn append(
             );
             false
         }
-        Err(spool::AppendError::Io {
-            source: e,
-            sealed: s,
-        }) => {
-            if let Some(segment) = s {
-                let _ = sealed.send(segment);
-            }
-            let total = stats
+        Err(spool::AppendError::Write(e)) => {
+            stats
                 .dropped_spool_error
-                .fetch_add(events, Ordering::Relaxed)
-                + events;
-            warnings.warn(
-                2,
-                total,
-                &format!("cannot write the usage spool: {e}; dropping events"),
-            );
+                .fetch_add(events, Ordering::Relaxed);
+            disk_error(e, "dropping events", sealed, stats, warnings);
             false
         }
     }
+}
+
+/// Seals the segment being written and hands it to the shipper.
+fn seal(
+    spool: &mut SpoolWriter,
+    sealed: &mpsc::UnboundedSender<Segment>,
+    stats: &UsageStats,
+    warnings: &mut DropWarnings,
+) {
+    match spool.seal() {
+        Ok(Some(segment)) => {
+            let _ = sealed.send(segment);
+        }
+        Ok(None) => {}
+        Err(e) => disk_error(
+            e,
+            "shipping the segment as written",
+            sealed,
+            stats,
+            warnings,
+        ),
+    }
+}
+
+/// After the disk refused a write or a sync: the segment it sealed goes to
+/// the shipper (its records are on disk), and the error is logged — at most
+/// once per interval, for a full disk fails every write until room is made.
+fn disk_error(
+    e: spool::WriteError,
+    then: &str,
+    sealed: &mpsc::UnboundedSender<Segment>,
+    stats: &UsageStats,
+    warnings: &mut DropWarnings,
+) {
+    if let Some(segment) = e.sealed {
+        let _ = sealed.send(segment);
+    }
+    warnings.warn(
+        Warning::Disk,
+        stats.dropped_spool_error.load(Ordering::Relaxed),
+        &format!("cannot write the usage spool: {}; {then}", e.source),
+    );
 }
 
 fn spool_loop(
@@ -420,20 +468,20 @@ fn spool_loop(
         let now = Instant::now();
         let finishing = closed || (stopping && rx.is_empty());
         if finishing || (unsealed && now >= next_seal) {
-            match spool.seal() {
-                Ok(Some(segment)) => {
-                    let _ = sealed.send(segment);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "cannot seal a usage spool segment"),
-            }
+            seal(&mut spool, &sealed, stats, &mut warnings);
             unsealed = false;
             unsynced = false;
             next_seal = now + seal_every;
             next_sync = now + sync_every;
         } else if now >= next_sync {
             if unsynced && let Err(e) = spool.sync() {
-                tracing::error!(error = %e, "cannot sync the usage spool");
+                disk_error(
+                    e,
+                    "shipping the segment as written",
+                    &sealed,
+                    stats,
+                    &mut warnings,
+                );
             }
             unsynced = false;
             next_sync = now + sync_every;

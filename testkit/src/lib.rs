@@ -8,6 +8,7 @@
 //! it (`scripts/test.sh` starts everything); nothing is skipped silently.
 
 pub mod browser;
+pub mod file_limit;
 pub mod github;
 pub mod jwt_keys;
 pub mod oidc;

@@ -29,6 +29,18 @@ pub fn tollgate() -> Command {
     cmd
 }
 
+/// `cmd` with every file the process writes limited to `bytes`: past it the
+/// operating system refuses the write (EFBIG), as a full disk does (ENOSPC).
+/// See [`tollgate_testkit::file_limit`].
+pub fn file_size_limited(cmd: Command, bytes: u64) -> Command {
+    let mut limited = Command::from(tollgate_testkit::file_limit::file_size_limited(
+        cmd.as_std(),
+        bytes,
+    ));
+    limited.kill_on_drop(true);
+    limited
+}
+
 /// A running `tollgate` process and the lines it printed up to "Press Ctrl-C".
 pub struct Process {
     pub child: Child,

@@ -1,6 +1,6 @@
 //! Metering under faults, with real `tollgate` processes on PostgreSQL and
 //! ClickHouse: ClickHouse unreachable for a minute, SIGTERM and SIGKILL under
-//! load, a full spool. ClickHouse is shared by every test, so it is "stopped"
+//! load, a full spool, a disk that refuses the spool's writes. ClickHouse is shared by every test, so it is "stopped"
 //! by cutting a TCP proxy of this test's own between Tollgate and it.
 
 use std::net::SocketAddr;
@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tokio::process::Command;
 use tokio::task::JoinHandle;
 use tollgate_testkit::TestClickHouse;
 use tollgate_testkit::proxy::TcpProxy;
 use tollgate_testkit::upstream::Upstream;
 
-use crate::cli::{Process, RemoteAdmin, configured};
+use crate::cli::{Process, RemoteAdmin, configured, file_size_limited};
 use crate::support::{Stack, test_settings};
 
 /// Calls from a few keep-alive connections, counting the answers received.
@@ -165,21 +166,24 @@ async fn metric(process: &Process, name: &str) -> f64 {
 }
 
 /// A `tollgate up` on this test's databases whose ClickHouse traffic goes
-/// through `proxy`, with `extra` settings; an API on an echo upstream and a
-/// key for it. Returns the process, the call URL and the key.
-async fn start(
+/// through `proxy`, with `extra` settings.
+fn up(
     settings: &tollgate_core::Settings,
     ch: &TestClickHouse,
     proxy: &TcpProxy,
-    upstream: &Upstream,
     extra: &[(&str, &str)],
-    provision: bool,
-) -> (Process, String, String) {
+) -> Command {
     let mut cmd = configured("up", settings, Some(ch));
     cmd.env("CLICKHOUSE_URL", proxy.url());
     for (k, v) in extra {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// Starts `cmd` and, with `provision`, an API on an echo upstream and a key
+/// for it. Returns the process, the call URL and the key.
+async fn launch(cmd: Command, upstream: &Upstream, provision: bool) -> (Process, String, String) {
     let process = Process::spawn(cmd).await;
     let url = format!("{}/metered/call", process.printed("Gateway:"));
     let admin = RemoteAdmin::of(&process);
@@ -190,6 +194,18 @@ async fn start(
         String::new()
     };
     (process, url, key)
+}
+
+/// [`up`], then [`launch`].
+async fn start(
+    settings: &tollgate_core::Settings,
+    ch: &TestClickHouse,
+    proxy: &TcpProxy,
+    upstream: &Upstream,
+    extra: &[(&str, &str)],
+    provision: bool,
+) -> (Process, String, String) {
+    launch(up(settings, ch, proxy, extra), upstream, provision).await
 }
 
 /// Waits until the gateway accepts `key` (a new key reaches it within a
@@ -401,6 +417,114 @@ async fn a_full_spool_keeps_serving_and_counts_what_it_drops() {
         cut_at.elapsed()
     );
     assert!(process.terminate().await.success());
+    db.cleanup().await;
+    ch.cleanup().await;
+}
+
+/// The operating system refuses the spool's writes: a file size limit of
+/// 16 KiB (RLIMIT_FSIZE, whose EFBIG stands in for a full disk's ENOSPC) with
+/// segments sealed only by size (8 MiB), so every segment grows until a write
+/// is refused. ClickHouse is away meanwhile, so the segments pile up on disk.
+/// Serving goes on; the events of each refused write are dropped and counted,
+/// every other one is stored exactly once; the spool writes again after each
+/// refusal; the error is logged once per ten seconds, not once per refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_refuses_the_spools_writes_keeps_serving_and_counts_what_it_drops() {
+    const LIMIT: u64 = 16 << 10;
+    let (settings, db, ch) = test_settings(Stack::Scaled).await;
+    let ch = ch.unwrap();
+    let proxy = TcpProxy::start(clickhouse_addr().await).await;
+    let upstream = Upstream::echo().await;
+    // Short passes make small records: a refused write drops few events.
+    let extra = [
+        ("TOLLGATE_USAGE_FLUSH_INTERVAL_MS", "600000"),
+        ("TOLLGATE_USAGE_SPOOL_SYNC_INTERVAL_MS", "20"),
+    ];
+    let cmd = file_size_limited(up(&settings, &ch, &proxy, &extra), LIMIT);
+    let (process, url, key) = launch(cmd, &upstream, true).await;
+    let before = accepted(&url, &key).await;
+    proxy.cut();
+    let cut_at = Instant::now();
+    let load = Load::start(url, key, 4);
+    let dropped = "tollgate_usage_events_dropped_total{reason=\"spool_error\"}";
+    let segments = "tollgate_usage_spool_segments";
+    // A segment ends only when a write to it is refused; the next one is
+    // written after it: four segments are three refusals, and writing on.
+    let piled = tollgate_testkit::eventually(Duration::from_secs(60), || async {
+        (metric(&process, segments).await >= 4.0).then_some(())
+    })
+    .await;
+    assert!(
+        piled.is_some(),
+        "the spool stopped at {} segments; {} events dropped",
+        metric(&process, segments).await,
+        metric(&process, dropped).await
+    );
+    assert!(metric(&process, dropped).await > 0.0);
+    load.until_more(300).await;
+    proxy.restore();
+    load.until_more(300).await;
+    let (served, failed, _) = load.finish().await;
+    assert_eq!(failed, 0, "calls failed while the disk refused writes");
+    let served = before + served;
+
+    // Every event is either in the spool or counted as dropped...
+    let settled = tollgate_testkit::eventually(Duration::from_secs(60), || async {
+        let d = metric(&process, dropped).await as u64;
+        let s = metric(&process, "tollgate_usage_events_spooled_total").await as u64;
+        (s + d == served).then_some(d)
+    })
+    .await;
+    let dropped_n = settled.unwrap_or_else(|| {
+        panic!("{served} calls served, but the spool neither holds nor counts some")
+    });
+    assert!(
+        dropped_n < served / 2,
+        "{dropped_n} of {served} events dropped"
+    );
+    // ...and the segments sealed by a refused write ship once ClickHouse is
+    // back, without waiting for a restart (the one being written stays).
+    let shipped = tollgate_testkit::eventually(Duration::from_secs(60), || async {
+        (metric(&process, segments).await <= 1.0).then_some(())
+    })
+    .await;
+    assert!(
+        shipped.is_some(),
+        "segments sealed by a refused write were not shipped"
+    );
+    // A refused write leaves no torn record behind: nothing reads as corrupt.
+    assert_eq!(
+        metric(&process, "tollgate_usage_spool_corrupt_tails_total").await,
+        0.0
+    );
+    for reason in ["queue_full", "spool_full"] {
+        let name = format!("tollgate_usage_events_dropped_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&process, &name).await, 0.0, "{name}");
+    }
+    let logs = process.errors.lock().unwrap().join("\n");
+    let errors = logs.matches("File too large").count() as u64;
+    let most = 1 + cut_at.elapsed().as_secs() / 10;
+    eprintln!(
+        "disk refusing writes: {served} calls served, {dropped_n} events dropped, \
+         {errors} error lines in {:?}",
+        cut_at.elapsed()
+    );
+    assert!(
+        (1..=most).contains(&errors),
+        "{errors} disk error lines in {:?}, expected one per 10 s: {logs}",
+        cut_at.elapsed()
+    );
+    assert!(
+        logs.contains("cannot write the usage spool"),
+        "the refused write is not logged: {logs}"
+    );
+    // Shutdown ships the segment being written: stored + dropped = served.
+    assert!(process.terminate().await.success());
+    assert_eq!(
+        stored(&ch).await + dropped_n,
+        served,
+        "stored + dropped != served ({dropped_n} dropped)"
+    );
     db.cleanup().await;
     ch.cleanup().await;
 }
