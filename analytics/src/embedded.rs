@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sqlx::sqlite::SqliteArguments;
 use sqlx::sqlite::{
@@ -33,14 +33,59 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/embed
 pub struct EmbeddedStore {
     pool: SqlitePool,
     path: PathBuf,
+    /// The callers' numbers in `usage_callers` (see migration
+    /// `0005_compact_events.sql`), as far as this process has met them.
+    /// Only numbers of committed rows enter it; callers are never deleted.
+    callers: Arc<Mutex<HashMap<CallerKey, i64>>>,
 }
 
-/// Most rows per INSERT statement (20 columns each, well under SQLite's bind
+/// The texts that make an event's caller, in `usage_callers`' column order.
+type CallerKey = [Text; CALLER_COLUMNS];
+
+/// Columns of `usage_callers` besides its number.
+const CALLER_COLUMNS: usize = 10;
+
+/// An event's caller texts.
+fn caller_key(e: &UsageEvent) -> CallerKey {
+    [
+        e.node.clone(),
+        e.api_id.clone(),
+        e.api_slug.clone(),
+        e.route.clone(),
+        e.method.clone(),
+        e.app_id.clone(),
+        e.key_prefix.clone(),
+        e.developer_id.clone(),
+        e.plan_id.clone(),
+        e.subscription_id.clone(),
+    ]
+}
+
+/// Where an event's caller texts live: events decoded from one spool record
+/// share them, so most events of a batch are matched by these addresses
+/// without hashing any text. Only used while the events are borrowed.
+fn caller_addresses(e: &UsageEvent) -> [usize; CALLER_COLUMNS] {
+    [
+        &e.node,
+        &e.api_id,
+        &e.api_slug,
+        &e.route,
+        &e.method,
+        &e.app_id,
+        &e.key_prefix,
+        &e.developer_id,
+        &e.plan_id,
+        &e.subscription_id,
+    ]
+    .map(|t| Arc::as_ptr(t).cast::<u8>() as usize)
+}
+
+/// Most rows per INSERT statement (11 columns each, well under SQLite's bind
 /// limit of 32,766). A power of two: see [`statement_rows`].
 const ROWS_PER_STATEMENT: usize = 512;
 
 /// Columns of one row, in the order of [`insert_sql`]'s placeholders.
-const COLUMNS: usize = 20;
+const COLUMNS: usize = 11;
 
 /// Statement sizes for `n` rows: full statements, then the rest as powers of
 /// two. So only ten distinct INSERT statements exist; each is prepared once per
@@ -68,9 +113,9 @@ fn insert_sql(rows: usize) -> Arc<str> {
     SQL[rows.trailing_zeros() as usize]
         .get_or_init(|| {
             let mut sql = String::from(
-                "INSERT OR IGNORE INTO usage_events (id, timestamp_ms, node, api_id, api_slug, route, method, \
-                 status, latency_us, upstream_latency_us, bytes_in, bytes_out, app_id, key_prefix, \
-                 developer_id, plan_id, subscription_id, client_ip, error_code, overage) VALUES ",
+                "INSERT OR IGNORE INTO usage_event_rows (timestamp_ms, id, caller_id, status, \
+                 latency_us, upstream_latency_us, bytes_in, bytes_out, client_ip, error_code, \
+                 overage) VALUES ",
             );
             let row = format!("({})", vec!["?"; COLUMNS].join(","));
             sql.push_str(&vec![row; rows].join(","));
@@ -101,6 +146,7 @@ impl EmbeddedStore {
         Ok(Self {
             pool,
             path: path.to_path_buf(),
+            callers: Arc::default(),
         })
     }
 
@@ -173,9 +219,11 @@ impl EmbeddedStore {
     /// skipped and not queued again.
     pub async fn insert(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
         let mut tx = self.pool.begin().await?;
-        if insert_events(&mut tx, events).await? == events.len() as u64 {
+        let (inserted, met) = self.insert_events(&mut tx, events).await?;
+        if inserted == events.len() as u64 {
             queue_for_rollups(&mut tx, events).await?;
             tx.commit().await?;
+            self.remember_callers(met);
             return self.fold_if_due().await;
         }
         // Some events were stored before (a replayed batch): start again with
@@ -189,7 +237,7 @@ impl EmbeddedStore {
                 continue;
             }
             let stored =
-                sqlx::query("SELECT 1 FROM usage_events WHERE timestamp_ms = ?1 AND id = ?2")
+                sqlx::query("SELECT 1 FROM usage_event_rows WHERE timestamp_ms = ?1 AND id = ?2")
                     .bind(e.timestamp_ms as i64)
                     .bind(e.id.as_bytes().as_slice())
                 .fetch_optional(&mut *tx)
@@ -198,9 +246,10 @@ impl EmbeddedStore {
                 new.push(e.clone());
             }
         }
-        insert_events(&mut tx, &new).await?;
+        let (_, met) = self.insert_events(&mut tx, &new).await?;
         queue_for_rollups(&mut tx, &new).await?;
         tx.commit().await?;
+        self.remember_callers(met);
         self.fold_if_due().await
     }
 
@@ -501,7 +550,7 @@ impl EmbeddedStore {
 impl EmbeddedStore {
     /// Deletes raw events older than `cutoff_ms`; returns how many.
     pub async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, UsageError> {
-        let done = sqlx::query("DELETE FROM usage_events WHERE timestamp_ms < ?1")
+        let done = sqlx::query("DELETE FROM usage_event_rows WHERE timestamp_ms < ?1")
             .bind(cutoff_ms)
             .execute(&self.pool)
             .await?;
@@ -529,27 +578,99 @@ impl EmbeddedStore {
     }
 }
 
-/// Inserts the events not stored yet; returns how many were inserted.
-async fn insert_events(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    events: &[UsageEvent],
-) -> Result<u64, UsageError> {
-    let mut inserted = 0;
-    let mut rest = events;
-    for rows in statement_rows(events.len()) {
-        let (chunk, after) = rest.split_at(rows);
-        rest = after;
-        let mut args = SqliteArguments::default();
-        args.reserve(rows * COLUMNS, 0);
-        for e in chunk {
-            bind_event(&mut args, e).map_err(sqlx::Error::Encode)?;
+impl EmbeddedStore {
+    /// Inserts the events not stored yet; returns how many were inserted, and
+    /// the callers first met in this transaction, to remember once it commits.
+    async fn insert_events(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Sqlite>,
+        events: &[UsageEvent],
+    ) -> Result<(u64, Vec<(CallerKey, i64)>), UsageError> {
+        let (callers, met) = self.caller_ids(tx, events).await?;
+        let mut inserted = 0;
+        let mut rest = events;
+        let mut ids = callers.as_slice();
+        for rows in statement_rows(events.len()) {
+            let (chunk, after) = rest.split_at(rows);
+            let (chunk_ids, ids_after) = ids.split_at(rows);
+            rest = after;
+            ids = ids_after;
+            let mut args = SqliteArguments::default();
+            args.reserve(rows * COLUMNS, 0);
+            for (e, caller) in chunk.iter().zip(chunk_ids) {
+                bind_event(&mut args, e, *caller).map_err(sqlx::Error::Encode)?;
+            }
+            inserted += sqlx::query_with(AssertSqlSafe(insert_sql(rows)), args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
         }
-        inserted += sqlx::query_with(AssertSqlSafe(insert_sql(rows)), args)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+        Ok((inserted, met))
     }
-    Ok(inserted)
+
+    /// Each event's caller number, in order; callers not known yet are
+    /// looked up in (or added to) `usage_callers` within the transaction.
+    async fn caller_ids(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Sqlite>,
+        events: &[UsageEvent],
+    ) -> Result<(Vec<i64>, Vec<(CallerKey, i64)>), UsageError> {
+        const UNKNOWN: i64 = i64::MIN;
+        let mut by_address: rustc_hash::FxHashMap<[usize; CALLER_COLUMNS], i64> =
+            rustc_hash::FxHashMap::default();
+        let mut ids = Vec::with_capacity(events.len());
+        let mut missing = Vec::new();
+        {
+            let known = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, e) in events.iter().enumerate() {
+                let address = caller_addresses(e);
+                let id = match by_address.get(&address) {
+                    Some(id) => *id,
+                    None => {
+                        let id = known.get(&caller_key(e)).copied().unwrap_or(UNKNOWN);
+                        by_address.insert(address, id);
+                        id
+                    }
+                };
+                if id == UNKNOWN {
+                    missing.push(i);
+                }
+                ids.push(id);
+            }
+        }
+        let mut met: Vec<(CallerKey, i64)> = Vec::new();
+        let mut found: HashMap<CallerKey, i64> = HashMap::new();
+        for i in missing {
+            let key = caller_key(&events[i]);
+            if let Some(id) = found.get(&key) {
+                ids[i] = *id;
+                continue;
+            }
+            let mut query = sqlx::query_scalar(
+                "INSERT INTO usage_callers (node, api_id, api_slug, route, method, app_id, \
+                 key_prefix, developer_id, plan_id, subscription_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT DO UPDATE SET node = excluded.node RETURNING caller_id",
+            );
+            for text in &key {
+                query = query.bind(text.clone());
+            }
+            let id: i64 = query.fetch_one(&mut **tx).await?;
+            ids[i] = id;
+            found.insert(key.clone(), id);
+            met.push((key, id));
+        }
+        Ok((ids, met))
+    }
+
+    /// Keeps the numbers of callers whose rows are committed.
+    fn remember_callers(&self, met: Vec<(CallerKey, i64)>) {
+        if met.is_empty() {
+            return;
+        }
+        let mut known = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+        known.extend(met);
+    }
 }
 
 /// A rollup row's key: bucket start (ms), texts in the shape's column order,
@@ -808,28 +929,21 @@ fn upsert_sql(index: usize, rows: usize) -> Arc<str> {
 }
 
 /// Binds one event's columns. Texts are shared with the event, not copied.
-fn bind_event(args: &mut SqliteArguments, e: &UsageEvent) -> Result<(), sqlx::error::BoxDynError> {
-    args.add(e.id.as_bytes().to_vec())?;
+fn bind_event(
+    args: &mut SqliteArguments,
+    e: &UsageEvent,
+    caller: i64,
+) -> Result<(), sqlx::error::BoxDynError> {
     args.add(e.timestamp_ms as i64)?;
-    for text in [&e.node, &e.api_id, &e.api_slug, &e.route, &e.method] {
-        args.add(text.clone())?;
-    }
+    args.add(e.id.as_bytes().to_vec())?;
+    args.add(caller)?;
     args.add(i64::from(e.status))?;
     args.add(i64::from(e.latency_us))?;
     args.add(i64::from(e.upstream_latency_us))?;
     args.add(e.bytes_in as i64)?;
     args.add(e.bytes_out as i64)?;
-    for text in [
-        &e.app_id,
-        &e.key_prefix,
-        &e.developer_id,
-        &e.plan_id,
-        &e.subscription_id,
-        &e.client_ip,
-        &e.error_code,
-    ] {
-        args.add(text.clone())?;
-    }
+    args.add(e.client_ip.clone())?;
+    args.add(e.error_code.clone())?;
     args.add(i64::from(e.overage))?;
     Ok(())
 }
@@ -855,6 +969,6 @@ mod tests {
         );
         let sql = insert_sql(2);
         assert_eq!(sql.matches('?').count(), 2 * COLUMNS);
-        assert!(sql.ends_with("?),(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"));
+        assert!(sql.ends_with("?),(?,?,?,?,?,?,?,?,?,?,?)"));
     }
 }

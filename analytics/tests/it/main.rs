@@ -317,7 +317,7 @@ async fn embedded_rollups_backfill_on_migration() {
 }
 
 #[tokio::test]
-async fn embedded_events_move_to_the_time_ordered_table() {
+async fn embedded_events_move_to_the_compact_tables() {
     // The schema as it was before 0005, with two events in it (the id as text).
     let db = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
     for sql in [
@@ -328,27 +328,32 @@ async fn embedded_events_move_to_the_time_ordered_table() {
     ] {
         sqlx::raw_sql(sql).execute(&db).await.unwrap();
     }
-    let ids = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
+    let ids = [
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    ];
     for (i, id) in ids.iter().enumerate() {
         sqlx::query(
             "INSERT INTO usage_events VALUES (?1, ?2, 'n1', 'api_1', 'weather', '/f', 'GET', 200, \
-             1000, 900, 10, 20, 'app_1', 'tg_live_AAAA', 'dev_1', 'plan_1', 'sub_1', '127.0.0.1', '', ?3)",
+             1000, 900, 10, 20, ?4, 'tg_live_AAAA', 'dev_1', 'plan_1', 'sub_1', '127.0.0.1', '', ?3)",
         )
         .bind(id.hyphenated().to_string())
         .bind(T0 as i64 + i as i64)
         .bind(i as i64)
+        .bind(if i == 2 { "app_2" } else { "app_1" })
         .execute(&db)
         .await
         .unwrap();
     }
     sqlx::raw_sql(include_str!(
-        "../../../migrations/embedded-usage/0005_events_by_time.sql"
+        "../../../migrations/embedded-usage/0005_compact_events.sql"
     ))
     .execute(&db)
     .await
     .unwrap();
-    let rows: Vec<(Vec<u8>, i64, String, i64)> = sqlx::query_as(
-        "SELECT id, timestamp_ms, key_prefix, overage FROM usage_events ORDER BY timestamp_ms",
+    let rows: Vec<(Vec<u8>, i64, String, String, i64)> = sqlx::query_as(
+        "SELECT id, timestamp_ms, app_id, key_prefix, overage FROM usage_events ORDER BY timestamp_ms",
     )
     .fetch_all(&db)
     .await
@@ -360,20 +365,72 @@ async fn embedded_events_move_to_the_time_ordered_table() {
             (
                 id.as_bytes().to_vec(),
                 T0 as i64 + i as i64,
+                if i == 2 { "app_2" } else { "app_1" }.to_owned(),
                 "tg_live_AAAA".to_owned(),
                 i as i64,
             )
         })
         .collect();
     assert_eq!(rows, expected, "every event kept, its id as 16 bytes");
-    let indexes: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_events' \
-         AND sql IS NOT NULL ORDER BY name",
+    let callers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_callers")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(callers, 2, "one caller per distinct combination of texts");
+}
+
+#[tokio::test]
+async fn embedded_callers_are_shared_between_processes_and_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let open = || async {
+        let store = tollgate_analytics::embedded::EmbeddedStore::open(&path)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    };
+    // Two gateways on one file, each with its own memory of callers; the
+    // same texts arrive in separate allocations (decoded from different
+    // spool records) and as different callers (another key).
+    let (a, b) = (open().await, open().await);
+    let batch = |from: u64, key: &str| -> Vec<UsageEvent> {
+        (from..from + 10)
+            .map(|i| {
+                let mut e = event(i, "weather", 200, 1000);
+                e.app_id = String::from("app_1").into();
+                e.key_prefix = key.to_owned().into();
+                e
+            })
+            .collect()
+    };
+    a.insert(&batch(0, "tg_live_AAAA")).await.unwrap();
+    b.insert(&batch(10, "tg_live_AAAA")).await.unwrap();
+    a.insert(&batch(20, "tg_live_AAAA")).await.unwrap();
+    b.insert(&batch(30, "tg_live_BBBB")).await.unwrap();
+    a.insert(&batch(40, "tg_live_BBBB")).await.unwrap();
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let per_key: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT key_prefix, COUNT(*) FROM usage_events WHERE app_id = 'app_1' \
+         GROUP BY key_prefix ORDER BY key_prefix",
     )
     .fetch_all(&db)
     .await
     .unwrap();
-    assert_eq!(indexes, ["usage_events_api_time", "usage_events_app_time"]);
+    assert_eq!(
+        per_key,
+        [("tg_live_AAAA".to_owned(), 30), ("tg_live_BBBB".to_owned(), 20)]
+    );
+    let callers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_callers")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(callers, 2);
+    let store = UsageStore::Embedded(a);
+    assert_eq!(store.summary(&day()).await.unwrap().total_calls, 50);
+    assert_eq!(daily_calls(&store).await, [50]);
 }
 
 /// Rows waiting in the embedded store's rollup queue.
