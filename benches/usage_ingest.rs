@@ -8,7 +8,9 @@
 //! confirmed the last one; then checks that ClickHouse holds exactly that many.
 //!
 //!   cargo bench --bench usage_ingest
-//!   INGEST_EVENTS=5000000 INGEST_BATCH=50000 cargo bench --bench usage_ingest
+//!   INGEST_EVENTS=5000000 INGEST_BATCH=10000 cargo bench --bench usage_ingest
+//!
+//! `INGEST_BATCH` defaults to the writer's default batch size (a full segment).
 //!
 //! ClickHouse at TOLLGATE_TEST_CLICKHOUSE_URL (default http://127.0.0.1:8123), in
 //! a database of its own that is dropped at the end; the spool in a temporary
@@ -119,7 +121,7 @@ async fn main() {
         return;
     }
     let events = env_or("INGEST_EVENTS", 3_000_000) as u64;
-    let batch = env_or("INGEST_BATCH", 10_000);
+    let batch = env_or("INGEST_BATCH", WriterSettings::new(std::path::Path::new("")).batch_size);
     let dir = tempfile::tempdir().unwrap();
     let url = std::env::var("TOLLGATE_TEST_CLICKHOUSE_URL")
         .unwrap_or_else(|_| "http://127.0.0.1:8123".into());

@@ -200,7 +200,7 @@ impl WriterSettings {
     pub fn new(data_dir: &std::path::Path) -> Self {
         Self {
             flush_interval: Duration::from_secs(1),
-            batch_size: 10_000,
+            batch_size: 100_000,
             queue_capacity: 100_000,
             spool_dir: data_dir.join("spool"),
             sync_interval: Duration::from_millis(200),

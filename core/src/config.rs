@@ -144,8 +144,8 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec {
         key: "usage_batch_size",
         env: "TOLLGATE_USAGE_BATCH_SIZE",
-        default: "10000",
-        doc: "Most usage events written in one insert.",
+        default: "100000",
+        doc: "Most usage events written in one insert (a full spool segment holds about 100,000).",
     },
     SettingSpec {
         key: "usage_queue_capacity",
