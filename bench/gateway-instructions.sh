@@ -8,11 +8,11 @@
 # under `valgrind --tool=callgrind` with the benchmark's full policy set (key
 # auth, rate limit, quota, metering into the embedded store), and for each
 # connection count sends exactly CALLS calls with curl (keep-alive) between
-# zeroing and dumping the counters. The usage writer writes full batches only
-# (TOLLGATE_USAGE_BATCH_SIZE events, default 10,000, as under full load; the
-# flush interval is set to an hour) and the calls are counted so that every
-# measured window holds exactly CALLS events' writes: CALLS must be a multiple
-# of the batch size.
+# zeroing and dumping the counters. Each window holds exactly the usage
+# events of its CALLS calls: before zeroing and before dumping, the script
+# waits until the usage store holds every event sent so far. The spool seals
+# a segment (one insert) every FLUSH_MS (default 20,000 ms: under valgrind
+# that is several thousand events per insert, near full-load batches).
 #
 #   bench/gateway-instructions.sh          # ~5 minutes; CALLS=20000 CONNS="1 50"
 #   KEYLESS=1 bench/gateway-instructions.sh
@@ -31,9 +31,8 @@ mkdir -p "$OUT"
 [ "${SKIP_BUILD:-0}" = 1 ] || build_gateway
 start_upstream
 trap 'stop_gateway; stop_nginx' EXIT
-BATCH=${TOLLGATE_USAGE_BATCH_SIZE:-10000}
-[ $((CALLS % BATCH)) = 0 ] || { echo "CALLS ($CALLS) must be a multiple of the usage batch size ($BATCH)" >&2; exit 1; }
-TOLLGATE_USAGE_FLUSH_INTERVAL_MS=3600000 TOLLGATE_USAGE_BATCH_SIZE=$BATCH \
+FLUSH_MS=${FLUSH_MS:-20000}
+TOLLGATE_USAGE_FLUSH_INTERVAL_MS=$FLUSH_MS \
   start_gateway 18100 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out"
 headers=()
 if [ "$KEYLESS" = 1 ]; then
@@ -59,11 +58,11 @@ calls() { # N CONNS -> prints non-200 count
   [ "$c" -gt 1 ] && par=(-Z --parallel-max "$c")
   curl -s --no-progress-meter "${par[@]}" "${headers[@]}" -w '%{http_code}\n' -K "$cfg" 2>/dev/null | grep -cv '^200$' || true
 }
-# Waits until every full batch of the calls sent so far is in the usage store,
+# Waits until every event of the calls sent so far is in the usage store,
 # reading it from outside (costs the gateway nothing).
 flush_wait() {
-  local want=$(( sent / BATCH * BATCH )) have
-  for _ in $(seq 1 600); do
+  local want=$sent have
+  for _ in $(seq 1 $(( FLUSH_MS / 250 + 600 ))); do
     have=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from usage_events").fetchone()[0])' "$GW_WORK/usage.db" 2>/dev/null || echo 0)
     [ "$have" -ge "$want" ] && { sleep 1; return 0; }
     sleep 0.5
@@ -75,8 +74,8 @@ callgrind_control -i on "$GW_PID" >/dev/null 2>&1
 echo "# instructions per call (callgrind, all threads, user space); $CALLS calls per row; $TOLLGATE_BIN, $(git describe --always --dirty)"
 printf '%-8s %14s %12s %8s\n' conns instructions per_call non200
 for c in $CONNS; do
-  # warm up (connections, pools, code paths) up to the next full batch
-  warm=$(( BATCH - sent % BATCH )); calls "$warm" "$c" >/dev/null; sent=$((sent + warm))
+  # warm up (connections, pools, code paths)
+  warm=2000; calls "$warm" "$c" >/dev/null; sent=$((sent + warm))
   flush_wait
   callgrind_control -z "$GW_PID" >/dev/null 2>&1
   bad=$(calls "$CALLS" "$c"); sent=$((sent + CALLS))

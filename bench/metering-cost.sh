@@ -59,7 +59,7 @@ for r in $(seq 1 "$ROUNDS"); do
     i=$(( (k + r) % 2 ))
     echo "$i $(run "$i")" >>"$res"
   done
-  echo "round $r/$ROUNDS done" >&2
+  echo "round $r/$ROUNDS: $(tail -2 "$res" | sort | awk '{printf "%s=%s ", ($1 ? "idle" : "on"), $2}')" >&2
 done
 metrics=$(curl -s "http://127.0.0.1:18401/metrics")
 written=$(echo "$metrics" | awk '/^tollgate_usage_events_written_total / {print $2}')
