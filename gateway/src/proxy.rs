@@ -112,18 +112,33 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: look first, as each removal hashes the name.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        return;
+    let mut doomed = Vec::new();
+    find_hop_by_hop(headers, &mut doomed);
+    remove_all(headers, doomed);
+}
+
+/// Adds to `doomed` the hop-by-hop headers present, including those the
+/// `Connection` header names. Names are compared, not hashed: a removal hashes
+/// its name, so only headers that are there get removed.
+fn find_hop_by_hop(headers: &HeaderMap, doomed: &mut Vec<HeaderName>) {
+    let before = doomed.len();
+    doomed.extend(headers.keys().filter(|k| HOP_BY_HOP.contains(k)).cloned());
+    if doomed[before..].contains(&header::CONNECTION) {
+        doomed.extend(
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+        );
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+}
+
+/// Removes every header named in `doomed` (each name once is enough: a
+/// removal takes all of its values).
+fn remove_all(headers: &mut HeaderMap, doomed: Vec<HeaderName>) {
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -422,20 +437,22 @@ pub fn prepare_headers(
     let original_host = headers.get(header::HOST).cloned();
     // Room for what is added below, so the map grows once, not step by step.
     headers.reserve(12);
-    strip_hop_by_hop(headers);
-    headers.remove(X_API_KEY);
-    headers.remove(APIKEY);
-    if strip_authorization {
-        headers.remove(header::AUTHORIZATION);
-    }
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-tollgate-"))
-        .cloned()
-        .collect();
-    for name in spoofed {
-        headers.remove(name);
-    }
+    // One look over the names for everything that goes: hop-by-hop headers,
+    // credentials, and any `x-tollgate-*` header the client sent.
+    let mut doomed = Vec::new();
+    find_hop_by_hop(headers, &mut doomed);
+    doomed.extend(
+        headers
+            .keys()
+            .filter(|k| {
+                *k == X_API_KEY
+                    || *k == APIKEY
+                    || (strip_authorization && *k == header::AUTHORIZATION)
+                    || k.as_str().starts_with("x-tollgate-")
+            })
+            .cloned(),
+    );
+    remove_all(headers, doomed);
     if let Some(id) = identity {
         for (name, value) in [
             (X_TOLLGATE_APP_ID, id.app_id),
