@@ -21,7 +21,7 @@ use crate::error::UsageError;
 use crate::event::{Text, UsageEvent};
 use crate::latency::{self, LatencyHistogram};
 use crate::query::{
-    ApiUsage, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, TopList, TopQuery,
+    ApiUsage, Bucket, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, TopList, TopQuery,
     UsageFilter, UsageSummary,
 };
 use crate::rollup::{self, FilterValue, ROLLUPS, Source};
@@ -33,59 +33,67 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/embed
 pub struct EmbeddedStore {
     pool: SqlitePool,
     path: PathBuf,
-    /// The callers' numbers in `usage_callers` (see migration
-    /// `0005_compact_events.sql`), as far as this process has met them.
-    /// Only numbers of committed rows enter it; callers are never deleted.
-    callers: Arc<Mutex<HashMap<CallerKey, i64>>>,
+    /// The numbers of the routes and customers in `usage_routes` and
+    /// `usage_customers` (see migration `0005_compact_events.sql`), as far as
+    /// this process has met them. Only numbers of committed rows enter;
+    /// neither table ever loses a row.
+    refs: Arc<Mutex<[HashMap<RefKey, i64>; 2]>>,
 }
 
-/// The texts that make an event's caller, in `usage_callers`' column order.
-type CallerKey = [Text; CALLER_COLUMNS];
+/// The texts a route or a customer is made of, in its table's column order.
+type RefKey = [Text; REF_COLUMNS];
 
-/// Columns of `usage_callers` besides its number.
-const CALLER_COLUMNS: usize = 10;
+/// Columns of `usage_routes` and of `usage_customers` besides their number.
+const REF_COLUMNS: usize = 5;
 
-/// An event's caller texts.
-fn caller_key(e: &UsageEvent) -> CallerKey {
-    [
-        e.node.clone(),
-        e.api_id.clone(),
-        e.api_slug.clone(),
-        e.route.clone(),
-        e.method.clone(),
-        e.app_id.clone(),
-        e.key_prefix.clone(),
-        e.developer_id.clone(),
-        e.plan_id.clone(),
-        e.subscription_id.clone(),
-    ]
+/// The two tables of texts that repeat from call to call, which an event row
+/// refers to by number.
+#[derive(Clone, Copy)]
+enum Ref {
+    /// Node, API, route and method: `usage_routes`.
+    Route = 0,
+    /// App, key, developer, plan and subscription: `usage_customers`.
+    Customer = 1,
 }
 
-/// Where an event's caller texts live: events decoded from one spool record
-/// share them, so most events of a batch are matched by these addresses
-/// without hashing any text. Only used while the events are borrowed.
-fn caller_addresses(e: &UsageEvent) -> [usize; CALLER_COLUMNS] {
-    [
-        &e.node,
-        &e.api_id,
-        &e.api_slug,
-        &e.route,
-        &e.method,
-        &e.app_id,
-        &e.key_prefix,
-        &e.developer_id,
-        &e.plan_id,
-        &e.subscription_id,
-    ]
-    .map(|t| Arc::as_ptr(t).cast::<u8>() as usize)
+impl Ref {
+    /// The event's texts for this table.
+    fn texts(self, e: &UsageEvent) -> [&Text; REF_COLUMNS] {
+        match self {
+            Self::Route => [&e.node, &e.api_id, &e.api_slug, &e.route, &e.method],
+            Self::Customer => [
+                &e.app_id,
+                &e.key_prefix,
+                &e.developer_id,
+                &e.plan_id,
+                &e.subscription_id,
+            ],
+        }
+    }
+
+    /// Adds a row for `key`, or finds the one there, and returns its number.
+    fn upsert_sql(self) -> &'static str {
+        match self {
+            Self::Route => {
+                "INSERT INTO usage_routes (node, api_id, api_slug, route, method) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT DO UPDATE SET node = excluded.node RETURNING route_ref"
+            }
+            Self::Customer => {
+                "INSERT INTO usage_customers (app_id, key_prefix, developer_id, plan_id, \
+                 subscription_id) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT DO UPDATE SET app_id = excluded.app_id RETURNING customer_ref"
+            }
+        }
+    }
 }
 
-/// Most rows per INSERT statement (11 columns each, well under SQLite's bind
+/// Most rows per INSERT statement (12 columns each, well under SQLite's bind
 /// limit of 32,766). A power of two: see [`statement_rows`].
 const ROWS_PER_STATEMENT: usize = 512;
 
 /// Columns of one row, in the order of [`insert_sql`]'s placeholders.
-const COLUMNS: usize = 11;
+const COLUMNS: usize = 12;
 
 /// Statement sizes for `n` rows: full statements, then the rest as powers of
 /// two. So only ten distinct INSERT statements exist; each is prepared once per
@@ -113,9 +121,9 @@ fn insert_sql(rows: usize) -> Arc<str> {
     SQL[rows.trailing_zeros() as usize]
         .get_or_init(|| {
             let mut sql = String::from(
-                "INSERT OR IGNORE INTO usage_event_rows (timestamp_ms, id, caller_id, status, \
-                 latency_us, upstream_latency_us, bytes_in, bytes_out, client_ip, error_code, \
-                 overage) VALUES ",
+                "INSERT OR IGNORE INTO usage_event_rows (timestamp_ms, id, route_ref, customer_ref, \
+                 status, latency_us, upstream_latency_us, bytes_in, bytes_out, client_ip, \
+                 error_code, overage) VALUES ",
             );
             let row = format!("({})", vec!["?"; COLUMNS].join(","));
             sql.push_str(&vec![row; rows].join(","));
@@ -146,7 +154,7 @@ impl EmbeddedStore {
         Ok(Self {
             pool,
             path: path.to_path_buf(),
-            callers: Arc::default(),
+            refs: Arc::default(),
         })
     }
 
@@ -223,7 +231,7 @@ impl EmbeddedStore {
         if inserted == events.len() as u64 {
             queue_for_rollups(&mut tx, events).await?;
             tx.commit().await?;
-            self.remember_callers(met);
+            self.remember(met);
             return self.fold_if_due().await;
         }
         // Some events were stored before (a replayed batch): start again with
@@ -249,7 +257,7 @@ impl EmbeddedStore {
         let (_, met) = self.insert_events(&mut tx, &new).await?;
         queue_for_rollups(&mut tx, &new).await?;
         tx.commit().await?;
-        self.remember_callers(met);
+        self.remember(met);
         self.fold_if_due().await
     }
 
@@ -578,28 +586,31 @@ impl EmbeddedStore {
     }
 }
 
+/// Route and customer numbers met in a transaction, to remember once it
+/// commits.
+type Met = Vec<(Ref, RefKey, i64)>;
+
 impl EmbeddedStore {
     /// Inserts the events not stored yet; returns how many were inserted, and
-    /// the callers first met in this transaction, to remember once it commits.
+    /// the routes and customers first met in this transaction.
     async fn insert_events(
         &self,
         tx: &mut sqlx::Transaction<'_, Sqlite>,
         events: &[UsageEvent],
-    ) -> Result<(u64, Vec<(CallerKey, i64)>), UsageError> {
-        let (callers, met) = self.caller_ids(tx, events).await?;
+    ) -> Result<(u64, Met), UsageError> {
+        let mut met = Vec::new();
+        let routes = self.ref_numbers(tx, events, Ref::Route, &mut met).await?;
+        let customers = self.ref_numbers(tx, events, Ref::Customer, &mut met).await?;
         let mut inserted = 0;
-        let mut rest = events;
-        let mut ids = callers.as_slice();
+        let mut at = 0;
         for rows in statement_rows(events.len()) {
-            let (chunk, after) = rest.split_at(rows);
-            let (chunk_ids, ids_after) = ids.split_at(rows);
-            rest = after;
-            ids = ids_after;
             let mut args = SqliteArguments::default();
             args.reserve(rows * COLUMNS, 0);
-            for (e, caller) in chunk.iter().zip(chunk_ids) {
-                bind_event(&mut args, e, *caller).map_err(sqlx::Error::Encode)?;
+            for i in at..at + rows {
+                bind_event(&mut args, &events[i], routes[i], customers[i])
+                    .map_err(sqlx::Error::Encode)?;
             }
+            at += rows;
             inserted += sqlx::query_with(AssertSqlSafe(insert_sql(rows)), args)
                 .execute(&mut **tx)
                 .await?
@@ -608,68 +619,69 @@ impl EmbeddedStore {
         Ok((inserted, met))
     }
 
-    /// Each event's caller number, in order; callers not known yet are
-    /// looked up in (or added to) `usage_callers` within the transaction.
-    async fn caller_ids(
+    /// Each event's route or customer number, in order. Events decoded from
+    /// one spool record share their texts, so most are matched by the
+    /// texts' addresses without hashing them (only while the events are
+    /// borrowed, so no address is reused meanwhile); the rest by the texts
+    /// in this process's memory, or in (or added to) the table within the
+    /// transaction.
+    async fn ref_numbers(
         &self,
         tx: &mut sqlx::Transaction<'_, Sqlite>,
         events: &[UsageEvent],
-    ) -> Result<(Vec<i64>, Vec<(CallerKey, i64)>), UsageError> {
+        kind: Ref,
+        met: &mut Met,
+    ) -> Result<Vec<i64>, UsageError> {
         const UNKNOWN: i64 = i64::MIN;
-        let mut by_address: rustc_hash::FxHashMap<[usize; CALLER_COLUMNS], i64> =
+        let key = |e: &UsageEvent| -> RefKey { kind.texts(e).map(Text::clone) };
+        let mut by_address: rustc_hash::FxHashMap<[usize; REF_COLUMNS], i64> =
             rustc_hash::FxHashMap::default();
-        let mut ids = Vec::with_capacity(events.len());
+        let mut numbers = Vec::with_capacity(events.len());
         let mut missing = Vec::new();
         {
-            let known = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+            let known = self.refs.lock().unwrap_or_else(|p| p.into_inner());
+            let known = &known[kind as usize];
             for (i, e) in events.iter().enumerate() {
-                let address = caller_addresses(e);
-                let id = match by_address.get(&address) {
-                    Some(id) => *id,
-                    None => {
-                        let id = known.get(&caller_key(e)).copied().unwrap_or(UNKNOWN);
-                        by_address.insert(address, id);
-                        id
-                    }
-                };
-                if id == UNKNOWN {
+                let address = kind
+                    .texts(e)
+                    .map(|t| Arc::as_ptr(t).cast::<u8>() as usize);
+                let n = *by_address
+                    .entry(address)
+                    .or_insert_with(|| known.get(&key(e)).copied().unwrap_or(UNKNOWN));
+                if n == UNKNOWN {
                     missing.push(i);
                 }
-                ids.push(id);
+                numbers.push(n);
             }
         }
-        let mut met: Vec<(CallerKey, i64)> = Vec::new();
-        let mut found: HashMap<CallerKey, i64> = HashMap::new();
+        let mut found: HashMap<RefKey, i64> = HashMap::new();
         for i in missing {
-            let key = caller_key(&events[i]);
-            if let Some(id) = found.get(&key) {
-                ids[i] = *id;
+            let texts = key(&events[i]);
+            if let Some(n) = found.get(&texts) {
+                numbers[i] = *n;
                 continue;
             }
-            let mut query = sqlx::query_scalar(
-                "INSERT INTO usage_callers (node, api_id, api_slug, route, method, app_id, \
-                 key_prefix, developer_id, plan_id, subscription_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-                 ON CONFLICT DO UPDATE SET node = excluded.node RETURNING caller_id",
-            );
-            for text in &key {
+            let mut query = sqlx::query_scalar(kind.upsert_sql());
+            for text in &texts {
                 query = query.bind(text.clone());
             }
-            let id: i64 = query.fetch_one(&mut **tx).await?;
-            ids[i] = id;
-            found.insert(key.clone(), id);
-            met.push((key, id));
+            let n: i64 = query.fetch_one(&mut **tx).await?;
+            numbers[i] = n;
+            found.insert(texts.clone(), n);
+            met.push((kind, texts, n));
         }
-        Ok((ids, met))
+        Ok(numbers)
     }
 
-    /// Keeps the numbers of callers whose rows are committed.
-    fn remember_callers(&self, met: Vec<(CallerKey, i64)>) {
+    /// Keeps the numbers of routes and customers whose rows are committed.
+    fn remember(&self, met: Met) {
         if met.is_empty() {
             return;
         }
-        let mut known = self.callers.lock().unwrap_or_else(|p| p.into_inner());
-        known.extend(met);
+        let mut known = self.refs.lock().unwrap_or_else(|p| p.into_inner());
+        for (kind, texts, n) in met {
+            known[kind as usize].insert(texts, n);
+        }
     }
 }
 
@@ -758,24 +770,52 @@ struct RollupSums {
 impl RollupSums {
     /// Adds the events to the sums of every table.
     fn add(&mut self, events: &[UsageEvent]) {
-        for (r, rows) in ROLLUPS.iter().zip(self.tables.iter_mut()) {
-            let texts = &r.shape.columns()[..r.shape.columns().len() - 1];
-            let width = r.grain.millis();
-            for e in events {
-                let t = (e.timestamp_ms as i64).div_euclid(width) * width;
+        // Events decoded from one spool record share their texts: they are
+        // summed per minute, the addresses of the texts the rollups are keyed
+        // by, and status class first (nothing hashed but numbers, nothing
+        // allocated per event), then each group is added to every table under
+        // its texts. The events are borrowed meanwhile, so no address is
+        // reused by other texts.
+        type Group = (i64, [usize; 6], u8);
+        let mut groups: rustc_hash::FxHashMap<Group, (usize, RollupRow)> =
+            rustc_hash::FxHashMap::default();
+        let minute = Bucket::Minute.millis();
+        for (i, e) in events.iter().enumerate() {
+            let texts = [
+                &e.api_slug,
+                &e.route,
+                &e.app_id,
+                &e.developer_id,
+                &e.plan_id,
+                &e.subscription_id,
+            ]
+            .map(|t| Arc::as_ptr(t).cast::<u8>() as usize);
+            let t = (e.timestamp_ms as i64).div_euclid(minute) * minute;
+            let (_, row) = groups
+                .entry((t, texts, (e.status / 100) as u8))
+                .or_insert_with(|| (i, RollupRow::default()));
+            row.counts.calls += 1;
+            row.counts.errors += u64::from(e.status >= 500);
+            row.counts.client_errors += u64::from((400..500).contains(&e.status));
+            row.counts.bytes_in += e.bytes_in;
+            row.counts.bytes_out += e.bytes_out;
+            row.counts.latency.record(e.latency_us);
+            row.overage_calls += u64::from(e.overage);
+        }
+        for ((t, _, class), (first, group)) in groups {
+            let e = &events[first];
+            for (r, rows) in ROLLUPS.iter().zip(self.tables.iter_mut()) {
+                let texts = &r.shape.columns()[..r.shape.columns().len() - 1];
+                // Every grain is a whole number of minutes.
+                let width = r.grain.millis();
                 let key = (
-                    t,
+                    t.div_euclid(width) * width,
                     texts.iter().map(|c| key_text(e, c).clone()).collect(),
-                    (e.status / 100) as u8,
+                    class,
                 );
                 let row = rows.entry(key).or_default();
-                row.counts.calls += 1;
-                row.counts.errors += u64::from(e.status >= 500);
-                row.counts.client_errors += u64::from((400..500).contains(&e.status));
-                row.counts.bytes_in += e.bytes_in;
-                row.counts.bytes_out += e.bytes_out;
-                row.counts.latency.record(e.latency_us);
-                row.overage_calls += u64::from(e.overage);
+                row.counts.merge(&group.counts);
+                row.overage_calls += group.overage_calls;
             }
         }
     }
@@ -932,11 +972,13 @@ fn upsert_sql(index: usize, rows: usize) -> Arc<str> {
 fn bind_event(
     args: &mut SqliteArguments,
     e: &UsageEvent,
-    caller: i64,
+    route: i64,
+    customer: i64,
 ) -> Result<(), sqlx::error::BoxDynError> {
     args.add(e.timestamp_ms as i64)?;
     args.add(e.id.as_bytes().to_vec())?;
-    args.add(caller)?;
+    args.add(route)?;
+    args.add(customer)?;
     args.add(i64::from(e.status))?;
     args.add(i64::from(e.latency_us))?;
     args.add(i64::from(e.upstream_latency_us))?;
@@ -969,6 +1011,6 @@ mod tests {
         );
         let sql = insert_sql(2);
         assert_eq!(sql.matches('?').count(), 2 * COLUMNS);
-        assert!(sql.ends_with("?),(?,?,?,?,?,?,?,?,?,?,?)"));
+        assert!(sql.ends_with("?),(?,?,?,?,?,?,?,?,?,?,?,?)"));
     }
 }

@@ -1,37 +1,42 @@
 -- The raw events in a compact form. The texts that repeat from call to call
--- (node, API, route, method, app, key, developer, plan, subscription) are kept
--- once per distinct combination in usage_callers; an event row holds that
--- caller's number, its own numbers, its client address and error code, and
--- its id as the UUID's 16 bytes. Event rows are keyed by (timestamp_ms, id),
--- so the table is in time order (new events are appended at its end, and
--- time-range scans read it directly), with one index by caller and time,
--- which serves filters by API, app, key, plan… through usage_callers. A batch
--- writes two B-trees instead of four, with far smaller rows. A replayed event
--- has the same time and id, so INSERT OR IGNORE still stores each event once.
--- The view usage_events shows the events with every column, as before.
+-- are kept once: node, API, route and method per route in usage_routes; app,
+-- key, developer, plan and subscription per customer in usage_customers. An
+-- event row holds the numbers of its route and customer, its own numbers, its
+-- client address and error code, and its id as the UUID's 16 bytes. Event rows
+-- are keyed by (timestamp_ms, id), so the table is in time order (new events
+-- are appended at its end, and time-range scans read it directly), with one
+-- index by customer and time, which serves filters by app, key, plan… through
+-- usage_customers. A batch writes two B-trees instead of four, with small
+-- rows. A replayed event has the same time and id, so INSERT OR IGNORE still
+-- stores each event once. The view usage_events shows the events with every
+-- column, as before.
 --
--- Callers are never deleted (retention deletes event rows only): a running
--- gateway keeps their numbers in memory.
-CREATE TABLE usage_callers (
-    caller_id       INTEGER PRIMARY KEY,
-    node            TEXT NOT NULL,
-    api_id          TEXT NOT NULL,
-    api_slug        TEXT NOT NULL,
-    route           TEXT NOT NULL,
-    method          TEXT NOT NULL,
+-- Routes and customers are never deleted (retention deletes event rows only):
+-- a running gateway keeps their numbers in memory.
+CREATE TABLE usage_routes (
+    route_ref INTEGER PRIMARY KEY,
+    node      TEXT NOT NULL,
+    api_id    TEXT NOT NULL,
+    api_slug  TEXT NOT NULL,
+    route     TEXT NOT NULL,
+    method    TEXT NOT NULL,
+    UNIQUE (node, api_id, api_slug, route, method)
+);
+CREATE INDEX usage_routes_api ON usage_routes (api_slug);
+CREATE TABLE usage_customers (
+    customer_ref    INTEGER PRIMARY KEY,
     app_id          TEXT NOT NULL,
     key_prefix      TEXT NOT NULL,
     developer_id    TEXT NOT NULL,
     plan_id         TEXT NOT NULL,
     subscription_id TEXT NOT NULL,
-    UNIQUE (node, api_id, api_slug, route, method, app_id, key_prefix, developer_id, plan_id, subscription_id)
+    UNIQUE (app_id, key_prefix, developer_id, plan_id, subscription_id)
 );
-CREATE INDEX usage_callers_api ON usage_callers (api_slug);
-CREATE INDEX usage_callers_app ON usage_callers (app_id);
 CREATE TABLE usage_event_rows (
     timestamp_ms        INTEGER NOT NULL,
     id                  BLOB NOT NULL,
-    caller_id           INTEGER NOT NULL,
+    route_ref           INTEGER NOT NULL,
+    customer_ref        INTEGER NOT NULL,
     status              INTEGER NOT NULL,
     latency_us          INTEGER NOT NULL,
     upstream_latency_us INTEGER NOT NULL,
@@ -42,26 +47,29 @@ CREATE TABLE usage_event_rows (
     overage             INTEGER NOT NULL,
     PRIMARY KEY (timestamp_ms, id)
 ) WITHOUT ROWID;
-CREATE INDEX usage_event_rows_caller_time ON usage_event_rows (caller_id, timestamp_ms);
+CREATE INDEX usage_event_rows_customer_time ON usage_event_rows (customer_ref, timestamp_ms);
 
-INSERT OR IGNORE INTO usage_callers (node, api_id, api_slug, route, method, app_id, key_prefix,
-                                     developer_id, plan_id, subscription_id)
-SELECT DISTINCT node, api_id, api_slug, route, method, app_id, key_prefix, developer_id, plan_id,
-       subscription_id
-FROM usage_events;
+INSERT OR IGNORE INTO usage_routes (node, api_id, api_slug, route, method)
+SELECT DISTINCT node, api_id, api_slug, route, method FROM usage_events;
+INSERT OR IGNORE INTO usage_customers (app_id, key_prefix, developer_id, plan_id, subscription_id)
+SELECT DISTINCT app_id, key_prefix, developer_id, plan_id, subscription_id FROM usage_events;
 INSERT INTO usage_event_rows
-SELECT e.timestamp_ms, unhex(replace(e.id, '-', '')), c.caller_id, e.status, e.latency_us,
-       e.upstream_latency_us, e.bytes_in, e.bytes_out, e.client_ip, e.error_code, e.overage
+SELECT e.timestamp_ms, unhex(replace(e.id, '-', '')), r.route_ref, c.customer_ref, e.status,
+       e.latency_us, e.upstream_latency_us, e.bytes_in, e.bytes_out, e.client_ip, e.error_code,
+       e.overage
 FROM usage_events e
-JOIN usage_callers c
-  ON c.node = e.node AND c.api_id = e.api_id AND c.api_slug = e.api_slug AND c.route = e.route
- AND c.method = e.method AND c.app_id = e.app_id AND c.key_prefix = e.key_prefix
- AND c.developer_id = e.developer_id AND c.plan_id = e.plan_id
- AND c.subscription_id = e.subscription_id;
+JOIN usage_routes r
+  ON r.node = e.node AND r.api_id = e.api_id AND r.api_slug = e.api_slug AND r.route = e.route
+ AND r.method = e.method
+JOIN usage_customers c
+  ON c.app_id = e.app_id AND c.key_prefix = e.key_prefix AND c.developer_id = e.developer_id
+ AND c.plan_id = e.plan_id AND c.subscription_id = e.subscription_id;
 DROP TABLE usage_events;
 
 CREATE VIEW usage_events AS
-SELECT r.timestamp_ms, r.id, c.node, c.api_id, c.api_slug, c.route, c.method, r.status,
-       r.latency_us, r.upstream_latency_us, r.bytes_in, r.bytes_out, c.app_id, c.key_prefix,
-       c.developer_id, c.plan_id, c.subscription_id, r.client_ip, r.error_code, r.overage
-FROM usage_event_rows r JOIN usage_callers c ON c.caller_id = r.caller_id;
+SELECT e.timestamp_ms, e.id, r.node, r.api_id, r.api_slug, r.route, r.method, e.status,
+       e.latency_us, e.upstream_latency_us, e.bytes_in, e.bytes_out, c.app_id, c.key_prefix,
+       c.developer_id, c.plan_id, c.subscription_id, e.client_ip, e.error_code, e.overage
+FROM usage_event_rows e
+JOIN usage_routes r ON r.route_ref = e.route_ref
+JOIN usage_customers c ON c.customer_ref = e.customer_ref;

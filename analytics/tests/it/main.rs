@@ -372,15 +372,17 @@ async fn embedded_events_move_to_the_compact_tables() {
         })
         .collect();
     assert_eq!(rows, expected, "every event kept, its id as 16 bytes");
-    let callers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_callers")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(callers, 2, "one caller per distinct combination of texts");
+    let counts: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM usage_routes), (SELECT COUNT(*) FROM usage_customers)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(counts, (1, 2), "one row per distinct route and customer");
 }
 
 #[tokio::test]
-async fn embedded_callers_are_shared_between_processes_and_batches() {
+async fn embedded_routes_and_customers_are_shared_between_processes_and_batches() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("usage.db");
     let open = || async {
@@ -390,9 +392,9 @@ async fn embedded_callers_are_shared_between_processes_and_batches() {
         store.migrate().await.unwrap();
         store
     };
-    // Two gateways on one file, each with its own memory of callers; the
-    // same texts arrive in separate allocations (decoded from different
-    // spool records) and as different callers (another key).
+    // Two gateways on one file, each with its own memory of routes and
+    // customers; the same texts arrive in separate allocations (decoded from
+    // different spool records), and another key makes another customer.
     let (a, b) = (open().await, open().await);
     let batch = |from: u64, key: &str| -> Vec<UsageEvent> {
         (from..from + 10)
@@ -423,11 +425,13 @@ async fn embedded_callers_are_shared_between_processes_and_batches() {
         per_key,
         [("tg_live_AAAA".to_owned(), 30), ("tg_live_BBBB".to_owned(), 20)]
     );
-    let callers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_callers")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(callers, 2);
+    let counts: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM usage_routes), (SELECT COUNT(*) FROM usage_customers)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(counts, (1, 2), "one route, two customers (keys)");
     let store = UsageStore::Embedded(a);
     assert_eq!(store.summary(&day()).await.unwrap().total_calls, 50);
     assert_eq!(daily_calls(&store).await, [50]);
