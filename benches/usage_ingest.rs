@@ -121,7 +121,10 @@ async fn main() {
         return;
     }
     let events = env_or("INGEST_EVENTS", 3_000_000) as u64;
-    let batch = env_or("INGEST_BATCH", WriterSettings::new(std::path::Path::new("")).batch_size);
+    let batch = env_or(
+        "INGEST_BATCH",
+        WriterSettings::new(std::path::Path::new("")).batch_size,
+    );
     let dir = tempfile::tempdir().unwrap();
     let url = std::env::var("TOLLGATE_TEST_CLICKHOUSE_URL")
         .unwrap_or_else(|_| "http://127.0.0.1:8123".into());

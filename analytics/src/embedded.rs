@@ -21,8 +21,8 @@ use crate::error::UsageError;
 use crate::event::{Text, UsageEvent};
 use crate::latency::{self, LatencyHistogram};
 use crate::query::{
-    ApiUsage, Bucket, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, TopList, TopQuery,
-    UsageFilter, UsageSummary,
+    ApiUsage, Bucket, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, TopList,
+    TopQuery, UsageFilter, UsageSummary,
 };
 use crate::rollup::{self, FilterValue, ROLLUPS, Source};
 
@@ -125,7 +125,7 @@ fn insert_sql(rows: usize) -> Arc<str> {
                  status, latency_us, upstream_latency_us, bytes_in, bytes_out, client_ip, \
                  error_code, overage) VALUES ",
             );
-            let row = format!("({})", vec!["?"; COLUMNS].join(","));
+            let row = format!("({})", ["?"; COLUMNS].join(","));
             sql.push_str(&vec![row; rows].join(","));
             Arc::from(sql)
         })
@@ -248,8 +248,8 @@ impl EmbeddedStore {
                 sqlx::query("SELECT 1 FROM usage_event_rows WHERE timestamp_ms = ?1 AND id = ?2")
                     .bind(e.timestamp_ms as i64)
                     .bind(e.id.as_bytes().as_slice())
-                .fetch_optional(&mut *tx)
-                .await?;
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if stored.is_none() {
                 new.push(e.clone());
             }
@@ -600,7 +600,9 @@ impl EmbeddedStore {
     ) -> Result<(u64, Met), UsageError> {
         let mut met = Vec::new();
         let routes = self.ref_numbers(tx, events, Ref::Route, &mut met).await?;
-        let customers = self.ref_numbers(tx, events, Ref::Customer, &mut met).await?;
+        let customers = self
+            .ref_numbers(tx, events, Ref::Customer, &mut met)
+            .await?;
         let mut inserted = 0;
         let mut at = 0;
         for rows in statement_rows(events.len()) {
@@ -642,9 +644,7 @@ impl EmbeddedStore {
             let known = self.refs.lock().unwrap_or_else(|p| p.into_inner());
             let known = &known[kind as usize];
             for (i, e) in events.iter().enumerate() {
-                let address = kind
-                    .texts(e)
-                    .map(|t| Arc::as_ptr(t).cast::<u8>() as usize);
+                let address = kind.texts(e).map(|t| Arc::as_ptr(t).cast::<u8>() as usize);
                 let n = *by_address
                     .entry(address)
                     .or_insert_with(|| known.get(&key(e)).copied().unwrap_or(UNKNOWN));

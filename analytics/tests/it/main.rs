@@ -423,7 +423,10 @@ async fn embedded_routes_and_customers_are_shared_between_processes_and_batches(
     .unwrap();
     assert_eq!(
         per_key,
-        [("tg_live_AAAA".to_owned(), 30), ("tg_live_BBBB".to_owned(), 20)]
+        [
+            ("tg_live_AAAA".to_owned(), 30),
+            ("tg_live_BBBB".to_owned(), 20)
+        ]
     );
     let counts: (i64, i64) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM usage_routes), (SELECT COUNT(*) FROM usage_customers)",
