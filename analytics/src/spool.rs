@@ -585,14 +585,19 @@ mod tests {
         assert!(next.seq > found[1].seq);
     }
 
-    #[test]
-    fn a_torn_or_corrupt_tail_is_skipped_and_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut w, _, stats) = open(dir.path(), SpoolLimits::default());
+    /// A sealed segment of the records "one", "two" and "three".
+    fn one_two_three(dir: &Path) -> (Segment, Arc<SpoolStats>) {
+        let (mut w, _, stats) = open(dir, SpoolLimits::default());
         for r in [b"one".as_slice(), b"two", b"three"] {
             w.append(r).unwrap();
         }
-        let seg = w.seal().unwrap().unwrap();
+        (w.seal().unwrap().unwrap(), stats)
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_tail_is_skipped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seg, stats) = one_two_three(dir.path());
         // Torn: the last record cut in half.
         let data = fs::read(&seg.path).unwrap();
         fs::write(&seg.path, &data[..data.len() - 3]).unwrap();
@@ -619,11 +624,7 @@ mod tests {
         // What a write the disk refused part way leaves behind if the process
         // dies before cutting it off again.
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, _, stats) = open(dir.path(), SpoolLimits::default());
-        for r in [b"one".as_slice(), b"two", b"three"] {
-            w.append(r).unwrap();
-        }
-        let seg = w.seal().unwrap().unwrap();
+        let (seg, stats) = one_two_three(dir.path());
         let data = fs::read(&seg.path).unwrap();
         let last = RECORD_HEADER as usize + 5;
         for kept in 1..last {

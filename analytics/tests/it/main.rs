@@ -239,6 +239,15 @@ async fn embedded_replay_does_not_double_count() {
     .await;
 }
 
+/// The embedded store in the file at `path`, migrated.
+async fn open_embedded(path: &std::path::Path) -> tollgate_analytics::embedded::EmbeddedStore {
+    let store = tollgate_analytics::embedded::EmbeddedStore::open(path)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
 /// Calls of 2026-01-01 from the daily series (the rollups).
 async fn daily_calls(store: &UsageStore) -> Vec<u64> {
     let q = tollgate_analytics::TimeSeriesQuery::parse(tollgate_analytics::TimeSeriesParams {
@@ -256,10 +265,7 @@ async fn daily_calls(store: &UsageStore) -> Vec<u64> {
 async fn embedded_rollups_backfill_on_migration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("usage.db");
-    let store = tollgate_analytics::embedded::EmbeddedStore::open(&path)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = open_embedded(&path).await;
     let events: Vec<_> = (0..120)
         .map(|i| event(i * 700, "weather", 200, 1000 + i as u32))
         .collect();
@@ -385,13 +391,7 @@ async fn embedded_events_move_to_the_compact_tables() {
 async fn embedded_routes_and_customers_are_shared_between_processes_and_batches() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("usage.db");
-    let open = || async {
-        let store = tollgate_analytics::embedded::EmbeddedStore::open(&path)
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        store
-    };
+    let open = || open_embedded(&path);
     // Two gateways on one file, each with its own memory of routes and
     // customers; the same texts arrive in separate allocations (decoded from
     // different spool records), and another key makes another customer.
@@ -455,13 +455,7 @@ async fn queued(path: &std::path::Path) -> i64 {
 async fn embedded_queued_events_survive_a_restart_and_are_folded_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("usage.db");
-    let open = || async {
-        let store = tollgate_analytics::embedded::EmbeddedStore::open(&path)
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        store
-    };
+    let open = || open_embedded(&path);
     let store = open().await;
     // 3,000 events: more than one queued record (1,024 events each).
     let events: Vec<_> = (0..3000)
