@@ -311,6 +311,10 @@ impl TestApp {
                         for c in COLUMNS {
                             let v = if NUMBERS.contains(&c) {
                                 json!(r.get::<i64, _>(c) as f64)
+                            } else if c == "id" {
+                                // The store keeps the UUID's 16 bytes.
+                                let id = uuid::Uuid::from_slice(&r.get::<Vec<u8>, _>(c)).unwrap();
+                                json!(id.hyphenated().to_string())
                             } else {
                                 json!(r.get::<String, _>(c))
                             };
