@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::process::Command;
 use tokio::task::JoinHandle;
-use tollgate_testkit::TestClickHouse;
 use tollgate_testkit::proxy::TcpProxy;
 use tollgate_testkit::upstream::Upstream;
+use tollgate_testkit::{TestClickHouse, TestDb};
 
 use crate::cli::{Process, RemoteAdmin, configured, file_size_limited};
 use crate::support::{Stack, test_settings};
@@ -165,47 +165,66 @@ async fn metric(process: &Process, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
 }
 
-/// A `tollgate up` on this test's databases whose ClickHouse traffic goes
-/// through `proxy`, with `extra` settings.
-fn up(
-    settings: &tollgate_core::Settings,
-    ch: &TestClickHouse,
-    proxy: &TcpProxy,
-    extra: &[(&str, &str)],
-) -> Command {
-    let mut cmd = configured("up", settings, Some(ch));
-    cmd.env("CLICKHOUSE_URL", proxy.url());
-    for (k, v) in extra {
-        cmd.env(k, v);
+/// What every test here runs on: its own PostgreSQL and ClickHouse
+/// databases, a TCP proxy of its own in front of ClickHouse (to "stop" it),
+/// and an echo upstream.
+struct Rig {
+    settings: tollgate_core::Settings,
+    db: TestDb,
+    ch: TestClickHouse,
+    proxy: TcpProxy,
+    upstream: Upstream,
+}
+
+impl Rig {
+    async fn new() -> Self {
+        let (settings, db, ch) = test_settings(Stack::Scaled).await;
+        Self {
+            settings,
+            db,
+            ch: ch.expect("the scaled stack has ClickHouse"),
+            proxy: TcpProxy::start(clickhouse_addr().await).await,
+            upstream: Upstream::echo().await,
+        }
     }
-    cmd
-}
 
-/// Starts `cmd` and, with `provision`, an API on an echo upstream and a key
-/// for it. Returns the process, the call URL and the key.
-async fn launch(cmd: Command, upstream: &Upstream, provision: bool) -> (Process, String, String) {
-    let process = Process::spawn(cmd).await;
-    let url = format!("{}/metered/call", process.printed("Gateway:"));
-    let admin = RemoteAdmin::of(&process);
-    let key = if provision {
-        let app = admin.provision("metered", &upstream.url(), json!({})).await;
-        admin.key(&app).await
-    } else {
-        String::new()
-    };
-    (process, url, key)
-}
+    /// A `tollgate up` on this rig whose ClickHouse traffic goes through the
+    /// proxy, with `extra` settings.
+    fn up(&self, extra: &[(&str, &str)]) -> Command {
+        let mut cmd = configured("up", &self.settings, Some(&self.ch));
+        cmd.env("CLICKHOUSE_URL", self.proxy.url());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd
+    }
 
-/// [`up`], then [`launch`].
-async fn start(
-    settings: &tollgate_core::Settings,
-    ch: &TestClickHouse,
-    proxy: &TcpProxy,
-    upstream: &Upstream,
-    extra: &[(&str, &str)],
-    provision: bool,
-) -> (Process, String, String) {
-    launch(up(settings, ch, proxy, extra), upstream, provision).await
+    /// Starts `cmd` and, with `provision`, an API on the echo upstream and a
+    /// key for it. Returns the process, the call URL and the key.
+    async fn launch(&self, cmd: Command, provision: bool) -> (Process, String, String) {
+        let process = Process::spawn(cmd).await;
+        let url = format!("{}/metered/call", process.printed("Gateway:"));
+        let admin = RemoteAdmin::of(&process);
+        let key = if provision {
+            let app = admin
+                .provision("metered", &self.upstream.url(), json!({}))
+                .await;
+            admin.key(&app).await
+        } else {
+            String::new()
+        };
+        (process, url, key)
+    }
+
+    /// [`Self::up`], then [`Self::launch`].
+    async fn start(&self, extra: &[(&str, &str)], provision: bool) -> (Process, String, String) {
+        self.launch(self.up(extra), provision).await
+    }
+
+    async fn cleanup(self) {
+        self.db.cleanup().await;
+        self.ch.cleanup().await;
+    }
 }
 
 /// Waits until the gateway accepts `key` (a new key reaches it within a
@@ -227,30 +246,27 @@ async fn accepted(url: &str, key: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_away_for_a_minute_loses_no_call() {
-    let (settings, db, ch) = test_settings(Stack::Scaled).await;
-    let ch = ch.unwrap();
-    let proxy = TcpProxy::start(clickhouse_addr().await).await;
-    let upstream = Upstream::echo().await;
-    let (process, url, key) = start(&settings, &ch, &proxy, &upstream, &[], true).await;
+    let rig = Rig::new().await;
+    let (process, url, key) = rig.start(&[], true).await;
     let before = accepted(&url, &key).await;
 
     let load = Load::start(url, key, 4);
     load.until_more(200).await;
-    proxy.cut();
+    rig.proxy.cut();
     let cut_at = load.served();
     tokio::time::sleep(Duration::from_secs(60)).await;
     let during = load.served() - cut_at;
     // While ClickHouse is away the events wait on disk.
     assert!(metric(&process, "tollgate_usage_spool_bytes").await > 0.0);
     assert!(metric(&process, "tollgate_usage_write_failures_total").await > 0.0);
-    assert!(proxy.refused() > 0, "Tollgate never tried ClickHouse");
-    proxy.restore();
+    assert!(rig.proxy.refused() > 0, "Tollgate never tried ClickHouse");
+    rig.proxy.restore();
     load.until_more(200).await;
     let (served, failed, _) = load.finish().await;
     assert_eq!(failed, 0, "calls failed while ClickHouse was away");
     assert!(during > 100, "only {during} calls during the outage");
 
-    expect_stored(&ch, before + served, "after the outage").await;
+    expect_stored(&rig.ch, before + served, "after the outage").await;
     assert_eq!(
         metric(
             &process,
@@ -261,31 +277,21 @@ async fn clickhouse_away_for_a_minute_loses_no_call() {
     );
     assert!(process.terminate().await.success());
     assert_eq!(
-        stored(&ch).await,
+        stored(&rig.ch).await,
         before + served,
         "counted twice at shutdown"
     );
-    db.cleanup().await;
-    ch.cleanup().await;
+    rig.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_counts_every_call() {
-    let (settings, db, ch) = test_settings(Stack::Scaled).await;
-    let ch = ch.unwrap();
-    let proxy = TcpProxy::start(clickhouse_addr().await).await;
-    let upstream = Upstream::echo().await;
+    let rig = Rig::new().await;
     // A long flush interval: most events are still in the queue or the spool
     // when the signal comes.
-    let (process, url, key) = start(
-        &settings,
-        &ch,
-        &proxy,
-        &upstream,
-        &[("TOLLGATE_USAGE_FLUSH_INTERVAL_MS", "600000")],
-        true,
-    )
-    .await;
+    let (process, url, key) = rig
+        .start(&[("TOLLGATE_USAGE_FLUSH_INTERVAL_MS", "600000")], true)
+        .await;
     let before = accepted(&url, &key).await;
     let load = Load::start(url, key, 4);
     load.until_more(500).await;
@@ -294,12 +300,11 @@ async fn sigterm_under_load_counts_every_call() {
     let (served, failed, _) = load.ended().await;
     assert_eq!(failed, 4, "every connection ends when the gateway stops");
     assert_eq!(
-        stored(&ch).await,
+        stored(&rig.ch).await,
         before + served,
         "SIGTERM under load lost or doubled calls"
     );
-    db.cleanup().await;
-    ch.cleanup().await;
+    rig.cleanup().await;
 }
 
 /// SIGKILL loses at most what was recorded since the spool's last sync; the
@@ -307,16 +312,13 @@ async fn sigterm_under_load_counts_every_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_at_most_the_last_sync_interval() {
     const SYNC_MS: u64 = 200;
-    let (settings, db, ch) = test_settings(Stack::Scaled).await;
-    let ch = ch.unwrap();
-    let proxy = TcpProxy::start(clickhouse_addr().await).await;
-    let upstream = Upstream::echo().await;
+    let rig = Rig::new().await;
     let sync = SYNC_MS.to_string();
     let extra = [
         ("TOLLGATE_USAGE_FLUSH_INTERVAL_MS", "1000"),
         ("TOLLGATE_USAGE_SPOOL_SYNC_INTERVAL_MS", sync.as_str()),
     ];
-    let (mut process, url, key) = start(&settings, &ch, &proxy, &upstream, &extra, true).await;
+    let (mut process, url, key) = rig.start(&extra, true).await;
     let before = accepted(&url, &key).await;
     let load = Load::start(url, key, 4);
     load.until_more(1000).await;
@@ -328,7 +330,7 @@ async fn sigkill_under_load_loses_at_most_the_last_sync_interval() {
     let served = before + served;
 
     // The next start replays the spool.
-    let (again, _, _) = start(&settings, &ch, &proxy, &upstream, &extra, false).await;
+    let (again, _, _) = rig.start(&extra, false).await;
     let shipped = tollgate_testkit::eventually(Duration::from_secs(60), || async {
         let replayed = metric(&again, "tollgate_usage_spool_replayed_segments_total").await;
         let bytes = metric(&again, "tollgate_usage_spool_bytes").await;
@@ -339,7 +341,7 @@ async fn sigkill_under_load_loses_at_most_the_last_sync_interval() {
         shipped.is_some(),
         "the restarted process did not ship the spool"
     );
-    let kept = stored(&ch).await;
+    let kept = stored(&rig.ch).await;
     assert!(kept <= served, "{kept} events stored for {served} calls");
     let lost = served - kept;
     // Calls answered in the last sync intervals before the kill: the loss
@@ -359,28 +361,22 @@ async fn sigkill_under_load_loses_at_most_the_last_sync_interval() {
         "lost {lost} calls; only {recent} were answered in the last {window:?}"
     );
     assert!(again.terminate().await.success());
-    assert_eq!(stored(&ch).await, kept, "counted twice after the restart");
-    db.cleanup().await;
-    ch.cleanup().await;
+    assert_eq!(
+        stored(&rig.ch).await,
+        kept,
+        "counted twice after the restart"
+    );
+    rig.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_keeps_serving_and_counts_what_it_drops() {
-    let (settings, db, ch) = test_settings(Stack::Scaled).await;
-    let ch = ch.unwrap();
-    let proxy = TcpProxy::start(clickhouse_addr().await).await;
-    let upstream = Upstream::echo().await;
-    let (process, url, key) = start(
-        &settings,
-        &ch,
-        &proxy,
-        &upstream,
-        &[("TOLLGATE_USAGE_SPOOL_MAX_BYTES", "32768")],
-        true,
-    )
-    .await;
+    let rig = Rig::new().await;
+    let (process, url, key) = rig
+        .start(&[("TOLLGATE_USAGE_SPOOL_MAX_BYTES", "32768")], true)
+        .await;
     let before = accepted(&url, &key).await;
-    proxy.cut();
+    rig.proxy.cut();
     let cut_at = Instant::now();
     let load = Load::start(url, key, 4);
     let dropped = "tollgate_usage_events_dropped_total{reason=\"spool_full\"}";
@@ -391,19 +387,19 @@ async fn a_full_spool_keeps_serving_and_counts_what_it_drops() {
     assert!(full.is_some(), "the spool never filled");
     // Serving goes on with the spool full.
     load.until_more(300).await;
-    proxy.restore();
+    rig.proxy.restore();
     let (served, failed, _) = load.finish().await;
     assert_eq!(failed, 0, "calls failed with the spool full");
     let dropped_n = tollgate_testkit::eventually(Duration::from_secs(60), || async {
         let d = metric(&process, dropped).await as u64;
-        let kept = stored(&ch).await;
+        let kept = stored(&rig.ch).await;
         (kept + d == before + served).then_some(d)
     })
     .await;
     assert!(
         dropped_n.is_some(),
         "stored {} + dropped {} != served {}",
-        stored(&ch).await,
+        stored(&rig.ch).await,
         metric(&process, dropped).await,
         before + served
     );
@@ -417,8 +413,7 @@ async fn a_full_spool_keeps_serving_and_counts_what_it_drops() {
         cut_at.elapsed()
     );
     assert!(process.terminate().await.success());
-    db.cleanup().await;
-    ch.cleanup().await;
+    rig.cleanup().await;
 }
 
 /// The operating system refuses the spool's writes: a file size limit of
@@ -431,19 +426,16 @@ async fn a_full_spool_keeps_serving_and_counts_what_it_drops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_that_refuses_the_spools_writes_keeps_serving_and_counts_what_it_drops() {
     const LIMIT: u64 = 16 << 10;
-    let (settings, db, ch) = test_settings(Stack::Scaled).await;
-    let ch = ch.unwrap();
-    let proxy = TcpProxy::start(clickhouse_addr().await).await;
-    let upstream = Upstream::echo().await;
+    let rig = Rig::new().await;
     // Short passes make small records: a refused write drops few events.
     let extra = [
         ("TOLLGATE_USAGE_FLUSH_INTERVAL_MS", "600000"),
         ("TOLLGATE_USAGE_SPOOL_SYNC_INTERVAL_MS", "20"),
     ];
-    let cmd = file_size_limited(up(&settings, &ch, &proxy, &extra), LIMIT);
-    let (process, url, key) = launch(cmd, &upstream, true).await;
+    let cmd = file_size_limited(rig.up(&extra), LIMIT);
+    let (process, url, key) = rig.launch(cmd, true).await;
     let before = accepted(&url, &key).await;
-    proxy.cut();
+    rig.proxy.cut();
     let cut_at = Instant::now();
     let load = Load::start(url, key, 4);
     let dropped = "tollgate_usage_events_dropped_total{reason=\"spool_error\"}";
@@ -462,7 +454,7 @@ async fn a_disk_that_refuses_the_spools_writes_keeps_serving_and_counts_what_it_
     );
     assert!(metric(&process, dropped).await > 0.0);
     load.until_more(300).await;
-    proxy.restore();
+    rig.proxy.restore();
     load.until_more(300).await;
     let (served, failed, _) = load.finish().await;
     assert_eq!(failed, 0, "calls failed while the disk refused writes");
@@ -521,10 +513,9 @@ async fn a_disk_that_refuses_the_spools_writes_keeps_serving_and_counts_what_it_
     // Shutdown ships the segment being written: stored + dropped = served.
     assert!(process.terminate().await.success());
     assert_eq!(
-        stored(&ch).await + dropped_n,
+        stored(&rig.ch).await + dropped_n,
         served,
         "stored + dropped != served ({dropped_n} dropped)"
     );
-    db.cleanup().await;
-    ch.cleanup().await;
+    rig.cleanup().await;
 }
