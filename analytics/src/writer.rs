@@ -430,40 +430,33 @@ fn spool_loop(
         }
         let mut closed = false;
         loop {
-            match rx.try_recv() {
+            // A record is appended when it is full and when the queue is empty.
+            let drained = match rx.try_recv() {
                 Ok(event) => {
                     enc.push(&event);
-                    if enc.is_full() {
-                        let ok = append(
-                            &mut enc,
-                            &mut buf,
-                            &mut spool,
-                            &sealed,
-                            stats,
-                            &mut warnings,
-                        );
-                        unsynced |= ok;
-                        unsealed |= ok;
-                    }
+                    false
                 }
-                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Empty) => true,
                 Err(TryRecvError::Disconnected) => {
                     closed = true;
-                    break;
+                    true
                 }
+            };
+            if (drained || enc.is_full()) && !enc.is_empty() {
+                let ok = append(
+                    &mut enc,
+                    &mut buf,
+                    &mut spool,
+                    &sealed,
+                    stats,
+                    &mut warnings,
+                );
+                unsynced |= ok;
+                unsealed |= ok;
             }
-        }
-        if !enc.is_empty() {
-            let ok = append(
-                &mut enc,
-                &mut buf,
-                &mut spool,
-                &sealed,
-                stats,
-                &mut warnings,
-            );
-            unsynced |= ok;
-            unsealed |= ok;
+            if drained {
+                break;
+            }
         }
         let now = Instant::now();
         let finishing = closed || (stopping && rx.is_empty());
