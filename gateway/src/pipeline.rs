@@ -554,12 +554,15 @@ impl Gateway {
             };
             let upstream_req =
                 attempt.map(|()| CountingBody::new(upstream_body, counter, max_body));
-            // Plain HTTP/1.1 goes over the target's own pool; https, HTTP/2
-            // and upgrades over the general client.
+            // Plain HTTP/1.1 with a small body of known size goes over the
+            // target's own pool; https, HTTP/2, upgrades and streamed
+            // uploads over the general client.
             let route = if pick.target.scheme != http::uri::Scheme::HTTP || upgrade.is_some() {
                 proxy::Route::Client
             } else if balancer.policy.protocol == UpstreamProtocol::H2c {
                 proxy::Route::H2c(&self.h2c_client)
+            } else if !crate::upstream_pool::fits(&upstream_req) {
+                proxy::Route::Client
             } else {
                 proxy::Route::Pool(
                     &balancer.targets[pick.index].pool,

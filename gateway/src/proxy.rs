@@ -24,7 +24,7 @@ use crate::headers::{
 };
 use crate::metering::CountingBody;
 use crate::snapshot::Target;
-use crate::upstream_pool::{Http1Pool, PoolError};
+use crate::upstream_pool::{Http1Pool, PoolError, PooledStream, Reply, SMALL_BODY};
 
 /// The body sent upstream: the client's, counted, or one the gateway made
 /// (a mapped JSON body; empty on a retry of a call without a body).
@@ -165,12 +165,52 @@ pub fn upstream_uri(target: &Target, rest: &str, query: Option<&str>) -> Result<
         .build()
 }
 
-/// Upstream bodies up to this size are read whole before answering.
-const SMALL_BODY: usize = 16 * 1024;
-
 /// The body passed back to the client: streamed (under the read and total
 /// timeouts), or read whole when small.
-pub type ProxiedBody = Either<TimedBody<Incoming>, Full<Bytes>>;
+pub type ProxiedBody = Either<TimedBody<StreamedBody>, Full<Bytes>>;
+
+/// An upstream's streamed body: from the general client, or off a target's
+/// own connection.
+#[derive(Debug)]
+pub enum StreamedBody {
+    /// Through hyper's client.
+    Hyper(Incoming),
+    /// Through a target's pool.
+    Pooled(PooledStream),
+}
+
+impl http_body::Body for StreamedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Hyper(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(Into::into))),
+            Self::Pooled(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper(b) => b.is_end_stream(),
+            Self::Pooled(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Hyper(b) => b.size_hint(),
+            Self::Pooled(b) => b.size_hint(),
+        }
+    }
+}
 
 /// How long an exchange with an upstream may take.
 #[derive(Debug, Clone, Copy)]
@@ -282,11 +322,12 @@ pub struct Proxied {
 enum Failed {
     Request(hyper_util::client::legacy::Error),
     Pooled(PoolError),
-    Body(hyper::Error),
+    Body(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Where a call goes: a target's own connection pool (plain HTTP/1.1), or
-/// the general client (https, HTTP/2, protocol upgrades).
+/// Where a call goes: a target's own connection pool (plain HTTP/1.1 with a
+/// small body of known size, see [`crate::upstream_pool::fits`]), or the
+/// general client (https, HTTP/2, protocol upgrades, streamed uploads).
 #[derive(Clone, Copy)]
 pub enum Route<'a> {
     /// The target's pool, with the connect timeout for a new connection.
@@ -316,16 +357,21 @@ pub async fn forward(
     let target = DisplayTarget(target.as_ref());
     // One deadline (one timer) for the head and a small body.
     let exchange = async {
+        let hyper_reply = |r: Response<Incoming>| r.map(|b| Reply::Stream(StreamedBody::Hyper(b)));
         let mut response = match route {
             Route::Pool(pool, connect_timeout) => match req.uri().authority().cloned() {
                 Some(authority) => pool
                     .send(&authority, req, connect_timeout)
                     .await
-                    .map_err(Failed::Pooled)?,
-                None => client.request(req).await.map_err(Failed::Request)?,
+                    .map_err(Failed::Pooled)?
+                    .map(|reply| match reply {
+                        Reply::Stream(s) => Reply::Stream(StreamedBody::Pooled(s)),
+                        Reply::Whole(b) => Reply::Whole(b),
+                    }),
+                None => hyper_reply(client.request(req).await.map_err(Failed::Request)?),
             },
-            Route::Client => client.request(req).await.map_err(Failed::Request)?,
-            Route::H2c(h2c) => h2c.request(req).await.map_err(Failed::Request)?,
+            Route::Client => hyper_reply(client.request(req).await.map_err(Failed::Request)?),
+            Route::H2c(h2c) => hyper_reply(h2c.request(req).await.map_err(Failed::Request)?),
         };
         let upstream_latency = sent.elapsed();
         strip_hop_by_hop(response.headers_mut());
@@ -335,15 +381,18 @@ pub async fn forward(
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
+            .and_then(|v| v.parse::<u64>().ok())
             .is_some_and(|n| n <= SMALL_BODY);
-        let response = if small {
-            let (parts, body) = response.into_parts();
-            let collected = body.collect().await.map_err(Failed::Body)?;
-            Response::from_parts(parts, Either::Right(Full::new(collected.to_bytes())))
-        } else {
-            response.map(|body| Either::Left(TimedBody::new(body, timeouts, sent)))
+        let (parts, reply) = response.into_parts();
+        let body = match reply {
+            Reply::Whole(bytes) => Either::Right(Full::new(bytes)),
+            Reply::Stream(stream) if small => {
+                let collected = stream.collect().await.map_err(Failed::Body)?;
+                Either::Right(Full::new(collected.to_bytes()))
+            }
+            Reply::Stream(stream) => Either::Left(TimedBody::new(stream, timeouts, sent)),
         };
+        let response = Response::from_parts(parts, body);
         Ok(Proxied {
             response,
             upstream_latency,

@@ -1,36 +1,79 @@
-//! Kept-alive HTTP/1.1 connections to one plain-HTTP upstream target.
+//! Kept-alive HTTP/1.1 connections to one plain-HTTP upstream target, driven
+//! by the call that uses them.
 //!
-//! The general upstream client (hyper-util's pooled client, for https, HTTP/2
-//! and protocol upgrades) keys its pool by scheme and authority: every call
-//! hashed that key on checkout and again on return, and went through a
-//! connecting-or-pooled race of boxed futures, several thousand instructions
-//! per call. Each balancer target owns one of these pools instead, so a call
-//! takes a ready connection from a short list: no key, no hashing.
+//! The general upstream client (hyper-util's pooled client, for https, HTTP/2,
+//! protocol upgrades and streamed uploads) runs every connection in a task of
+//! its own: a call hands its request to that task and is woken again with the
+//! response, two task switches and a channel per call, and its pool is keyed by
+//! scheme and authority, hashed on every checkout and return. Each balancer
+//! target owns one of these pools instead: the calling task takes an idle
+//! connection from a short list, writes the request (head and body in one
+//! write), and reads and parses the answer itself (`httparse`), so the request,
+//! the upstream's answer and the reply to the client go through one task.
 //!
-//! A connection is handed back as soon as the response head has arrived; it
-//! counts as ready again only when hyper has read the whole response off the
-//! wire (`SendRequest::is_ready`), so a connection never carries two calls at
-//! once.
-//! Connections the upstream closed are dropped at the next checkout. A request
-//! that a pooled connection could not send (closed just before) is tried on
-//! another connection; one that was sent is never sent twice.
+//! What this path takes: requests whose body is known and at most
+//! [`MAX_BUFFERED_BODY`] bytes (the caller checks, see [`fits`]); the rest go
+//! over the general client, which can answer before a long upload has ended.
+//!
+//! Answers: a body announced by `Content-Length` of up to [`SMALL_BODY`] bytes
+//! is read whole before the call returns and the connection goes back to the
+//! pool at once; a longer one, a chunked one and one that ends when the
+//! upstream closes are streamed ([`PooledStream`]), and the connection goes
+//! back when the body has been read to its end. A connection is only reused
+//! when both sides keep it alive (HTTP/1.1 without `Connection: close`, or
+//! HTTP/1.0 with `Connection: keep-alive`) and the answer was framed by its
+//! length or chunks with nothing after it, so a connection never carries two
+//! calls at once and never starts a call with another's bytes.
+//!
+//! A connection the upstream closed while idle is dropped when it is next
+//! taken (the socket reads as closed), and idle ones are dropped after
+//! [`IDLE_TIMEOUT`]. If a kept-alive connection still fails before the first
+//! byte of the answer (the upstream closed it as the request went out), an
+//! idempotent call (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) is sent once more on
+//! a new connection; any other is not sent twice, and fails.
 
-use std::sync::Mutex;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
-use http::uri::{Authority, PathAndQuery, Uri};
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::proxy::UpstreamBody;
 
-/// Connections kept per target (busy and idle).
+/// Idle connections kept per target.
 const MAX_KEPT: usize = 256;
 
-/// Why a call could not be sent.
+/// An idle connection older than this is closed instead of reused.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Request bodies up to this size (and of a known size) take this path.
+pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+
+/// Answers with a `Content-Length` up to this size are read whole.
+pub const SMALL_BODY: u64 = 16 * 1024;
+
+/// The longest response head taken (status line and headers).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// The most response headers taken.
+const MAX_HEADERS: usize = 100;
+
+/// The longest chunk-size line or trailer section of a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// How much room a read asks for.
+const READ_ROOM: usize = 16 * 1024;
+
+/// Why a call could not be sent, or its answer not read.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     /// No TCP connection within the connect timeout.
@@ -39,212 +82,1097 @@ pub enum PoolError {
     /// The TCP connection failed.
     #[error("connect to {0}: {1}")]
     Connect(Authority, std::io::Error),
-    /// The HTTP exchange failed.
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
+    /// Writing the request or reading the answer failed.
+    #[error("upstream connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The upstream closed the connection before its answer was complete.
+    #[error("the upstream closed the connection before the end of its answer")]
+    Closed,
+    /// The answer is not valid HTTP/1.1.
+    #[error("the upstream's answer is not valid HTTP/1.1: {0}")]
+    Protocol(&'static str),
+    /// The client's request body failed (for example, past the size limit).
+    #[error("request body: {0}")]
+    RequestBody(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Kept-alive connections to one target.
+/// True when `req` can go over a target's pool: its body is known and small
+/// enough to be sent with the head.
+pub fn fits(req: &Request<UpstreamBody>) -> bool {
+    req.body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= MAX_BUFFERED_BODY)
+}
+
+/// An upstream's answer: read whole, or streamed (through a pool: a
+/// [`PooledStream`]).
+#[derive(Debug)]
+pub enum Reply<S = PooledStream> {
+    /// The whole body (small, or none).
+    Whole(Bytes),
+    /// A body read from the connection as the client takes it.
+    Stream(S),
+}
+
+/// Idle kept-alive connections to one target.
 #[derive(Debug, Default)]
 pub struct Http1Pool {
-    kept: Mutex<Vec<SendRequest<UpstreamBody>>>,
+    idle: Arc<Mutex<Vec<Conn>>>,
 }
 
 impl Http1Pool {
-    /// Sends `req` (an absolute URI to `authority`) on a ready connection, or
-    /// a new one, and returns the response head.
+    /// Sends `req` (an absolute URI to `authority`, a body that [`fits`]) on
+    /// an idle connection, or a new one, and returns the answer.
     pub async fn send(
         &self,
         authority: &Authority,
-        mut req: Request<UpstreamBody>,
+        req: Request<UpstreamBody>,
         connect_timeout: Duration,
-    ) -> Result<Response<Incoming>, PoolError> {
-        // Origin form on the wire: the path and query only (Host is set).
-        let origin = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(origin);
-        while let Some(mut conn) = self.checkout() {
-            match conn.try_send_request(req).await {
-                Ok(response) => {
-                    self.checkin(conn);
-                    return Ok(response);
+    ) -> Result<Response<Reply>, PoolError> {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(PoolError::RequestBody)?
+            .to_bytes();
+        let mut wire = Vec::with_capacity(256 + body.len());
+        write_head(&mut wire, &parts.method, &parts.uri, &parts.headers, &body);
+        wire.extend_from_slice(&body);
+        let head_only = parts.method == Method::HEAD;
+        let idempotent = matches!(
+            parts.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        let mut conn = match self.checkout() {
+            Some(conn) => conn,
+            None => Conn::connect(authority, connect_timeout).await?,
+        };
+        let head = match conn.exchange(&wire, head_only).await {
+            Ok(head) => head,
+            Err(Failure::BeforeAnswer(e)) if conn.reused && idempotent => {
+                tracing::debug!(upstream = %authority, error = %e, "a kept-alive connection failed before the answer; sending again on a new one");
+                conn = Conn::connect(authority, connect_timeout).await?;
+                conn.exchange(&wire, head_only)
+                    .await
+                    .map_err(Failure::into_error)?
+            }
+            Err(e) => return Err(e.into_error()),
+        };
+        let Head {
+            response,
+            framing,
+            keep_alive,
+        } = head;
+        let reply = match framing {
+            Framing::Length(n) if n <= SMALL_BODY => {
+                let n = n as usize; // at most SMALL_BODY
+                while conn.rbuf.len() < n {
+                    if conn.fill().await? == 0 {
+                        return Err(PoolError::Closed);
+                    }
                 }
-                Err(mut e) => match e.take_message() {
-                    // Not sent (the connection had just closed): try another.
-                    Some(unsent) => req = unsent,
-                    None => return Err(e.into_error().into()),
-                },
+                let body = conn.rbuf.split_to(n).freeze();
+                // Bytes after the answer: not a connection to reuse.
+                if keep_alive && conn.rbuf.is_empty() {
+                    checkin(&self.idle, conn);
+                }
+                Reply::Whole(body)
+            }
+            framing => Reply::Stream(PooledStream {
+                conn: Some(conn),
+                framing,
+                keep_alive,
+                trailers: 0,
+                pool: self.idle.clone(),
+            }),
+        };
+        Ok(response.map(|()| reply))
+    }
+
+    /// An idle connection still open, dropping closed and old ones on the
+    /// way (the most recently used first).
+    fn checkout(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(conn) = idle.pop() {
+            if conn.idle_since.elapsed() > IDLE_TIMEOUT {
+                // The rest are older still.
+                idle.clear();
+                return None;
+            }
+            if conn.is_open() {
+                return Some(conn);
             }
         }
-        let mut conn = connect(authority, connect_timeout).await?;
-        let response = conn.send_request(req).await?;
-        self.checkin(conn);
-        Ok(response)
+        None
     }
 
-    /// A ready connection, dropping closed ones on the way.
-    fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        kept.retain(|c| !c.is_closed());
-        let ready = kept.iter().rposition(SendRequest::is_ready)?;
-        Some(kept.swap_remove(ready))
-    }
-
-    fn checkin(&self, conn: SendRequest<UpstreamBody>) {
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() < MAX_KEPT {
-            kept.push(conn);
-        }
-    }
-
-    /// Connections kept (busy or idle).
+    /// Idle connections kept.
     pub fn len(&self) -> usize {
-        self.kept.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// True when no connection is kept.
+    /// True when no idle connection is kept.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
-/// A new connection; its I/O runs in a task of its own until either side
-/// closes it.
-async fn connect(
-    authority: &Authority,
-    timeout: Duration,
-) -> Result<SendRequest<UpstreamBody>, PoolError> {
-    let host = authority.host();
-    // An IPv6 literal comes in brackets.
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let addr = (host, authority.port_u16().unwrap_or(80));
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(PoolError::ConnectTimeout(authority.clone())),
-        Ok(Err(e)) => return Err(PoolError::Connect(authority.clone(), e)),
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
+/// Returns a connection whose answer was read to its end to the idle list.
+fn checkin(idle: &Mutex<Vec<Conn>>, mut conn: Conn) {
+    conn.idle_since = Instant::now();
+    conn.reused = true;
+    let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+    if idle
+        .first()
+        .is_some_and(|oldest| oldest.idle_since.elapsed() > IDLE_TIMEOUT)
+    {
+        idle.retain(|c| c.idle_since.elapsed() <= IDLE_TIMEOUT);
+    }
+    if idle.len() < MAX_KEPT {
+        idle.push(conn);
+    }
+}
+
+/// One TCP connection and what has been read off it.
+#[derive(Debug)]
+struct Conn {
+    io: TcpStream,
+    rbuf: BytesMut,
+    /// Has carried a call before (so the upstream may have closed it meanwhile).
+    reused: bool,
+    idle_since: Instant,
+}
+
+/// How an exchange failed.
+enum Failure {
+    /// Nothing of an answer came: the request may be sent again if idempotent.
+    BeforeAnswer(PoolError),
+    /// Part of the answer came, or it was malformed.
+    Answered(PoolError),
+}
+
+impl Failure {
+    fn into_error(self) -> PoolError {
+        match self {
+            Self::BeforeAnswer(e) | Self::Answered(e) => e,
         }
+    }
+}
+
+/// A parsed response head and how its body is framed.
+struct Head {
+    response: Response<()>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// How an answer's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// After this many more bytes.
+    Length(u64),
+    /// Chunked transfer coding, at this step.
+    Chunked(Chunk),
+    /// When the upstream closes the connection.
+    Close,
+}
+
+/// Where a chunked body's reader is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk, this many bytes left.
+    Data(u64),
+    /// After a chunk's data, before its CRLF.
+    DataEnd,
+    /// After the last chunk, in the trailer section.
+    Trailers,
+    /// After the trailer section: the body has ended.
+    Done,
+}
+
+impl Conn {
+    /// A new connection to `authority`.
+    async fn connect(authority: &Authority, timeout: Duration) -> Result<Self, PoolError> {
+        let host = authority.host();
+        // An IPv6 literal comes in brackets.
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let addr = (host, authority.port_u16().unwrap_or(80));
+        let io = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err(PoolError::ConnectTimeout(authority.clone())),
+            Ok(Err(e)) => return Err(PoolError::Connect(authority.clone(), e)),
+            Ok(Ok(s)) => s,
+        };
+        let _ = io.set_nodelay(true);
+        Ok(Self {
+            io,
+            rbuf: BytesMut::with_capacity(READ_ROOM),
+            reused: false,
+            idle_since: Instant::now(),
+        })
+    }
+
+    /// False when the upstream closed the idle connection (or sent something
+    /// unasked). Asks the socket only when the runtime saw it readable.
+    fn is_open(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Reads what the socket has into the buffer; 0 at the end of the stream.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        self.rbuf.reserve(READ_ROOM);
+        loop {
+            ready!(self.io.poll_read_ready(cx))?;
+            match self.io.try_read_buf(&mut self.rbuf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                read => return Poll::Ready(read),
+            }
+        }
+    }
+
+    /// Writes the request and reads the answer's head, skipping interim
+    /// (1xx) answers.
+    async fn exchange(&mut self, wire: &[u8], head_only: bool) -> Result<Head, Failure> {
+        self.rbuf.clear();
+        self.io
+            .write_all(wire)
+            .await
+            .map_err(|e| Failure::BeforeAnswer(e.into()))?;
+        let mut answered = false;
+        loop {
+            if !self.rbuf.is_empty() {
+                answered = true;
+                match self.parse_head(head_only).map_err(Failure::Answered)? {
+                    Some(head) => return Ok(head),
+                    None if self.rbuf.len() > MAX_HEAD => {
+                        return Err(Failure::Answered(PoolError::Protocol(
+                            "response head larger than 64 KiB",
+                        )));
+                    }
+                    None => {}
+                }
+            }
+            match self.fill().await {
+                Ok(0) if answered => return Err(Failure::Answered(PoolError::Closed)),
+                Ok(0) => return Err(Failure::BeforeAnswer(PoolError::Closed)),
+                Ok(_) => {}
+                Err(e) if answered => return Err(Failure::Answered(e.into())),
+                Err(e) => return Err(Failure::BeforeAnswer(e.into())),
+            }
+        }
+    }
+
+    /// The answer's head when the buffer holds all of it (taken off the
+    /// buffer), `None` when more is needed.
+    fn parse_head(&mut self, head_only: bool) -> Result<Option<Head>, PoolError> {
+        loop {
+            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut slots);
+            let len = match parsed.parse(&self.rbuf) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(PoolError::Protocol("more than 100 response headers"));
+                }
+                Err(_) => return Err(PoolError::Protocol("malformed response head")),
+            };
+            let code = parsed.code.unwrap_or_default();
+            if (100..200).contains(&code) {
+                if code == 101 {
+                    return Err(PoolError::Protocol(
+                        "101 Switching Protocols was not asked for",
+                    ));
+                }
+                // Interim answer (100 Continue, 103 Early Hints): the real one follows.
+                self.rbuf.advance(len);
+                continue;
+            }
+            let status = StatusCode::from_u16(code)
+                .map_err(|_| PoolError::Protocol("invalid status code"))?;
+            let version = if parsed.version == Some(0) {
+                Version::HTTP_10
+            } else {
+                Version::HTTP_11
+            };
+            // Where each header's name and value sit, so the values can share
+            // the buffer's bytes once it is frozen.
+            let base = self.rbuf.as_ptr() as usize;
+            let mut found = Vec::with_capacity(parsed.headers.len());
+            for h in parsed.headers.iter() {
+                let name = HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|_| PoolError::Protocol("invalid header name"))?;
+                let start = h.value.as_ptr() as usize - base;
+                found.push((name, start, start + h.value.len()));
+            }
+            let head = self.rbuf.split_to(len).freeze();
+            let mut headers = HeaderMap::with_capacity(found.len());
+            for (name, start, end) in found {
+                let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+                    .map_err(|_| PoolError::Protocol("invalid header value"))?;
+                headers.append(name, value);
+            }
+            let (framing, keep_alive) = framing(status, version, &mut headers, head_only)?;
+            let mut response = Response::new(());
+            *response.status_mut() = status;
+            *response.version_mut() = version;
+            *response.headers_mut() = headers;
+            return Ok(Some(Head {
+                response,
+                framing,
+                keep_alive,
+            }));
+        }
+    }
+}
+
+/// How the answer's body is framed (RFC 9112 §6.3) and whether the
+/// connection can carry another call after it.
+fn framing(
+    status: StatusCode,
+    version: Version,
+    headers: &mut HeaderMap,
+    head_only: bool,
+) -> Result<(Framing, bool), PoolError> {
+    let (mut close, mut keep) = (false, false);
+    for token in headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let token = token.trim();
+        close |= token.eq_ignore_ascii_case("close");
+        keep |= token.eq_ignore_ascii_case("keep-alive");
+    }
+    let mut keep_alive = !close && (version == Version::HTTP_11 || keep);
+    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Length(0), keep_alive));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let chunked = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        if headers.remove(header::CONTENT_LENGTH).is_some() {
+            // Both: the length is ignored, and the connection not trusted after.
+            keep_alive = false;
+        }
+        return Ok(if chunked {
+            (Framing::Chunked(Chunk::Size), keep_alive)
+        } else {
+            (Framing::Close, false)
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value
+            .to_str()
+            .map_err(|_| PoolError::Protocol("invalid Content-Length"))?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(PoolError::Protocol("invalid Content-Length"));
+            }
+            let n: u64 = part
+                .parse()
+                .map_err(|_| PoolError::Protocol("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(PoolError::Protocol("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(n) => (Framing::Length(n), keep_alive),
+        None => (Framing::Close, false),
+    })
+}
+
+/// Writes the request head in origin form: method, path and query, the
+/// headers as prepared (with `Host`), and the body's length.
+fn write_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(if target.is_empty() {
+        b"/"
+    } else {
+        target.as_bytes()
     });
-    Ok(sender)
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // A length whenever there is a body, or the client sent one, or the
+    // method usually carries a body (so the upstream does not wait for one).
+    let sends_length = !body.is_empty()
+        || headers.contains_key(header::CONTENT_LENGTH)
+        || matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    if sends_length {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(Digits::of(body.len() as u64).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A number's decimal digits, written without the formatter.
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn of(mut n: u64) -> Self {
+        let mut buf = [0u8; 20];
+        let mut start = buf.len();
+        loop {
+            start -= 1;
+            buf[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return Self { buf, start };
+            }
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+/// An answer's body read off its connection as the client takes it; the
+/// connection goes back to its pool when the body has been read to its end.
+#[derive(Debug)]
+pub struct PooledStream {
+    /// `None` once the body has ended (or failed).
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    /// Trailer bytes seen (a chunked body's, which are dropped).
+    trailers: usize,
+    pool: Arc<Mutex<Vec<Conn>>>,
+}
+
+/// Why a streamed answer's body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The socket failed.
+    #[error("reading the upstream's body: {0}")]
+    Io(#[from] std::io::Error),
+    /// The upstream closed before the end of the body.
+    #[error("the upstream closed the connection before the end of the body")]
+    Closed,
+    /// A chunked body was malformed.
+    #[error("the upstream's chunked body is malformed: {0}")]
+    Chunked(&'static str),
+}
+
+impl PooledStream {
+    /// The body has ended: the connection goes back when it can carry another call.
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && conn.rbuf.is_empty()
+        {
+            checkin(&self.pool, conn);
+        }
+    }
+
+    fn fail(&mut self, e: StreamError) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Body for PooledStream {
+    type Data = Bytes;
+    type Error = StreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            // What the buffer gave: `None` when more must be read first;
+            // `Some(None)` a step without data (a chunk's size line or end).
+            let step: Result<Option<Option<Bytes>>, StreamError> = match this.framing {
+                Framing::Length(0) | Framing::Chunked(Chunk::Done) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(_) | Framing::Close if conn.rbuf.is_empty() => Ok(None),
+                Framing::Length(left) => {
+                    let n = left.min(conn.rbuf.len() as u64);
+                    this.framing = Framing::Length(left - n);
+                    Ok(Some(Some(conn.rbuf.split_to(n as usize).freeze())))
+                }
+                Framing::Close => Ok(Some(Some(conn.rbuf.split().freeze()))),
+                Framing::Chunked(chunk) => match step_chunked(conn, chunk, &mut this.trailers) {
+                    Ok(Some((next, data))) => {
+                        this.framing = Framing::Chunked(next);
+                        Ok(Some(data))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                },
+            };
+            match step {
+                Err(e) => return this.fail(e),
+                Ok(Some(Some(data))) => {
+                    // The last bytes: the connection can go back before the
+                    // client has taken them.
+                    if this.framing == Framing::Length(0) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Some(None)) => {}
+                Ok(None) => match ready!(conn.poll_fill(cx)) {
+                    Ok(0) if this.framing == Framing::Close => {
+                        this.conn = None;
+                        return Poll::Ready(None);
+                    }
+                    Ok(0) => return this.fail(StreamError::Closed),
+                    Ok(_) => {}
+                    Err(e) => return this.fail(e.into()),
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none()
+            || matches!(
+                self.framing,
+                Framing::Length(0) | Framing::Chunked(Chunk::Done)
+            )
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// One step through a chunked body with what the buffer holds: the next
+/// step and any data, or `None` when more must be read first.
+fn step_chunked(
+    conn: &mut Conn,
+    chunk: Chunk,
+    trailers: &mut usize,
+) -> Result<Option<(Chunk, Option<Bytes>)>, StreamError> {
+    let buf = &mut conn.rbuf;
+    match chunk {
+        Chunk::Size => match httparse::parse_chunk_size(buf) {
+            Ok(httparse::Status::Complete((used, size))) => {
+                buf.advance(used);
+                let next = if size == 0 {
+                    Chunk::Trailers
+                } else {
+                    Chunk::Data(size)
+                };
+                Ok(Some((next, None)))
+            }
+            Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                Err(StreamError::Chunked("chunk-size line too long"))
+            }
+            Ok(httparse::Status::Partial) => Ok(None),
+            Err(_) => Err(StreamError::Chunked("invalid chunk size")),
+        },
+        Chunk::Data(_) if buf.is_empty() => Ok(None),
+        Chunk::Data(left) => {
+            let n = left.min(buf.len() as u64);
+            let data = buf.split_to(n as usize).freeze();
+            let next = if n == left {
+                Chunk::DataEnd
+            } else {
+                Chunk::Data(left - n)
+            };
+            Ok(Some((next, Some(data))))
+        }
+        Chunk::DataEnd if buf.len() < 2 => Ok(None),
+        Chunk::DataEnd if buf.starts_with(b"\r\n") => {
+            buf.advance(2);
+            Ok(Some((Chunk::Size, None)))
+        }
+        Chunk::DataEnd => Err(StreamError::Chunked("no CRLF after a chunk's data")),
+        Chunk::Trailers => match buf.windows(2).position(|w| w == b"\r\n") {
+            Some(0) => {
+                buf.advance(2);
+                Ok(Some((Chunk::Done, None)))
+            }
+            Some(line) => {
+                // A trailer field: dropped (trailers are not passed on).
+                *trailers += line + 2;
+                if *trailers > MAX_TRAILERS {
+                    return Err(StreamError::Chunked("trailer section too large"));
+                }
+                buf.advance(line + 2);
+                Ok(Some((Chunk::Trailers, None)))
+            }
+            None if *trailers + buf.len() > MAX_TRAILERS => {
+                Err(StreamError::Chunked("trailer section too large"))
+            }
+            None => Ok(None),
+        },
+        Chunk::Done => Ok(Some((Chunk::Done, None))),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use bytes::Bytes;
     use http_body_util::{BodyExt, Either, Full};
-    use hyper::service::service_fn;
+    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     use super::*;
     use crate::metering::CountingBody;
 
-    /// An upstream that counts the connections it accepts and answers `ok`,
-    /// or with `big`, 4 MiB (more than a connection buffers); with `close`,
-    /// it answers with `Connection: close`.
-    async fn upstream(close: bool, big: bool) -> (Authority, Arc<AtomicUsize>) {
+    /// What a scripted upstream does with a request.
+    enum Act {
+        /// Writes these bytes and waits for the next request.
+        Answer(&'static [u8]),
+        /// Writes these bytes and closes.
+        AnswerThenClose(&'static [u8]),
+        /// Closes without answering.
+        Close,
+    }
+
+    /// A scripted upstream: `act(connection, request on it)` for every
+    /// request; it records each request's bytes.
+    struct Scripted {
+        authority: Authority,
+        accepted: Arc<AtomicUsize>,
+        requests: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    async fn scripted(act: fn(usize, usize) -> Act) -> Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority = listener.local_addr().unwrap().to_string().parse().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (count, log) = (accepted.clone(), requests.clone());
         tokio::spawn(async move {
             loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                counter.fetch_add(1, Ordering::SeqCst);
-                let service = service_fn(move |_req| async move {
-                    let body = if big {
-                        Bytes::from(vec![b'x'; 4 << 20])
-                    } else {
-                        Bytes::from_static(b"ok")
-                    };
-                    let mut resp = Response::new(Full::new(body));
-                    if close {
-                        resp.headers_mut()
-                            .insert(http::header::CONNECTION, "close".parse().unwrap());
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let conn = count.fetch_add(1, Ordering::SeqCst);
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for n in 0.. {
+                        let Some(request) = read_request(&mut stream, &mut buf).await else {
+                            return;
+                        };
+                        log.lock().unwrap().push(request);
+                        match act(conn, n) {
+                            Act::Answer(bytes) => stream.write_all(bytes).await.unwrap(),
+                            Act::AnswerThenClose(bytes) => {
+                                stream.write_all(bytes).await.unwrap();
+                                return;
+                            }
+                            Act::Close => return,
+                        }
                     }
-                    Ok::<_, std::convert::Infallible>(resp)
                 });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
             }
         });
-        (authority, accepted)
+        Scripted {
+            authority,
+            accepted,
+            requests,
+        }
     }
 
-    fn request(authority: &Authority) -> Request<UpstreamBody> {
+    /// One request (head and Content-Length body) off `stream`.
+    async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                let body = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                if buf.len() >= end + 4 + body {
+                    return Some(buf.drain(..end + 4 + body).collect());
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn request(
+        authority: &Authority,
+        method: Method,
+        body: &'static [u8],
+    ) -> Request<UpstreamBody> {
         let body = CountingBody::new(
-            Either::Right(http_body_util::Full::default()),
+            Either::Right(Full::new(Bytes::from_static(body))),
             Arc::default(),
             None,
         );
         Request::builder()
+            .method(method)
             .uri(format!("http://{authority}/x?y=1"))
-            .header(http::header::HOST, authority.as_str())
+            .header(header::HOST, authority.as_str())
+            .header("x-request-id", "rid-1")
             .body(body)
             .unwrap()
     }
 
-    async fn call(pool: &Http1Pool, authority: &Authority) -> Bytes {
-        let resp = pool
-            .send(authority, request(authority), Duration::from_secs(5))
-            .await
-            .unwrap();
-        resp.into_body().collect().await.unwrap().to_bytes()
+    async fn send(
+        pool: &Http1Pool,
+        authority: &Authority,
+        method: Method,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), PoolError> {
+        let response = pool
+            .send(
+                authority,
+                request(authority, method, b""),
+                Duration::from_secs(5),
+            )
+            .await?;
+        let (parts, reply) = response.into_parts();
+        let body = match reply {
+            Reply::Whole(b) => b,
+            Reply::Stream(s) => s
+                .collect()
+                .await
+                .map_err(|e| PoolError::Protocol(Box::leak(e.to_string().into_boxed_str())))?
+                .to_bytes(),
+        };
+        Ok((parts.status, parts.headers, body))
     }
 
+    async fn get(pool: &Http1Pool, authority: &Authority) -> Bytes {
+        send(pool, authority, Method::GET).await.unwrap().2
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-type: text/plain\r\n\r\nok";
+
     #[tokio::test]
-    async fn sequential_calls_share_one_connection() {
-        let (authority, accepted) = upstream(false, false).await;
+    async fn sequential_calls_share_one_connection_and_send_the_request_as_prepared() {
+        let up = scripted(|_, _| Act::Answer(OK)).await;
         let pool = Http1Pool::default();
         for _ in 0..3 {
-            assert_eq!(call(&pool, &authority).await, "ok");
+            assert_eq!(get(&pool, &up.authority).await, "ok");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.len(), 1);
+        let response = pool
+            .send(
+                &up.authority,
+                request(&up.authority, Method::POST, b"{\"a\":1}"),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["content-type"], "text/plain");
+        let requests = up.requests.lock().unwrap();
+        let get = String::from_utf8(requests[0].clone()).unwrap();
+        assert!(get.starts_with("GET /x?y=1 HTTP/1.1\r\n"), "{get}");
+        assert!(
+            get.contains(&format!("host: {}\r\n", up.authority)),
+            "{get}"
+        );
+        assert!(get.contains("x-request-id: rid-1\r\n"), "{get}");
+        assert!(
+            !get.contains("content-length"),
+            "a GET without a body says no length: {get}"
+        );
+        let post = String::from_utf8(requests[3].clone()).unwrap();
+        assert!(post.starts_with("POST /x?y=1 HTTP/1.1\r\n"), "{post}");
+        assert!(
+            post.ends_with("content-length: 7\r\n\r\n{\"a\":1}"),
+            "{post}"
+        );
     }
 
     #[tokio::test]
-    async fn a_connection_still_reading_a_body_is_not_shared() {
-        let (authority, accepted) = upstream(false, true).await;
+    async fn a_streamed_body_holds_its_connection_until_it_is_read() {
+        const BIG: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n";
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    while read_request(&mut stream, &mut buf).await.is_some() {
+                        stream.write_all(BIG).await.unwrap();
+                        stream.write_all(&[b'x'; 20000]).await.unwrap();
+                    }
+                });
+            }
+        });
         let pool = Http1Pool::default();
         let first = pool
-            .send(&authority, request(&authority), Duration::from_secs(5))
+            .send(
+                &authority,
+                request(&authority, Method::GET, b""),
+                Duration::from_secs(5),
+            )
             .await
             .unwrap();
-        // The first body is still unread (too big to be buffered): its
-        // connection is busy, so the second call opens another.
-        assert_eq!(call(&pool, &authority).await.len(), 4 << 20);
+        let Reply::Stream(first) = first.into_body() else {
+            panic!("20,000 bytes are streamed");
+        };
+        assert_eq!(first.size_hint().exact(), Some(20000));
+        // The first body is unread: its connection is busy, so the second
+        // call opens another.
+        assert_eq!(get(&pool, &authority).await.len(), 20000);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
-        let first = first.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(first.len(), 4 << 20);
-        // Both are ready again.
-        call(&pool, &authority).await;
-        call(&pool, &authority).await;
+        assert_eq!(pool.len(), 1);
+        assert_eq!(first.collect().await.unwrap().to_bytes().len(), 20000);
+        assert_eq!(pool.len(), 2, "read to its end, the connection is back");
+        get(&pool, &authority).await;
+        get(&pool, &authority).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
     async fn connections_the_upstream_closes_are_replaced() {
-        let (authority, accepted) = upstream(true, false).await;
+        let up = scripted(|_, _| {
+            Act::Answer(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+        })
+        .await;
         let pool = Http1Pool::default();
         for _ in 0..3 {
-            assert_eq!(call(&pool, &authority).await, "ok");
+            assert_eq!(get(&pool, &up.authority).await, "ok");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
+        assert!(pool.is_empty());
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_are_decoded_and_their_connection_kept() {
+        let up = scripted(|_, _| {
+            Act::Answer(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-checksum: 1\r\n\r\n",
+            )
+        })
+        .await;
+        let pool = Http1Pool::default();
+        for _ in 0..2 {
+            let (status, headers, body) = send(&pool, &up.authority, Method::GET).await.unwrap();
+            assert_eq!(status, 200);
+            assert_eq!(body, "hello, world");
+            assert!(headers.contains_key(header::TRANSFER_ENCODING));
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_without_a_length_ends_when_the_upstream_closes() {
+        let up =
+            scripted(|_, _| Act::AnswerThenClose(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")).await;
+        let pool = Http1Pool::default();
+        assert_eq!(get(&pool, &up.authority).await, "until the end");
+        assert!(pool.is_empty());
+        // HTTP/1.0 without keep-alive: not reused either.
+        let up =
+            scripted(|_, _| Act::Answer(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")).await;
+        assert_eq!(get(&pool, &up.authority).await, "ok");
+        assert!(pool.is_empty());
+        let up = scripted(|_, _| {
+            Act::Answer(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok")
+        })
+        .await;
+        assert_eq!(get(&pool, &up.authority).await, "ok");
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped_and_bodiless_answers_read_no_body() {
+        let up = scripted(|_, n| match n {
+            0 => Act::Answer(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nnew"),
+            1 => Act::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),
+            _ => Act::Answer(b"HTTP/1.1 204 No Content\r\n\r\n"),
+        })
+        .await;
+        let pool = Http1Pool::default();
+        let (status, _, body) = send(&pool, &up.authority, Method::GET).await.unwrap();
+        assert_eq!((status, &body[..]), (StatusCode::CREATED, &b"new"[..]));
+        let (status, headers, body) = send(&pool, &up.authority, Method::HEAD).await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(headers[header::CONTENT_LENGTH], "1000");
+        assert!(body.is_empty());
+        let (status, _, body) = send(&pool, &up.authority, Method::GET).await.unwrap();
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(body.is_empty());
+        assert_eq!(
+            up.accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for all three"
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_answers_fail_with_what_was_wrong() {
+        async fn error_of(act: fn(usize, usize) -> Act) -> String {
+            let up = scripted(act).await;
+            let pool = Http1Pool::default();
+            let e = send(&pool, &up.authority, Method::GET)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(pool.is_empty(), "{e}: the connection is not kept");
+            e
+        }
+        let e = error_of(|_, _| {
+            Act::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok")
+        })
+        .await;
+        assert!(e.contains("conflicting Content-Length"), "{e}");
+        let e =
+            error_of(|_, _| Act::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n")).await;
+        assert!(e.contains("invalid Content-Length"), "{e}");
+        let e = error_of(|_, _| Act::Answer(b"SMTP ready\r\n\r\n")).await;
+        assert!(e.contains("malformed response head"), "{e}");
+        let e = error_of(|_, _| Act::Close).await;
+        assert!(e.contains("closed the connection before the end"), "{e}");
+        let e = error_of(|_, _| {
+            Act::AnswerThenClose(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+        })
+        .await;
+        assert!(e.contains("closed the connection before the end"), "{e}");
+        let e = error_of(|_, _| {
+            Act::Answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        })
+        .await;
+        assert!(e.contains("invalid chunk size"), "{e}");
+        let e = error_of(|_, _| {
+            let head: &'static str = Box::leak(
+                format!("HTTP/1.1 200 OK\r\nx-big: {}\r\n", "a".repeat(70_000)).into_boxed_str(),
+            );
+            Act::Answer(head.as_bytes())
+        })
+        .await;
+        assert!(e.contains("larger than 64 KiB"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_that_fails_before_the_answer_is_retried_only_for_idempotent_calls() {
+        // The first connection answers once, then closes on the next request
+        // without answering (as if its keep-alive timeout struck just then).
+        let up = scripted(|conn, n| match (conn, n) {
+            (0, 0) | (1, 0) => Act::Answer(OK),
+            (0 | 1, _) => Act::Close,
+            _ => Act::Answer(OK),
+        })
+        .await;
+        let pool = Http1Pool::default();
+        assert_eq!(get(&pool, &up.authority).await, "ok");
+        // Sent again on a new connection (the second), and answered.
+        assert_eq!(get(&pool, &up.authority).await, "ok");
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(up.requests.lock().unwrap().len(), 3);
+        // A POST on the second connection, kept: it fails and is not sent twice.
+        let e = send(&pool, &up.authority, Method::POST).await.unwrap_err();
+        assert!(matches!(e, PoolError::Closed), "{e}");
+        assert_eq!(
+            up.requests.lock().unwrap().len(),
+            4,
+            "the POST went out once"
+        );
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_upstream_closed_is_not_used() {
+        let up = scripted(|_, _| {
+            Act::AnswerThenClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        })
+        .await;
+        let pool = Http1Pool::default();
+        assert_eq!(get(&pool, &up.authority).await, "ok");
+        assert_eq!(pool.len(), 1, "the answer did not say close");
+        // Let the runtime see the close.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A POST is not retried, so it must not be sent on the closed one.
+        let (status, _, _) = send(&pool, &up.authority, Method::POST).await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_body_past_the_limit_is_not_sent() {
+        let up = scripted(|_, _| Act::Answer(OK)).await;
+        let pool = Http1Pool::default();
+        let body = CountingBody::new(
+            Either::Right(Full::new(Bytes::from_static(b"0123456789"))),
+            Arc::default(),
+            Some(4),
+        );
+        let req = Request::post(format!("http://{}/x", up.authority))
+            .header(header::HOST, up.authority.as_str())
+            .body(body)
+            .unwrap();
+        let e = pool
+            .send(&up.authority, req, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PoolError::RequestBody(_)), "{e}");
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn digits_are_written_without_the_formatter() {
+        for n in [0u64, 7, 10, 65536, u64::MAX] {
+            assert_eq!(Digits::of(n).as_bytes(), n.to_string().as_bytes());
+        }
     }
 }
