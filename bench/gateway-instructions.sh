@@ -33,7 +33,7 @@ start_upstream
 trap 'stop_gateway; stop_nginx' EXIT
 FLUSH_MS=${FLUSH_MS:-20000}
 TOLLGATE_USAGE_FLUSH_INTERVAL_MS=$FLUSH_MS \
-  start_gateway 18100 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out"
+  start_gateway ${PORT_BASE:-18100} valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out"
 headers=()
 if [ "$KEYLESS" = 1 ]; then
   add_api bench '{"keyless":true}'

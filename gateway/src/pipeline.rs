@@ -347,6 +347,12 @@ impl Gateway {
                 developer_id: principal.developer_id,
                 plan_id: &access.plan_id,
                 subscription_id: &access.subscription_id,
+                headers: [
+                    principal.app_header,
+                    principal.developer_header,
+                    access.plan_header.as_ref(),
+                    access.subscription_header.as_ref(),
+                ],
             };
             (Some(identity), via_authorization, limited)
         };
@@ -747,6 +753,9 @@ fn rate_limit_headers(headers: &mut HeaderMap, d: &Decision) {
 struct Principal<'s> {
     app_id: &'s Text,
     developer_id: &'s Text,
+    /// The two as header values for the upstream.
+    app_header: Option<&'s HeaderValue>,
+    developer_header: Option<&'s HeaderValue>,
     /// The key, for per-key rate limits (tokens count per app).
     key_id: Option<&'s str>,
     /// The key's visible prefix; none for tokens.
@@ -761,6 +770,8 @@ impl<'s> Principal<'s> {
         Self {
             app_id: &grant.app_id,
             developer_id: &grant.developer_id,
+            app_header: grant.app_header.as_ref(),
+            developer_header: grant.developer_header.as_ref(),
             key_id: Some(&grant.key_id),
             key_prefix: Some(&grant.prefix),
             access: &grant.access,
@@ -772,6 +783,8 @@ impl<'s> Principal<'s> {
         Self {
             app_id: &app.app_id,
             developer_id: &app.developer_id,
+            app_header: app.app_header.as_ref(),
+            developer_header: app.developer_header.as_ref(),
             key_id: None,
             key_prefix: None,
             access: &app.access,

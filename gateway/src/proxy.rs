@@ -469,6 +469,9 @@ pub struct Identity<'a> {
     pub plan_id: &'a str,
     /// The subscription.
     pub subscription_id: &'a str,
+    /// The app, developer, plan and subscription ids as header values, built
+    /// with the snapshot (`None`: the id cannot be one, and is not sent).
+    pub headers: [Option<&'a HeaderValue>; 4],
 }
 
 /// Prepares the request headers for the upstream: hop-by-hop and credential
@@ -503,14 +506,15 @@ pub fn prepare_headers(
     );
     remove_all(headers, doomed);
     if let Some(id) = identity {
-        for (name, value) in [
-            (X_TOLLGATE_APP_ID, id.app_id),
-            (X_TOLLGATE_DEVELOPER_ID, id.developer_id),
-            (X_TOLLGATE_PLAN_ID, id.plan_id),
-            (X_TOLLGATE_SUBSCRIPTION_ID, id.subscription_id),
-        ] {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                headers.insert(name, v);
+        let names = [
+            X_TOLLGATE_APP_ID,
+            X_TOLLGATE_DEVELOPER_ID,
+            X_TOLLGATE_PLAN_ID,
+            X_TOLLGATE_SUBSCRIPTION_ID,
+        ];
+        for (name, value) in names.into_iter().zip(id.headers) {
+            if let Some(v) = value {
+                headers.insert(name, v.clone());
             }
         }
     }
@@ -662,11 +666,18 @@ mod tests {
         h.insert("x-keep", HeaderValue::from_static("yes"));
         h.insert("x-tollgate-app-id", HeaderValue::from_static("app_spoofed"));
         h.insert("x-tollgate-admin", HeaderValue::from_static("yes"));
+        let values = ["app_1", "usr_1", "plan_1", "sub_1"].map(HeaderValue::from_static);
         let id = Identity {
             app_id: "app_1",
             developer_id: "usr_1",
             plan_id: "plan_1",
             subscription_id: "sub_1",
+            headers: [
+                Some(&values[0]),
+                Some(&values[1]),
+                Some(&values[2]),
+                Some(&values[3]),
+            ],
         };
         prepare_headers(
             &mut h,

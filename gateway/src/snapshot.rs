@@ -82,6 +82,16 @@ pub struct ApiRoute {
     pub cache: Option<Arc<ResponseCache>>,
 }
 
+/// An id as a header value for the upstream, built once with the snapshot
+/// (`None` when the text cannot be a header value). Its bytes are shared, so
+/// a call clones it without copying or checking it again.
+fn id_header(id: &str) -> Option<HeaderValue> {
+    let value = HeaderValue::from_str(id).ok()?;
+    // Cloning once makes the bytes shared: later clones only count references.
+    let _shared = value.clone();
+    Some(value)
+}
+
 /// What a key's app may call: per API id, the best subscription covering it.
 #[derive(Debug, Clone)]
 pub struct Access {
@@ -89,6 +99,9 @@ pub struct Access {
     pub subscription_id: Text,
     /// Plan id.
     pub plan_id: Text,
+    /// The subscription and plan ids as header values for the upstream.
+    pub subscription_header: Option<HeaderValue>,
+    pub plan_header: Option<HeaderValue>,
     /// Its status; only active admits calls.
     pub status: SubscriptionStatus,
     /// The plan's rate limits.
@@ -108,6 +121,9 @@ pub struct KeyGrant {
     pub app_id: Text,
     /// The app's developer.
     pub developer_id: Text,
+    /// The app and developer ids as header values for the upstream.
+    pub app_header: Option<HeaderValue>,
+    pub developer_header: Option<HeaderValue>,
     /// Expiry, milliseconds since the epoch.
     pub expires_at_ms: Option<i64>,
     /// Access by API id, shared by every key of the app.
@@ -123,6 +139,9 @@ pub struct AppGrant {
     pub app_id: Text,
     /// The app's developer.
     pub developer_id: Text,
+    /// The app and developer ids as header values for the upstream.
+    pub app_header: Option<HeaderValue>,
+    pub developer_header: Option<HeaderValue>,
     /// Access by API id.
     pub access: Arc<HashMap<String, Access>>,
     /// SHA-256 of the app's OAuth2 client secret.
@@ -277,6 +296,8 @@ fn access_of<'a>(subs: impl Iterator<Item = &'a SubscriptionRecord>) -> HashMap<
                     Access {
                         subscription_id: sub.id.as_str().into(),
                         plan_id: sub.plan_id.as_str().into(),
+                        subscription_header: id_header(&sub.id),
+                        plan_header: id_header(&sub.plan_id),
                         status: sub.status,
                         rate_limits: sub.rate_limits.clone().into(),
                         quota: sub.quota,
@@ -298,6 +319,8 @@ fn app_grants(
 ) -> (Arc<AppGrant>, Vec<(KeyHash, Arc<KeyGrant>)>) {
     let app_id: Text = app.id.as_str().into();
     let developer_id: Text = app.developer_id.as_str().into();
+    let app_header = id_header(&app.id);
+    let developer_header = id_header(&app.developer_id);
     let grants = keys
         .iter()
         .map(|k| {
@@ -308,6 +331,8 @@ fn app_grants(
                     prefix: k.prefix.as_str().into(),
                     app_id: app_id.clone(),
                     developer_id: developer_id.clone(),
+                    app_header: app_header.clone(),
+                    developer_header: developer_header.clone(),
                     expires_at_ms: k.expires_at.map(|t| t.0),
                     access: access.clone(),
                     used: AtomicBool::new(was_used(&k.hash)),
@@ -318,6 +343,8 @@ fn app_grants(
     let app = Arc::new(AppGrant {
         app_id,
         developer_id,
+        app_header,
+        developer_header,
         access,
         client_secret_hash: app.client_secret_hash,
         key_hashes: keys.iter().map(|k| k.hash).collect(),

@@ -32,6 +32,7 @@
 //! idempotent call (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) is sent once more on
 //! a new connection; any other is not sent twice, and fails.
 
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -131,11 +132,14 @@ impl Http1Pool {
         connect_timeout: Duration,
     ) -> Result<Response<Reply>, PoolError> {
         let (parts, body) = req.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(PoolError::RequestBody)?
-            .to_bytes();
+        let body = if body.is_end_stream() {
+            Bytes::new()
+        } else {
+            body.collect()
+                .await
+                .map_err(PoolError::RequestBody)?
+                .to_bytes()
+        };
         let mut wire = Vec::with_capacity(256 + body.len());
         write_head(&mut wire, &parts.method, &parts.uri, &parts.headers, &body);
         wire.extend_from_slice(&body);
@@ -342,7 +346,11 @@ impl Conn {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        self.rbuf.reserve(READ_ROOM);
+        // Room for a good read; a buffer whose bytes went out (split off and
+        // dropped) is reused whole.
+        if self.rbuf.capacity() - self.rbuf.len() < READ_ROOM / 4 {
+            self.rbuf.reserve(READ_ROOM);
+        }
         loop {
             ready!(self.io.poll_read_ready(cx))?;
             match self.io.try_read_buf(&mut self.rbuf) {
@@ -388,9 +396,16 @@ impl Conn {
     /// buffer), `None` when more is needed.
     fn parse_head(&mut self, head_only: bool) -> Result<Option<Head>, PoolError> {
         loop {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut slots);
-            let len = match parsed.parse(&self.rbuf) {
+            // Slots left uninitialised (the parser fills what it uses): no
+            // 3 KiB of zeroes per answer.
+            let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut []);
+            let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut parsed,
+                &self.rbuf,
+                &mut slots,
+            );
+            let len = match parsing {
                 Ok(httparse::Status::Complete(len)) => len,
                 Ok(httparse::Status::Partial) => return Ok(None),
                 Err(httparse::Error::TooManyHeaders) => {
