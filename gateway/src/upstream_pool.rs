@@ -351,13 +351,10 @@ impl Conn {
         if self.rbuf.capacity() - self.rbuf.len() < READ_ROOM / 4 {
             self.rbuf.reserve(READ_ROOM);
         }
-        loop {
-            ready!(self.io.poll_read_ready(cx))?;
-            match self.io.try_read_buf(&mut self.rbuf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                read => return Poll::Ready(read),
-            }
-        }
+        // Through `AsyncRead`: a read that does not fill the room tells the
+        // runtime the socket is drained, so neither the next call's wait for
+        // its answer nor the idle check at checkout asks the socket in vain.
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
     }
 
     /// Writes the request and reads the answer's head, skipping interim
