@@ -1037,3 +1037,136 @@ async fn plain_targets_speak_http1_or_h2c_as_configured() {
     assert_eq!(s, 422, "{b}");
     app.stop().await;
 }
+
+/// A raw HTTP/1.1 upstream that answers by path with every framing an answer
+/// can have, counting the connections it accepts.
+async fn framing_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: head, then a Content-Length body.
+                    let end = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end;
+                        }
+                        let mut chunk = [0u8; 8192];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|n| n.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + length {
+                        let mut chunk = [0u8; 8192];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body: Vec<u8> = buf.drain(..end + 4 + length).skip(end + 4).collect();
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let answer: Vec<u8> = match path.as_str() {
+                        "/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n4\r\ndefg\r\n0\r\nx-sum: 7\r\n\r\n".to_vec(),
+                        "/big" => {
+                            let mut a = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n".to_vec();
+                            a.extend(std::iter::repeat_n(b'b', 100_000));
+                            a
+                        }
+                        "/echo" => {
+                            let mut a = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-method: {}\r\n\r\n", body.len(), head.split(' ').next().unwrap()).into_bytes();
+                            a.extend_from_slice(&body);
+                            a
+                        }
+                        "/head" => b"HTTP/1.1 200 OK\r\ncontent-length: 50000\r\n\r\n".to_vec(),
+                        "/conflict" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok".to_vec(),
+                        _ => {
+                            // Until close: no length, no chunks.
+                            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\n\r\nto the end").await;
+                            return;
+                        }
+                    };
+                    if conn.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_of_every_framing_reach_the_client_whole() {
+    use std::sync::atomic::Ordering;
+    let (upstream, accepted) = framing_upstream().await;
+    let app = TestApp::start(Stack::Embedded).await;
+    let p = app.provision("f", &upstream).await;
+    let get = |path: &'static str| app.call(path, Some(&p.key));
+
+    let resp = get("/f/chunked").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "abcdefg");
+    let resp = get("/f/big").await;
+    assert_eq!(resp.headers()["content-length"], "100000");
+    assert_eq!(resp.bytes().await.unwrap().len(), 100_000);
+    let connections = accepted.load(Ordering::SeqCst);
+    assert_eq!(
+        connections, 1,
+        "chunked and long answers leave the connection reusable"
+    );
+
+    // A HEAD answer has a length and no body; the connection stays usable.
+    let resp = app
+        .http
+        .head(app.gateway("/f/head"))
+        .header("x-api-key", &p.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-length"], "50000");
+    assert_eq!(get("/f/chunked").await.text().await.unwrap(), "abcdefg");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // Bodies go up whole: small ones with the head, large ones streamed.
+    for size in [0usize, 10, 64 * 1024, 300 * 1024] {
+        let sent = vec![b's'; size];
+        let resp = app
+            .http
+            .post(app.gateway("/f/echo"))
+            .header("x-api-key", &p.key)
+            .body(sent.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{size} bytes");
+        assert_eq!(resp.headers()["x-method"], "POST");
+        assert_eq!(resp.bytes().await.unwrap(), sent, "{size} bytes");
+    }
+
+    // An answer that runs until the upstream closes reaches the client whole.
+    assert_eq!(get("/f/close").await.text().await.unwrap(), "to the end");
+    // One that is not valid HTTP/1.1 is a 502 with a code.
+    let (status, code, _) = error_code(get("/f/conflict").await).await;
+    assert_eq!((status, code.as_str()), (502, "upstream_unreachable"));
+    // Every call is metered once.
+    app.expect_usage(None, 10).await;
+    app.stop().await;
+}
