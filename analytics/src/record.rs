@@ -50,12 +50,61 @@ pub enum DecodeError {
     Malformed(&'static str),
 }
 
+/// A record as read back from the spool, with how many events it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpooledRecord {
+    /// The record's bytes (the payload of a spool record).
+    pub bytes: Vec<u8>,
+    /// Events in it.
+    pub events: usize,
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// The most one encoded event takes: 16 id bytes, six varints of up to 10
+/// bytes, the flags, twelve text indexes of up to 5.
+const MAX_EVENT_BYTES: usize = 16 + 6 * 10 + 1 + TEXTS * 5;
+
+/// One event's encoding, built on the stack.
+struct EventBytes {
+    buf: [u8; MAX_EVENT_BYTES],
+    len: usize,
+}
+
+impl Default for EventBytes {
+    fn default() -> Self {
+        Self {
+            buf: [0; MAX_EVENT_BYTES],
+            len: 0,
+        }
+    }
+}
+
+impl EventBytes {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf[self.len] = (v as u8) | 0x80;
+            self.len += 1;
+            v >>= 7;
+        }
+        self.buf[self.len] = v as u8;
+        self.len += 1;
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// Encodes events into records. Reused across records to keep its buffers.
@@ -133,18 +182,21 @@ impl RecordEncoder {
         for (f, value) in fields.into_iter().enumerate() {
             idx[f] = self.text(f, value);
         }
-        let out = &mut self.events;
-        out.extend_from_slice(e.id.as_bytes());
-        put_varint(out, e.timestamp_ms);
-        put_varint(out, u64::from(e.status));
-        put_varint(out, u64::from(e.latency_us));
-        put_varint(out, u64::from(e.upstream_latency_us));
-        put_varint(out, e.bytes_in);
-        put_varint(out, e.bytes_out);
-        out.push(u8::from(e.overage));
+        // Built on the stack and appended at once: one capacity check per
+        // event instead of one per byte.
+        let mut out = EventBytes::default();
+        out.put(e.id.as_bytes());
+        out.varint(e.timestamp_ms);
+        out.varint(u64::from(e.status));
+        out.varint(u64::from(e.latency_us));
+        out.varint(u64::from(e.upstream_latency_us));
+        out.varint(e.bytes_in);
+        out.varint(e.bytes_out);
+        out.put(&[u8::from(e.overage)]);
         for i in idx {
-            put_varint(out, u64::from(i));
+            out.varint(u64::from(i));
         }
+        self.events.extend_from_slice(out.bytes());
         self.event_count += 1;
     }
 
@@ -180,7 +232,20 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    /// Most values of an event (its text indexes, small numbers) take one
+    /// byte: read those without the loop.
+    #[inline]
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        match self.data.get(self.at) {
+            Some(&b) if b < 0x80 => {
+                self.at += 1;
+                Ok(u64::from(b))
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    fn long_varint(&mut self) -> Result<u64, DecodeError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = *self.data.get(self.at).ok_or(DecodeError::Truncated)?;
@@ -193,6 +258,7 @@ impl<'a> Reader<'a> {
         Err(DecodeError::Malformed("varint longer than 64 bits"))
     }
 
+    #[inline]
     fn small<T: TryFrom<u64>>(&mut self, what: &'static str) -> Result<T, DecodeError> {
         T::try_from(self.varint()?).map_err(|_| DecodeError::Malformed(what))
     }
@@ -210,6 +276,108 @@ pub fn decode(record: &[u8], out: &mut Vec<UsageEvent>) -> Result<(), DecodeErro
 }
 
 fn decode_into(record: &[u8], out: &mut Vec<UsageEvent>) -> Result<(), DecodeError> {
+    for_each_event(record, |texts, f| {
+        let [
+            node,
+            api_id,
+            api_slug,
+            route,
+            method,
+            app_id,
+            key_prefix,
+            developer_id,
+            plan_id,
+            subscription_id,
+            client_ip,
+            error_code,
+        ] = f.texts.map(|i| texts[i as usize].clone());
+        out.push(UsageEvent {
+            id: f.id,
+            timestamp_ms: f.timestamp_ms,
+            node,
+            api_id,
+            api_slug,
+            route,
+            method,
+            status: f.status,
+            latency_us: f.latency_us,
+            upstream_latency_us: f.upstream_latency_us,
+            bytes_in: f.bytes_in,
+            bytes_out: f.bytes_out,
+            app_id,
+            key_prefix,
+            developer_id,
+            plan_id,
+            subscription_id,
+            client_ip,
+            error_code,
+            overage: f.overage,
+        });
+    })
+    .map(drop)
+}
+
+/// Index of each text field in [`EventFields::texts`].
+pub mod field {
+    /// Node.
+    pub const NODE: usize = 0;
+    /// API id.
+    pub const API_ID: usize = 1;
+    /// API slug.
+    pub const API_SLUG: usize = 2;
+    /// Route.
+    pub const ROUTE: usize = 3;
+    /// Method.
+    pub const METHOD: usize = 4;
+    /// App id.
+    pub const APP_ID: usize = 5;
+    /// Key prefix.
+    pub const KEY_PREFIX: usize = 6;
+    /// Developer id.
+    pub const DEVELOPER_ID: usize = 7;
+    /// Plan id.
+    pub const PLAN_ID: usize = 8;
+    /// Subscription id.
+    pub const SUBSCRIPTION_ID: usize = 9;
+    /// Client IP.
+    pub const CLIENT_IP: usize = 10;
+    /// Error code.
+    pub const ERROR_CODE: usize = 11;
+}
+
+/// One event of a record as encoded: its numbers, and its texts as indexes
+/// into the record's table of texts (checked to be in it), in the order of
+/// [`field`].
+#[derive(Debug, Clone, Copy)]
+pub struct EventFields {
+    /// Event id.
+    pub id: Uuid,
+    /// When the call arrived, ms since the epoch.
+    pub timestamp_ms: u64,
+    /// Status sent.
+    pub status: u16,
+    /// Latency, µs.
+    pub latency_us: u32,
+    /// Upstream latency, µs.
+    pub upstream_latency_us: u32,
+    /// Request body bytes.
+    pub bytes_in: u64,
+    /// Response body bytes.
+    pub bytes_out: u64,
+    /// Beyond a soft quota.
+    pub overage: bool,
+    /// Indexes into the record's texts.
+    pub texts: [u32; TEXTS],
+}
+
+/// Reads a record event by event without building [`UsageEvent`]s: `each`
+/// gets the record's texts and each event's fields, for readers that need a
+/// few fields of many events (the embedded store's rollup fold). Returns the
+/// record's texts. On an error `each` may have seen the events before it.
+pub fn for_each_event(
+    record: &[u8],
+    mut each: impl FnMut(&[Text], &EventFields),
+) -> Result<Vec<Text>, DecodeError> {
     let mut r = Reader {
         data: record,
         at: 0,
@@ -234,7 +402,6 @@ fn decode_into(record: &[u8], out: &mut Vec<UsageEvent>) -> Result<(), DecodeErr
     if n_events > record.len() / 16 {
         return Err(DecodeError::Malformed("event count"));
     }
-    out.reserve(n_events);
     for _ in 0..n_events {
         let id = Uuid::from_bytes(r.bytes(16)?.try_into().expect("16 bytes"));
         let timestamp_ms = r.varint()?;
@@ -244,55 +411,33 @@ fn decode_into(record: &[u8], out: &mut Vec<UsageEvent>) -> Result<(), DecodeErr
         let bytes_in = r.varint()?;
         let bytes_out = r.varint()?;
         let flags = r.bytes(1)?[0];
-        let mut t: [Text; TEXTS] = Default::default();
-        for slot in &mut t {
-            let i: usize = r.small("text index")?;
-            *slot = texts
-                .get(i)
-                .cloned()
-                .ok_or(DecodeError::Malformed("text index"))?;
+        let mut idx = [0u32; TEXTS];
+        for slot in &mut idx {
+            let i: u32 = r.small("text index")?;
+            if i as usize >= texts.len() {
+                return Err(DecodeError::Malformed("text index"));
+            }
+            *slot = i;
         }
-        let [
-            node,
-            api_id,
-            api_slug,
-            route,
-            method,
-            app_id,
-            key_prefix,
-            developer_id,
-            plan_id,
-            subscription_id,
-            client_ip,
-            error_code,
-        ] = t;
-        out.push(UsageEvent {
-            id,
-            timestamp_ms,
-            node,
-            api_id,
-            api_slug,
-            route,
-            method,
-            status,
-            latency_us,
-            upstream_latency_us,
-            bytes_in,
-            bytes_out,
-            app_id,
-            key_prefix,
-            developer_id,
-            plan_id,
-            subscription_id,
-            client_ip,
-            error_code,
-            overage: flags & 1 == 1,
-        });
+        each(
+            &texts,
+            &EventFields {
+                id,
+                timestamp_ms,
+                status,
+                latency_us,
+                upstream_latency_us,
+                bytes_in,
+                bytes_out,
+                overage: flags & 1 == 1,
+                texts: idx,
+            },
+        );
     }
     if r.at != record.len() {
         return Err(DecodeError::Malformed("bytes after the last event"));
     }
-    Ok(())
+    Ok(texts)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::embedded::EmbeddedStore;
 use crate::error::UsageError;
 use crate::event::UsageEvent;
 use crate::query::{SummaryQuery, TimeSeries, TimeSeriesQuery, TopList, TopQuery, UsageSummary};
+use crate::record::SpooledRecord;
 
 /// Where usage events are kept and queried.
 #[derive(Clone, Debug)]
@@ -76,6 +77,29 @@ impl UsageStore {
         match self {
             Self::Embedded(s) => s.insert(events).await.map(|()| events.len()),
             Self::ClickHouse(s) => s.insert_once(batch_id, events).await,
+        }
+    }
+
+    /// Writes a batch read from the spool. `records`, when given, are the
+    /// spool records the events were decoded from — all of them, in order —
+    /// which the embedded store queues for its rollups as they are instead of
+    /// encoding the events again. With `may_be_stored` the batch is written as
+    /// by [`Self::insert_once`], else as by [`Self::insert_batch`]. Returns how
+    /// many events were new (the embedded store reports the batch size).
+    pub async fn insert_spooled(
+        &self,
+        batch_id: &str,
+        events: &[UsageEvent],
+        records: Option<&[SpooledRecord]>,
+        may_be_stored: bool,
+    ) -> Result<usize, UsageError> {
+        match self {
+            Self::Embedded(s) => s
+                .insert_spooled(events, records)
+                .await
+                .map(|()| events.len()),
+            Self::ClickHouse(s) if may_be_stored => s.insert_once(batch_id, events).await,
+            Self::ClickHouse(s) => s.insert(batch_id, events).await.map(|()| events.len()),
         }
     }
 

@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::event::UsageEvent;
-use crate::record::{self, RecordEncoder};
+use crate::record::{self, RecordEncoder, SpooledRecord};
 use crate::spool::{self, Segment, SpoolLimits, SpoolStats, SpoolWriter};
 use crate::store::UsageStore;
 
@@ -498,27 +498,69 @@ fn spool_loop(
 /// One segment's events, read back from disk.
 struct Loaded {
     events: Vec<UsageEvent>,
+    /// The records the events were decoded from, in order (unreadable and
+    /// empty ones left out), handed to the store with the events.
+    records: Vec<SpooledRecord>,
     /// Identifies the segment's inserts in the store: the id of its first
     /// event, unique across nodes and restarts, and the same on a replay.
     batch_id: String,
 }
 
+impl Loaded {
+    /// The events in inserts of at most `size`, each with its records when
+    /// it holds whole records (always, unless `size` cuts a record).
+    fn batches(&self, size: usize) -> Vec<(&[UsageEvent], Option<&[SpooledRecord]>)> {
+        // Where each record's events start, and where the last one ends.
+        let mut bounds = Vec::with_capacity(self.records.len() + 1);
+        bounds.push(0);
+        for r in &self.records {
+            bounds.push(bounds[bounds.len() - 1] + r.events);
+        }
+        let mut start = 0;
+        self.events
+            .chunks(size)
+            .map(|chunk| {
+                let end = start + chunk.len();
+                let records = match (bounds.binary_search(&start), bounds.binary_search(&end)) {
+                    (Ok(first), Ok(last)) => Some(&self.records[first..last]),
+                    _ => None,
+                };
+                start = end;
+                (chunk, records)
+            })
+            .collect()
+    }
+}
+
 fn load(segment: &Segment, stats: &UsageStats) -> std::io::Result<Loaded> {
     let read = spool::read_segment(segment, &stats.spool)?;
     let mut events = Vec::new();
-    for (i, r) in read.records.iter().enumerate() {
-        if let Err(e) = record::decode(r, &mut events) {
-            // The CRC matched, so this is a record from a newer version or a
-            // bug, not a torn write: count it and go on with the next.
-            stats.dropped_corrupt.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(segment = %segment.path.display(), record = i, error = %e, "skipping an unreadable usage spool record");
+    let mut records = Vec::with_capacity(read.records.len());
+    for (i, r) in read.records.into_iter().enumerate() {
+        let before = events.len();
+        match record::decode(&r, &mut events) {
+            Ok(()) if events.len() > before => records.push(SpooledRecord {
+                bytes: r,
+                events: events.len() - before,
+            }),
+            Ok(()) => {}
+            Err(e) => {
+                // The CRC matched, so this is a record from a newer version or
+                // a bug, not a torn write: count it and go on with the next.
+                stats.dropped_corrupt.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(segment = %segment.path.display(), record = i, error = %e, "skipping an unreadable usage spool record");
+            }
         }
     }
     let batch_id = events
         .first()
         .map(|e| e.id.simple().to_string())
         .unwrap_or_default();
-    Ok(Loaded { events, batch_id })
+    Ok(Loaded {
+        events,
+        records,
+        batch_id,
+    })
 }
 
 async fn ship_loop(
@@ -613,8 +655,13 @@ async fn ship_segment(
             }
         }
     };
-    for chunk in loaded.events.chunks(batch_size) {
-        if !insert(&store, &loaded.batch_id, chunk, replay, &stopping, &stats).await {
+    for (events, records) in loaded.batches(batch_size) {
+        let batch = Batch {
+            id: &loaded.batch_id,
+            events,
+            records,
+        };
+        if !insert(&store, &batch, replay, &stopping, &stats).await {
             return false;
         }
     }
@@ -627,10 +674,18 @@ async fn ship_segment(
 /// Inserts one batch, retrying with back-off while the store is away. After a
 /// failed attempt the outcome is unknown, so retries use `insert_once`; so does
 /// a replayed segment. Returns false when it gave up at shutdown.
+/// One insert's worth of a segment.
+struct Batch<'a> {
+    id: &'a str,
+    events: &'a [UsageEvent],
+    /// The spool records the events came from, when the batch holds whole
+    /// records.
+    records: Option<&'a [SpooledRecord]>,
+}
+
 async fn insert(
     store: &UsageStore,
-    batch_id: &str,
-    events: &[UsageEvent],
+    batch: &Batch<'_>,
     replay: bool,
     stopping: &AtomicBool,
     stats: &UsageStats,
@@ -640,16 +695,7 @@ async fn insert(
     let mut failures_stopping = 0;
     loop {
         let started = Instant::now();
-        let attempt = async {
-            if may_be_stored {
-                store.insert_once(batch_id, events).await
-            } else {
-                store
-                    .insert_batch(batch_id, events)
-                    .await
-                    .map(|()| events.len())
-            }
-        };
+        let attempt = store.insert_spooled(batch.id, batch.events, batch.records, may_be_stored);
         let error = match tokio::time::timeout(INSERT_TIMEOUT, attempt).await {
             Ok(Ok(inserted)) => {
                 stats
@@ -666,7 +712,7 @@ async fn insert(
         if stopping.load(Ordering::Acquire) {
             failures_stopping += 1;
             if failures_stopping >= SHUTDOWN_ATTEMPTS {
-                tracing::error!(error = %error, events = events.len(), "giving up inserting usage events at shutdown");
+                tracing::error!(error = %error, events = batch.events.len(), "giving up inserting usage events at shutdown");
                 return false;
             }
         }
@@ -674,8 +720,50 @@ async fn insert(
             // Shutting down: a few quick tries, not minutes of back-off.
             delay = delay.min(Duration::from_millis(200));
         }
-        tracing::warn!(error = %error, events = events.len(), retry_in_ms = delay.as_millis() as u64, "inserting usage events failed; they stay in the spool");
+        tracing::warn!(error = %error, events = batch.events.len(), retry_in_ms = delay.as_millis() as u64, "inserting usage events failed; they stay in the spool");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(record_sizes: &[usize]) -> Loaded {
+        let total = record_sizes.iter().sum::<usize>() as u64;
+        Loaded {
+            events: (0..total).map(UsageEvent::new).collect(),
+            records: record_sizes
+                .iter()
+                .map(|&events| SpooledRecord {
+                    bytes: vec![record::VERSION],
+                    events,
+                })
+                .collect(),
+            batch_id: String::new(),
+        }
+    }
+
+    /// (events, records) per batch; records `None` when the batch cuts one.
+    fn shape(l: &Loaded, size: usize) -> Vec<(usize, Option<usize>)> {
+        l.batches(size)
+            .into_iter()
+            .map(|(e, r)| (e.len(), r.map(<[_]>::len)))
+            .collect()
+    }
+
+    #[test]
+    fn batches_carry_their_records_when_they_hold_whole_ones() {
+        let l = loaded(&[3, 4, 5]);
+        assert_eq!(shape(&l, 100), [(12, Some(3))]);
+        assert_eq!(shape(&l, 7), [(7, Some(2)), (5, Some(1))]);
+        // A cut record goes with neither batch; the others still do.
+        assert_eq!(shape(&l, 5), [(5, None), (5, None), (2, None)]);
+        assert_eq!(
+            shape(&l, 3),
+            [(3, Some(1)), (3, None), (3, None), (3, None)]
+        );
+        assert!(loaded(&[]).batches(10).is_empty());
     }
 }
