@@ -124,3 +124,14 @@ stop_nginx() {
   rm -rf "${NGINX_DIRS[@]}"
   NGINX_PIDS=(); NGINX_DIRS=()
 }
+
+# One wrk run from CPU `CPU` (one thread): `wrk_point CPU URL CONNS SECS [HEADER]`
+# prints "req/s p50_us non2xx".
+wrk_point() {
+  local args=(); [ -n "${5:-}" ] && args=(-H "$5")
+  taskset -c "$1" wrk -t1 -c"$3" -d"$4s" --latency "${args[@]}" "$2" | awk '
+    /Requests\/sec/ {rps = $2}
+    /^ +50%/ {v = $2; if (v ~ /us$/) p = v + 0; else if (v ~ /ms$/) p = v * 1000; else p = v * 1000000}
+    /Non-2xx/ {bad = $NF}
+    END {printf "%s %.0f %d\n", rps, p, bad}'
+}

@@ -58,12 +58,7 @@ for i in "${!names[@]}"; do
 done
 
 run() { # idx conns secs -> "rps p50_us non2xx"
-  local args=(); [ -n "${hdrs[$1]}" ] && args=(-H "${hdrs[$1]}")
-  taskset -c "$CLIENT_CPU" wrk -t1 -c"$2" -d"$3s" --latency "${args[@]}" "${urls[$1]}" | awk '
-    /Requests\/sec/ {rps = $2}
-    /^ +50%/ {v = $2; if (v ~ /us$/) p = v + 0; else if (v ~ /ms$/) p = v * 1000; else p = v * 1000000}
-    /Non-2xx/ {bad = $NF}
-    END {printf "%s %.0f %d\n", rps, p, bad}'
+  wrk_point "$CLIENT_CPU" "${urls[$1]}" "$2" "$3" "${hdrs[$1]}"
 }
 res=$(mktemp)
 for i in "${!names[@]}"; do run "$i" "$CONNS" 2 >/dev/null; done   # warm-up
