@@ -135,3 +135,37 @@ wrk_point() {
     /Non-2xx/ {bad = $NF}
     END {printf "%s %.0f %d\n", rps, p, bad}'
 }
+
+# Interleaved wrk rounds over the targets in the arrays `names`, `urls` and
+# `hdrs` (one header line or ""): a warm-up, then ROUNDS rounds, each target's
+# throughput (-c$CONNS for DUR_LOAD s) and one-connection latency (DUR_LAT s)
+# from CPU CLIENT_CPU, starting each round one target further. Appends
+# "index cN|c1 req/s p50_us non2xx" lines to the file RES.
+interleaved_rounds() { # RES
+  local res=$1 n=${#names[@]} r k i load lat line
+  for i in "${!names[@]}"; do wrk_point "$CLIENT_CPU" "${urls[$i]}" "$CONNS" 2 "${hdrs[$i]}" >/dev/null; done
+  for r in $(seq 1 "$ROUNDS"); do
+    line=""
+    for k in $(seq 0 $((n - 1))); do
+      i=$(( (k + r - 1) % n ))
+      load=$(wrk_point "$CLIENT_CPU" "${urls[$i]}" "$CONNS" "$DUR_LOAD" "${hdrs[$i]}")
+      lat=$(wrk_point "$CLIENT_CPU" "${urls[$i]}" 1 "$DUR_LAT" "${hdrs[$i]}")
+      echo "$i c$CONNS $load" >>"$res"; echo "$i c1 $lat" >>"$res"
+      line+="${names[$i]}=${load%% *} "
+    done
+    echo "round $r/$ROUNDS: $line" >&2
+  done
+}
+
+# Medians per target of interleaved_rounds' file RES: one line
+# "index req/s_c$CONNS p50_us_c1 bad" per target (bad: 1 if any answer was not 2xx).
+round_medians() { # RES
+  awk -v conns="c$CONNS" '
+    function med(k, n,   i, j, t, v) { for (i = 1; i <= n; i++) v[i] = val[k, i]
+      for (i = 2; i <= n; i++) { t = v[i]; j = i - 1; while (j > 0 && v[j] > t) { v[j+1] = v[j]; j-- } v[j+1] = t }
+      return (n % 2) ? v[(n + 1) / 2] : (v[n/2] + v[n/2 + 1]) / 2 }
+    { k = $1 SUBSEP $2; c[k]++; val[k, c[k]] = $3; k2 = $1 SUBSEP $2 "p"; c[k2]++; val[k2, c[k2]] = $4
+      if ($5 > 0) bad[$1] = 1; if ($1 > last) last = $1 }
+    END { for (i = 0; i <= last; i++)
+      printf "%d %.0f %.0f %d\n", i, med(i SUBSEP conns, c[i SUBSEP conns]), med(i SUBSEP "c1p", c[i SUBSEP "c1p"]), bad[i] }' "$1"
+}

@@ -57,36 +57,17 @@ for i in "${!names[@]}"; do
   [ "$code" = 200 ] || { echo "${names[$i]} answers $code at ${urls[$i]}" >&2; exit 1; }
 done
 
-run() { # idx conns secs -> "rps p50_us non2xx"
-  wrk_point "$CLIENT_CPU" "${urls[$1]}" "$2" "$3" "${hdrs[$1]}"
-}
 res=$(mktemp)
-for i in "${!names[@]}"; do run "$i" "$CONNS" 2 >/dev/null; done   # warm-up
-for r in $(seq 1 "$ROUNDS"); do
-  n=${#names[@]}
-  for k in $(seq 0 $((n - 1))); do
-    i=$(( (k + r - 1) % n ))
-    echo "$i c$CONNS $(run "$i" "$CONNS" "$DUR_LOAD")" >>"$res"
-    echo "$i c1 $(run "$i" 1 "$DUR_LAT")" >>"$res"
-  done
-  echo "round $r/$ROUNDS done" >&2
-done
+interleaved_rounds "$res"
 
 echo "# policy cost ($(date -u +%Y-%m-%dT%H:%MZ), $(git describe --always --dirty)); medians of $ROUNDS interleaved rounds"
 echo "# wrk on CPU $CLIENT_CPU; upstream, nginx and the gateways on CPU $SERVER_CPU, one worker each"
-awk -v names="$(printf '%s|' "${names[@]}")" -v conns="c$CONNS" '
-  function med(k, n,   i, j, t, v) { for (i = 1; i <= n; i++) v[i] = val[k, i]
-    for (i = 2; i <= n; i++) { t = v[i]; j = i - 1; while (j > 0 && v[j] > t) { v[j+1] = v[j]; j-- } v[j+1] = t }
-    return (n % 2) ? v[(n + 1) / 2] : (v[n/2] + v[n/2 + 1]) / 2 }
-  { k = $1 SUBSEP $2; c[k]++; val[k, c[k]] = $3; k2 = $1 SUBSEP $2 "p"; c[k2]++; val[k2, c[k2]] = $4; if ($5 > 0) bad[$1] = 1 }
+round_medians "$res" | awk -v names="$(printf '%s|' "${names[@]}")" -v conns="c$CONNS" '
+  { R[$1] = $2; L[$1] = $3; bad[$1] = $4 }
   END {
     split(names, nm, "|"); full = 5
-    R0 = med(0 SUBSEP conns, c[0 SUBSEP conns]); Rf = med(full SUBSEP conns, c[full SUBSEP conns])
-    L0 = med(0 SUBSEP "c1p", c[0 SUBSEP "c1p"])
     printf "%-30s %10s %8s %8s %12s\n", "target", "req/s " conns, "x nginx", "x full", "p50 us c1"
-    for (i = 0; nm[i + 1] != ""; i++) {
-      R = med(i SUBSEP conns, c[i SUBSEP conns]); L = med(i SUBSEP "c1p", c[i SUBSEP "c1p"])
-      printf "%-30s %10.0f %8.2f %8.2f %12.0f%s\n", nm[i + 1], R, R / R0, R / Rf, L, (bad[i] ? " !non-2xx" : "")
-    }
-  }' "$res"
+    for (i = 0; nm[i + 1] != ""; i++)
+      printf "%-30s %10.0f %8.2f %8.2f %12.0f%s\n", nm[i + 1], R[i], R[i] / R[0], R[i] / R[full], L[i], (bad[i] ? " !non-2xx" : "")
+  }'
 rm -f "$res"
