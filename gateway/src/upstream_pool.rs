@@ -86,10 +86,11 @@ pub enum PoolError {
     /// Writing the request or reading the answer failed.
     #[error("upstream connection: {0}")]
     Io(#[from] std::io::Error),
-    /// The upstream closed the connection before its answer was complete.
+    /// The upstream closed the connection before its answer (head or body)
+    /// was complete.
     #[error("the upstream closed the connection before the end of its answer")]
     Closed,
-    /// The answer is not valid HTTP/1.1.
+    /// The answer (its head, or a chunked body) is not valid HTTP/1.1.
     #[error("the upstream's answer is not valid HTTP/1.1: {0}")]
     Protocol(&'static str),
     /// The client's request body failed (for example, past the size limit).
@@ -603,20 +604,6 @@ pub struct PooledStream {
     pool: Arc<Mutex<Vec<Conn>>>,
 }
 
-/// Why a streamed answer's body failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StreamError {
-    /// The socket failed.
-    #[error("reading the upstream's body: {0}")]
-    Io(#[from] std::io::Error),
-    /// The upstream closed before the end of the body.
-    #[error("the upstream closed the connection before the end of the body")]
-    Closed,
-    /// A chunked body was malformed.
-    #[error("the upstream's chunked body is malformed: {0}")]
-    Chunked(&'static str),
-}
-
 impl PooledStream {
     /// The body has ended: the connection goes back when it can carry another call.
     fn finish(&mut self) {
@@ -628,7 +615,7 @@ impl PooledStream {
         }
     }
 
-    fn fail(&mut self, e: StreamError) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+    fn fail(&mut self, e: PoolError) -> Poll<Option<Result<Frame<Bytes>, PoolError>>> {
         self.conn = None;
         Poll::Ready(Some(Err(e)))
     }
@@ -636,12 +623,12 @@ impl PooledStream {
 
 impl Body for PooledStream {
     type Data = Bytes;
-    type Error = StreamError;
+    type Error = PoolError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, PoolError>>> {
         let this = self.get_mut();
         loop {
             let Some(conn) = this.conn.as_mut() else {
@@ -649,7 +636,7 @@ impl Body for PooledStream {
             };
             // What the buffer gave: `None` when more must be read first;
             // `Some(None)` a step without data (a chunk's size line or end).
-            let step: Result<Option<Option<Bytes>>, StreamError> = match this.framing {
+            let step: Result<Option<Option<Bytes>>, PoolError> = match this.framing {
                 Framing::Length(0) | Framing::Chunked(Chunk::Done) => {
                     this.finish();
                     return Poll::Ready(None);
@@ -686,7 +673,7 @@ impl Body for PooledStream {
                         this.conn = None;
                         return Poll::Ready(None);
                     }
-                    Ok(0) => return this.fail(StreamError::Closed),
+                    Ok(0) => return this.fail(PoolError::Closed),
                     Ok(_) => {}
                     Err(e) => return this.fail(e.into()),
                 },
@@ -716,7 +703,7 @@ fn step_chunked(
     conn: &mut Conn,
     chunk: Chunk,
     trailers: &mut usize,
-) -> Result<Option<(Chunk, Option<Bytes>)>, StreamError> {
+) -> Result<Option<(Chunk, Option<Bytes>)>, PoolError> {
     let buf = &mut conn.rbuf;
     match chunk {
         Chunk::Size => match httparse::parse_chunk_size(buf) {
@@ -730,10 +717,10 @@ fn step_chunked(
                 Ok(Some((next, None)))
             }
             Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
-                Err(StreamError::Chunked("chunk-size line too long"))
+                Err(PoolError::Protocol("chunk-size line too long"))
             }
             Ok(httparse::Status::Partial) => Ok(None),
-            Err(_) => Err(StreamError::Chunked("invalid chunk size")),
+            Err(_) => Err(PoolError::Protocol("invalid chunk size")),
         },
         Chunk::Data(_) if buf.is_empty() => Ok(None),
         Chunk::Data(left) => {
@@ -751,7 +738,7 @@ fn step_chunked(
             buf.advance(2);
             Ok(Some((Chunk::Size, None)))
         }
-        Chunk::DataEnd => Err(StreamError::Chunked("no CRLF after a chunk's data")),
+        Chunk::DataEnd => Err(PoolError::Protocol("no CRLF after a chunk's data")),
         Chunk::Trailers => match buf.windows(2).position(|w| w == b"\r\n") {
             Some(0) => {
                 buf.advance(2);
@@ -761,13 +748,13 @@ fn step_chunked(
                 // A trailer field: dropped (trailers are not passed on).
                 *trailers += line + 2;
                 if *trailers > MAX_TRAILERS {
-                    return Err(StreamError::Chunked("trailer section too large"));
+                    return Err(PoolError::Protocol("trailer section too large"));
                 }
                 buf.advance(line + 2);
                 Ok(Some((Chunk::Trailers, None)))
             }
             None if *trailers + buf.len() > MAX_TRAILERS => {
-                Err(StreamError::Chunked("trailer section too large"))
+                Err(PoolError::Protocol("trailer section too large"))
             }
             None => Ok(None),
         },
@@ -896,11 +883,7 @@ mod tests {
         let (parts, reply) = response.into_parts();
         let body = match reply {
             Reply::Whole(b) => b,
-            Reply::Stream(s) => s
-                .collect()
-                .await
-                .map_err(|e| PoolError::Protocol(Box::leak(e.to_string().into_boxed_str())))?
-                .to_bytes(),
+            Reply::Stream(s) => s.collect().await?.to_bytes(),
         };
         Ok((parts.status, parts.headers, body))
     }
