@@ -59,10 +59,9 @@ impl UsageStore {
         batch_id: &str,
         events: &[UsageEvent],
     ) -> Result<(), UsageError> {
-        match self {
-            Self::Embedded(s) => s.insert(events).await,
-            Self::ClickHouse(s) => s.insert(batch_id, events).await,
-        }
+        self.insert_spooled(batch_id, events, None, false)
+            .await
+            .map(drop)
     }
 
     /// Writes a batch that may have been written before, without counting any
@@ -74,10 +73,7 @@ impl UsageStore {
         batch_id: &str,
         events: &[UsageEvent],
     ) -> Result<usize, UsageError> {
-        match self {
-            Self::Embedded(s) => s.insert(events).await.map(|()| events.len()),
-            Self::ClickHouse(s) => s.insert_once(batch_id, events).await,
-        }
+        self.insert_spooled(batch_id, events, None, true).await
     }
 
     /// Writes a batch read from the spool. `records`, when given, are the
