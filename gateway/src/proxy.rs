@@ -169,48 +169,9 @@ pub fn upstream_uri(target: &Target, rest: &str, query: Option<&str>) -> Result<
 /// timeouts), or read whole when small.
 pub type ProxiedBody = Either<TimedBody<StreamedBody>, Full<Bytes>>;
 
-/// An upstream's streamed body: from the general client, or off a target's
-/// own connection.
-#[derive(Debug)]
-pub enum StreamedBody {
-    /// Through hyper's client.
-    Hyper(Incoming),
-    /// Through a target's pool.
-    Pooled(PooledStream),
-}
-
-impl http_body::Body for StreamedBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            Self::Hyper(b) => std::pin::Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|f| f.map_err(Into::into))),
-            Self::Pooled(b) => std::pin::Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|f| f.map_err(Into::into))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Hyper(b) => b.is_end_stream(),
-            Self::Pooled(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            Self::Hyper(b) => b.size_hint(),
-            Self::Pooled(b) => b.size_hint(),
-        }
-    }
-}
+/// An upstream's streamed body: from the general client (hyper's), or off a
+/// target's own connection.
+pub type StreamedBody = Either<Incoming, PooledStream>;
 
 /// How long an exchange with an upstream may take.
 #[derive(Debug, Clone, Copy)]
@@ -357,7 +318,7 @@ pub async fn forward(
     let target = DisplayTarget(target.as_ref());
     // One deadline (one timer) for the head and a small body.
     let exchange = async {
-        let hyper_reply = |r: Response<Incoming>| r.map(|b| Reply::Stream(StreamedBody::Hyper(b)));
+        let hyper_reply = |r: Response<Incoming>| r.map(|b| Reply::Stream(Either::Left(b)));
         let mut response = match route {
             Route::Pool(pool, connect_timeout) => match req.uri().authority().cloned() {
                 Some(authority) => pool
@@ -365,7 +326,7 @@ pub async fn forward(
                     .await
                     .map_err(Failed::Pooled)?
                     .map(|reply| match reply {
-                        Reply::Stream(s) => Reply::Stream(StreamedBody::Pooled(s)),
+                        Reply::Stream(s) => Reply::Stream(Either::Right(s)),
                         Reply::Whole(b) => Reply::Whole(b),
                     }),
                 None => hyper_reply(client.request(req).await.map_err(Failed::Request)?),
