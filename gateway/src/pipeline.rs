@@ -211,9 +211,9 @@ impl Gateway {
         {
             event.route = oauth::TOKEN_PATH.into();
             let (parts, body) = req.into_parts();
-            let (resp, app) = tokens
-                .token_endpoint(snapshot, &parts.method, &parts.headers, body)
-                .await;
+            let (resp, app) =
+                Box::pin(tokens.token_endpoint(snapshot, &parts.method, &parts.headers, body))
+                    .await;
             match app {
                 Some(app_id) => event.app_id = app_id.into(),
                 None => event.error_code = "invalid_client".into(),
@@ -292,7 +292,7 @@ impl Gateway {
                     (Principal::from_app(app), true)
                 }
                 (None, Some(policy), Some(token)) => {
-                    let app_id = self.jwt.verify(policy, token).await?;
+                    let app_id = Box::pin(self.jwt.verify(policy, token)).await?;
                     let app = snapshot
                         .app(&app_id)
                         .ok_or_else(|| GatewayError::InvalidToken {
@@ -394,13 +394,14 @@ impl Gateway {
         if let Some(aggregated) = aggregate::find(&policies.aggregate, rest) {
             let (mut parts, _) = req.into_parts();
             proxy::prepare_headers(
-                &mut parts.headers,
+                &parts.headers,
                 &balancer.targets[0].target,
                 &call.client,
                 request_id,
                 via_authorization,
                 identity,
-            );
+            )
+            .apply(&mut parts.headers);
             if let Some(ops) = policies
                 .transform
                 .as_ref()
@@ -417,7 +418,8 @@ impl Gateway {
                 policies,
                 request_id: request_id.to_str().unwrap_or_default(),
             };
-            let (mut response, took) = aggregate::answer(aggregated, &parts.method, fanout).await?;
+            let (mut response, took) =
+                Box::pin(aggregate::answer(aggregated, &parts.method, fanout)).await?;
             event.upstream_latency_us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
             if let Some(d) = limited {
                 rate_limit_headers(response.headers_mut(), &d);
@@ -441,8 +443,8 @@ impl Gateway {
         let uri = parts.uri.clone();
         let mut rest = Cow::Borrowed(&uri.path()[rest_start..]);
         let mut query = uri.query().map(Cow::Borrowed);
-        proxy::prepare_headers(
-            &mut parts.headers,
+        let mut forwarded = proxy::prepare_headers(
+            &parts.headers,
             // Host is set per target below.
             &balancer.targets[0].target,
             &call.client,
@@ -450,6 +452,10 @@ impl Gateway {
             via_authorization,
             identity,
         );
+        // Steps that edit the headers themselves see the changes applied.
+        if upgrade.is_some() || policies.transform.is_some() {
+            forwarded.apply(&mut parts.headers);
+        }
         if let Some(proto) = &upgrade {
             parts
                 .headers
@@ -473,13 +479,13 @@ impl Gateway {
                 // Mapped answers must come uncompressed.
                 parts.headers.remove(header::ACCEPT_ENCODING);
             }
-            let (b, counted) = json_body::request_phase(
+            let (b, counted) = Box::pin(json_body::request_phase(
                 &mut parts.headers,
                 body,
                 t.request_body.as_ref(),
                 bytes_in,
                 policies.max_body_bytes,
-            )
+            ))
             .await?;
             body_counted = counted;
             b
@@ -541,14 +547,14 @@ impl Gateway {
                 .version(parts.version)
                 .body(())
                 .expect("method, URI and version are valid");
-            *attempt.headers_mut() = if retries > tried.len() {
-                parts.headers.clone()
+            let mut attempt_forwarded = if retries > tried.len() {
+                *attempt.headers_mut() = parts.headers.clone();
+                forwarded.clone()
             } else {
-                std::mem::take(&mut parts.headers)
+                *attempt.headers_mut() = std::mem::take(&mut parts.headers);
+                std::mem::take(&mut forwarded)
             };
-            attempt
-                .headers_mut()
-                .insert(header::HOST, pick.target.host.clone());
+            attempt_forwarded.set_host(&pick.target.host);
             let upstream_body = body
                 .take()
                 .unwrap_or_else(|| Either::Right(Full::default()));
@@ -575,7 +581,16 @@ impl Gateway {
                     self.upstream_connect_timeout,
                 )
             };
-            match proxy::forward(&self.client, route, upstream_req, timeouts, rid).await {
+            match proxy::forward(
+                &self.client,
+                route,
+                upstream_req,
+                attempt_forwarded,
+                timeouts,
+                rid,
+            )
+            .await
+            {
                 Ok(p) => {
                     let status = p.response.status().as_u16();
                     let outcome = if matches!(status, 502..=504) {
@@ -629,26 +644,25 @@ impl Gateway {
                 transform::apply_headers(response.headers_mut(), ops);
             }
             if let Some(ops) = &t.response_body {
-                response = json_body::response_phase(
+                response = Box::pin(json_body::response_phase(
                     response,
                     &parts.method,
                     ops,
                     policies.max_body_bytes,
                     self.upstream_timeout,
-                )
+                ))
                 .await?;
             }
         }
         if let (Some(store), Some(policy)) = (&route.cache, &policies.cache) {
-            response = store
-                .store(
-                    cache_key,
-                    policy,
-                    &parts.method,
-                    response,
-                    self.upstream_timeout,
-                )
-                .await?;
+            response = Box::pin(store.store(
+                cache_key,
+                policy,
+                &parts.method,
+                response,
+                self.upstream_timeout,
+            ))
+            .await?;
         }
         if let Some(d) = limited {
             rate_limit_headers(response.headers_mut(), &d);

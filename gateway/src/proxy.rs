@@ -305,7 +305,8 @@ pub enum Route<'a> {
 pub async fn forward(
     client: &UpstreamClient,
     route: Route<'_>,
-    req: Request<UpstreamBody>,
+    mut req: Request<UpstreamBody>,
+    mut forwarded: Forwarded,
     timeouts: Timeouts,
     request_id: &str,
 ) -> Result<Proxied, GatewayError> {
@@ -319,10 +320,18 @@ pub async fn forward(
     // One deadline (one timer) for the head and a small body.
     let exchange = async {
         let hyper_reply = |r: Response<Incoming>| r.map(|b| Reply::Stream(Either::Left(b)));
+        let authority = match route {
+            Route::Pool(..) => req.uri().authority().cloned(),
+            _ => None,
+        };
+        // Only the pool writes the changes itself.
+        if authority.is_none() {
+            forwarded.apply(req.headers_mut());
+        }
         let mut response = match route {
-            Route::Pool(pool, connect_timeout) => match req.uri().authority().cloned() {
+            Route::Pool(pool, connect_timeout) => match authority {
                 Some(authority) => pool
-                    .send(&authority, req, connect_timeout)
+                    .send(&authority, req, &forwarded, connect_timeout)
                     .await
                     .map_err(Failed::Pooled)?
                     .map(|reply| match reply {
@@ -435,37 +444,109 @@ pub struct Identity<'a> {
     pub headers: [Option<&'a HeaderValue>; 4],
 }
 
-/// Prepares the request headers for the upstream: hop-by-hop and credential
+/// What the gateway changes in a call's headers on the way up, kept beside
+/// the client's header map rather than applied to it. The target's pool
+/// writes the map's headers less [`Self::skips`], then [`Self::added`], so a
+/// call inserts nothing into the map (each insert hashes its name, and the
+/// first grows the map, rehashing every entry); the other routes, and every
+/// step that edits the map itself (transforms, upgrades), [`Self::apply`] it first.
+#[derive(Debug, Clone, Default)]
+pub struct Forwarded {
+    /// Names of the client's headers that do not go up: hop-by-hop and
+    /// credential headers, any `x-tollgate-*`, and those `add` replaces.
+    skip: Vec<HeaderName>,
+    /// Headers the gateway sets: identity, `Host`, forwarding and tracing.
+    add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Forwarded {
+    /// Applies the changes to `headers` (removals, then inserts); nothing is
+    /// left to apply afterwards.
+    pub fn apply(&mut self, headers: &mut HeaderMap) {
+        for name in self.skip.drain(..) {
+            headers.remove(name);
+        }
+        headers.reserve(self.add.len());
+        for (name, value) in self.add.drain(..) {
+            headers.insert(name, value);
+        }
+    }
+
+    /// Sets the `Host` sent up (a retry goes to another target), replacing
+    /// the client's.
+    pub fn set_host(&mut self, host: &HeaderValue) {
+        match self.add.iter_mut().find(|(n, _)| n == header::HOST) {
+            Some((_, v)) => *v = host.clone(),
+            None => self.add.insert(0, (header::HOST, host.clone())),
+        }
+        if !self.skip.contains(&header::HOST) {
+            self.skip.push(header::HOST);
+        }
+    }
+
+    /// True when the client's headers of this name do not go up.
+    pub fn skips(&self, name: &HeaderName) -> bool {
+        self.skip.contains(name)
+    }
+
+    /// The headers the gateway adds, in order.
+    pub fn added(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.add
+    }
+
+    /// Adds `name` (replacing the client's).
+    fn set(&mut self, name: HeaderName, value: HeaderValue, sent: bool) {
+        if sent && !self.skip.contains(&name) {
+            self.skip.push(name.clone());
+        }
+        self.add.push((name, value));
+    }
+}
+
+/// The request-header changes for the upstream: hop-by-hop and credential
 /// headers removed, `Host` set to the target, forwarding, tracing and identity
-/// headers added. Any `x-tollgate-*` header the client sent is removed first, so
-/// the upstream can trust the ones it gets.
+/// headers added. Any `x-tollgate-*` header the client sent is removed, so the
+/// upstream can trust the ones it gets. One pass over the client's headers,
+/// comparing names, finds all of it: nothing is hashed.
 pub fn prepare_headers(
-    headers: &mut HeaderMap,
+    headers: &HeaderMap,
     target: &Target,
     client: &Peer,
     request_id: &HeaderValue,
     strip_authorization: bool,
     identity: Option<Identity<'_>>,
-) {
-    let original_host = headers.get(header::HOST).cloned();
-    // Room for what is added below, so the map grows once, not step by step.
-    headers.reserve(12);
-    // One look over the names for everything that goes: hop-by-hop headers,
-    // credentials, and any `x-tollgate-*` header the client sent.
-    let mut doomed = Vec::new();
-    find_hop_by_hop(headers, &mut doomed);
-    doomed.extend(
-        headers
-            .keys()
-            .filter(|k| {
-                *k == X_API_KEY
-                    || *k == APIKEY
-                    || (strip_authorization && *k == header::AUTHORIZATION)
-                    || k.as_str().starts_with("x-tollgate-")
-            })
-            .cloned(),
-    );
-    remove_all(headers, doomed);
+) -> Forwarded {
+    let mut skip = Vec::with_capacity(4);
+    find_hop_by_hop(headers, &mut skip);
+    let (mut host, mut forwarded_for, mut trace) = (None, None, None);
+    let (mut proto_sent, mut host_sent, mut rid_sent) = (false, false, false);
+    for (name, value) in headers {
+        if *name == header::HOST {
+            host.get_or_insert(value);
+        } else if *name == X_FORWARDED_FOR {
+            forwarded_for.get_or_insert(value);
+        } else if *name == TRACEPARENT {
+            trace.get_or_insert(value);
+        } else if *name == X_FORWARDED_PROTO {
+            proto_sent = true;
+        } else if *name == X_FORWARDED_HOST {
+            host_sent = true;
+        } else if *name == X_REQUEST_ID {
+            rid_sent = true;
+        } else if (*name == X_API_KEY
+            || *name == APIKEY
+            || (strip_authorization && *name == header::AUTHORIZATION)
+            || name.as_str().starts_with("x-tollgate-"))
+            && !skip.contains(name)
+        {
+            skip.push(name.clone());
+        }
+    }
+    let mut out = Forwarded {
+        skip,
+        add: Vec::with_capacity(10),
+    };
+    out.set_host(&target.host);
     if let Some(id) = identity {
         let names = [
             X_TOLLGATE_APP_ID,
@@ -475,25 +556,30 @@ pub fn prepare_headers(
         ];
         for (name, value) in names.into_iter().zip(id.headers) {
             if let Some(v) = value {
-                headers.insert(name, v.clone());
+                // Any the client sent are skipped above (`x-tollgate-*`).
+                out.add.push((name, v.clone()));
             }
         }
     }
-    headers.insert(header::HOST, target.host.clone());
-    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+    let forwarded_for_sent = forwarded_for.is_some();
+    let forwarded_for = match forwarded_for.and_then(|v| v.to_str().ok()) {
         Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", client.text)).ok(),
         None => Some(client.header.clone()),
     };
     if let Some(v) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, v);
+        out.set(X_FORWARDED_FOR, v, forwarded_for_sent);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(h) = original_host {
-        headers.insert(X_FORWARDED_HOST, h);
+    out.set(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static("http"),
+        proto_sent,
+    );
+    if let Some(h) = host {
+        out.set(X_FORWARDED_HOST, h.clone(), host_sent);
     }
-    let traceparent = traceparent(headers.get(TRACEPARENT), request_id);
-    headers.insert(TRACEPARENT, traceparent);
-    headers.insert(X_REQUEST_ID, request_id.clone());
+    out.set(TRACEPARENT, traceparent(trace, request_id), trace.is_some());
+    out.set(X_REQUEST_ID, request_id.clone(), rid_sent);
+    out
 }
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
@@ -640,14 +726,15 @@ mod tests {
                 Some(&values[3]),
             ],
         };
-        prepare_headers(
-            &mut h,
+        let mut forwarded = prepare_headers(
+            &h,
             &target("http://up:9000"),
             &Peer::new("10.0.0.1:1234".parse().unwrap()),
             &HeaderValue::from_static("rid"),
             true,
             Some(id),
         );
+        forwarded.apply(&mut h);
         assert_eq!(h["x-tollgate-app-id"], "app_1");
         assert_eq!(h["x-tollgate-plan-id"], "plan_1");
         assert!(!h.contains_key("x-tollgate-admin"));

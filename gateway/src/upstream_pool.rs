@@ -47,7 +47,7 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::proxy::UpstreamBody;
+use crate::proxy::{Forwarded, UpstreamBody};
 
 /// Idle connections kept per target.
 const MAX_KEPT: usize = 256;
@@ -130,19 +130,27 @@ impl Http1Pool {
         &self,
         authority: &Authority,
         req: Request<UpstreamBody>,
+        forwarded: &Forwarded,
         connect_timeout: Duration,
     ) -> Result<Response<Reply>, PoolError> {
         let (parts, body) = req.into_parts();
         let body = if body.is_end_stream() {
             Bytes::new()
         } else {
-            body.collect()
+            Box::pin(body.collect())
                 .await
                 .map_err(PoolError::RequestBody)?
                 .to_bytes()
         };
         let mut wire = Vec::with_capacity(256 + body.len());
-        write_head(&mut wire, &parts.method, &parts.uri, &parts.headers, &body);
+        write_head(
+            &mut wire,
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            forwarded,
+            &body,
+        );
         wire.extend_from_slice(&body);
         let head_only = parts.method == Method::HEAD;
         let idempotent = matches!(
@@ -156,13 +164,14 @@ impl Http1Pool {
         );
         let mut conn = match self.checkout() {
             Some(conn) => conn,
-            None => Conn::connect(authority, connect_timeout).await?,
+            // Boxed: a new connection is rare, and its future is large.
+            None => Box::pin(Conn::connect(authority, connect_timeout)).await?,
         };
         let head = match conn.exchange(&wire, head_only).await {
             Ok(head) => head,
             Err(Failure::BeforeAnswer(e)) if conn.reused && idempotent => {
                 tracing::debug!(upstream = %authority, error = %e, "a kept-alive connection failed before the answer; sending again on a new one");
-                conn = Conn::connect(authority, connect_timeout).await?;
+                conn = Box::pin(Conn::connect(authority, connect_timeout)).await?;
                 conn.exchange(&wire, head_only)
                     .await
                     .map_err(Failure::into_error)?
@@ -243,6 +252,9 @@ fn checkin(idle: &Mutex<Vec<Conn>>, mut conn: Conn) {
         idle.push(conn);
     }
 }
+
+/// Headers the gateway may add to an answer besides the upstream's.
+const ANSWER_ROOM: usize = 8;
 
 /// One TCP connection and what has been read off it.
 #[derive(Debug)]
@@ -440,7 +452,10 @@ impl Conn {
                 found.push((name, start, start + h.value.len()));
             }
             let head = self.rbuf.split_to(len).freeze();
-            let mut headers = HeaderMap::with_capacity(found.len());
+            // Room for what the gateway adds to the answer (request id,
+            // rate-limit headers, CORS), so adding them does not grow the
+            // map, which rehashes every entry.
+            let mut headers = HeaderMap::with_capacity(found.len() + ANSWER_ROOM);
             for (name, start, end) in found {
                 let value = HeaderValue::from_maybe_shared(head.slice(start..end))
                     .map_err(|_| PoolError::Protocol("invalid header value"))?;
@@ -533,6 +548,7 @@ fn write_head(
     method: &Method,
     uri: &http::Uri,
     headers: &HeaderMap,
+    forwarded: &Forwarded,
     body: &[u8],
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
@@ -544,14 +560,24 @@ fn write_head(
         target.as_bytes()
     });
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
-        }
+    let mut line = |name: &HeaderName, value: &HeaderValue| {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    };
+    // The gateway's headers first (Host leads), then the client's it keeps.
+    for (name, value) in forwarded.added() {
+        line(name, value);
+    }
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || forwarded.skips(name)
+        {
+            continue;
+        }
+        line(name, value);
     }
     // A length whenever there is a body, or the client sent one, or the
     // method usually carries a body (so the upstream does not wait for one).
@@ -877,6 +903,7 @@ mod tests {
             .send(
                 authority,
                 request(authority, method, b""),
+                &Forwarded::default(),
                 Duration::from_secs(5),
             )
             .await?;
@@ -890,6 +917,79 @@ mod tests {
 
     async fn get(pool: &Http1Pool, authority: &Authority) -> Bytes {
         send(pool, authority, Method::GET).await.unwrap().2
+    }
+
+    /// The head's header lines, sorted (order aside, what went up).
+    fn head_lines(headers: &HeaderMap, forwarded: &crate::proxy::Forwarded) -> Vec<String> {
+        let mut out = Vec::new();
+        let uri: http::Uri = "http://up:9000/x".parse().unwrap();
+        write_head(&mut out, &Method::GET, &uri, headers, forwarded, b"");
+        let text = String::from_utf8(out).unwrap();
+        let mut lines: Vec<String> = text
+            .split("\r\n")
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn written_changes_send_what_applied_changes_send() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("host", "gw.example"),
+            ("x-api-key", "secret"),
+            ("x-forwarded-for", "192.0.2.7"),
+            ("x-forwarded-proto", "https"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("x-request-id", "from-client"),
+            ("x-tollgate-plan-id", "spoofed"),
+            ("connection", "x-private"),
+            ("x-private", "1"),
+            ("x-keep", "yes"),
+        ] {
+            h.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        h.append("x-keep", HeaderValue::from_static("again"));
+        let mut forwarded = crate::proxy::prepare_headers(
+            &h,
+            &crate::snapshot::Target::parse("http://up:9000").unwrap(),
+            &crate::proxy::Peer::new("10.0.0.1:1234".parse().unwrap()),
+            &HeaderValue::from_static("rid"),
+            false,
+            None,
+        );
+        forwarded.set_host(&HeaderValue::from_static("other:9001"));
+        let written = head_lines(&h, &forwarded);
+        forwarded.apply(&mut h);
+        let applied = head_lines(&h, &crate::proxy::Forwarded::default());
+        assert_eq!(written, applied);
+        for line in [
+            "host: other:9001",
+            "x-forwarded-for: 192.0.2.7, 10.0.0.1",
+            "x-forwarded-proto: http",
+            "x-forwarded-host: gw.example",
+            "x-request-id: rid",
+            "x-keep: yes",
+            "x-keep: again",
+        ] {
+            assert!(written.iter().any(|l| l == line), "{line} in {written:?}");
+        }
+        for gone in ["x-api-key", "x-tollgate-plan-id", "connection", "x-private"] {
+            assert!(
+                !written.iter().any(|l| l.starts_with(&format!("{gone}:"))),
+                "{gone} in {written:?}"
+            );
+        }
+        assert_eq!(written.len(), 8, "{written:?}");
     }
 
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-type: text/plain\r\n\r\nok";
@@ -907,6 +1007,7 @@ mod tests {
             .send(
                 &up.authority,
                 request(&up.authority, Method::POST, b"{\"a\":1}"),
+                &Forwarded::default(),
                 Duration::from_secs(5),
             )
             .await
@@ -957,6 +1058,7 @@ mod tests {
             .send(
                 &authority,
                 request(&authority, Method::GET, b""),
+                &Forwarded::default(),
                 Duration::from_secs(5),
             )
             .await
@@ -1157,7 +1259,12 @@ mod tests {
             .body(body)
             .unwrap();
         let e = pool
-            .send(&up.authority, req, Duration::from_secs(5))
+            .send(
+                &up.authority,
+                req,
+                &Forwarded::default(),
+                Duration::from_secs(5),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, PoolError::RequestBody(_)), "{e}");

@@ -204,11 +204,15 @@ impl QuotaKeeper {
             }
             let cap = (!rule.overage).then_some(rule.included);
             let size = next_lease(self.lease_size, block.lease, block.leased_at, rule);
-            match self
-                .counter
-                .lease(subscription_id, (period_start, period_end), size, cap)
-                .await
-            {
+            // Boxed: a lease is rare, and its future (a store round trip)
+            // would otherwise make every call's future that much larger.
+            let lease = Box::pin(self.counter.lease(
+                subscription_id,
+                (period_start, period_end),
+                size,
+                cap,
+            ));
+            match lease.await {
                 Ok(lease) if lease.granted > 0 => {
                     self.stats.leases.fetch_add(1, Ordering::Relaxed);
                     block.lease = size;

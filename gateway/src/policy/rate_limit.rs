@@ -153,11 +153,13 @@ impl LocalLimiter {
             let mut shard = self.shards[shard_of(&b.id)]
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let tat = shard.get(&b.id).copied().unwrap_or(0);
+            // One lookup for a budget seen before (the common case).
+            let slot = shard.get_mut(&b.id);
+            let tat = slot.as_deref().copied().unwrap_or(0);
             let (new_tat, d) = gcra(tat, now, &b.limit);
             match new_tat {
                 Some(nt) => {
-                    match shard.get_mut(&b.id) {
+                    match slot {
                         Some(slot) => *slot = nt,
                         None => {
                             shard.insert(b.id.clone(), nt);
@@ -348,7 +350,8 @@ impl RateLimiter {
     pub async fn check(&self, budgets: &[Budget]) -> Result<(Decision, Source), Unavailable> {
         let (decision, source) = match &self.redis {
             None => (self.local.check(budgets), Source::Local),
-            Some(redis) => match redis.check(budgets).await {
+            // Boxed, so local checks do not carry the Redis call's large future.
+            Some(redis) => match Box::pin(redis.check(budgets)).await {
                 Ok(d) => (d, Source::Redis),
                 Err(Unavailable) => {
                     self.stats.redis_failures.fetch_add(1, Ordering::Relaxed);
