@@ -521,12 +521,15 @@ pub fn prepare_headers(
     let (mut host, mut forwarded_for, mut trace) = (None, None, None);
     let (mut proto_sent, mut host_sent, mut rid_sent) = (false, false, false);
     for (name, value) in headers {
+        // A header the client's `Connection` names is hop-by-hop: its value
+        // is not carried on, as if removed before it was read.
+        let hop = |skip: &Vec<HeaderName>| skip.contains(name);
         if *name == header::HOST {
-            host.get_or_insert(value);
+            host = host.or((!hop(&skip)).then_some(value));
         } else if *name == X_FORWARDED_FOR {
-            forwarded_for.get_or_insert(value);
+            forwarded_for = forwarded_for.or((!hop(&skip)).then_some(value));
         } else if *name == TRACEPARENT {
-            trace.get_or_insert(value);
+            trace = trace.or((!hop(&skip)).then_some(value));
         } else if *name == X_FORWARDED_PROTO {
             proto_sent = true;
         } else if *name == X_FORWARDED_HOST {

@@ -949,7 +949,7 @@ mod tests {
             ),
             ("x-request-id", "from-client"),
             ("x-tollgate-plan-id", "spoofed"),
-            ("connection", "x-private"),
+            ("connection", "x-private, traceparent"),
             ("x-private", "1"),
             ("x-keep", "yes"),
         ] {
@@ -989,6 +989,14 @@ mod tests {
                 "{gone} in {written:?}"
             );
         }
+        let trace = written
+            .iter()
+            .find(|l| l.starts_with("traceparent:"))
+            .unwrap();
+        assert!(
+            !trace.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "a traceparent the client's Connection names is not continued: {trace}"
+        );
         assert_eq!(written.len(), 8, "{written:?}");
     }
 
