@@ -37,15 +37,7 @@ for bin in "$1" "$2"; do
 done
 [ "${names[1]}" != "${names[2]}" ] || { names[1]="old ${names[1]}"; names[2]="new ${names[2]}"; }
 
-for i in "${!names[@]}"; do
-  args=(); [ -n "${hdrs[$i]}" ] && args=(-H "${hdrs[$i]}")
-  for _ in $(seq 1 40); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' "${args[@]}" "${urls[$i]}")
-    [ "$code" = 200 ] && break
-    sleep 0.25
-  done
-  [ "$code" = 200 ] || { echo "${names[$i]} answers $code at ${urls[$i]}" >&2; exit 1; }
-done
+expect_200
 
 res=$(mktemp)
 interleaved_rounds "$res"

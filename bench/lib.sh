@@ -69,6 +69,21 @@ add_key() { # SLUG PLAN_FIELDS_JSON (e.g. '"included_calls":1000000000')
 # enough never to refuse (usage metering is always on).
 FULL_PLAN='"included_calls":1000000000,"rate_limits":[{"limit":1000000000,"window":"second"}]'
 
+# Checks that every target in `names`/`urls`/`hdrs` (hdrs[i] may be empty)
+# answers 200, waiting up to 10 s each for a new key to reach the snapshot.
+expect_200() {
+  local i code args
+  for i in "${!names[@]}"; do
+    args=(); [ -n "${hdrs[$i]:-}" ] && args=(-H "${hdrs[$i]}")
+    for _ in $(seq 1 40); do
+      code=$(curl -s -o /dev/null -w '%{http_code}' "${args[@]}" "${urls[$i]}")
+      [ "$code" = 200 ] && break
+      sleep 0.25
+    done
+    [ "$code" = 200 ] || { echo "${names[$i]} answers $code at ${urls[$i]}" >&2; exit 1; }
+  done
+}
+
 # nginx in a temporary prefix, one worker: `start_nginx NAME PORT 'LOCATION BODY'`.
 # NGINX_PREFIX (e.g. `taskset -c 1`) is put before the command. Sets NGINX_PIDS.
 NGINX_PIDS=()

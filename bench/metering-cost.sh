@@ -57,10 +57,7 @@ TOLLGATE_USAGE_BATCH_SIZE=10000000 TOLLGATE_USAGE_QUEUE_CAPACITY=10000000 \
 add_api full
 names+=(idle); urls+=("$GW_URL/full/"); hdrs+=("x-api-key: $(add_key full "$FULL_PLAN")"); pids+=("$GW_PID")
 
-for i in "${!names[@]}"; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "${hdrs[$i]}" "${urls[$i]}")
-  [ "$code" = 200 ] || { echo "${names[$i]} answers $code at ${urls[$i]}" >&2; exit 1; }
-done
+expect_200
 
 TICKS=$(getconf CLK_TCK)
 cpu() { # pid -> CPU ticks (user + system) of all its threads so far

@@ -51,11 +51,7 @@ TOLLGATE_USAGE_FLUSH_INTERVAL_MS=3600000 TOLLGATE_USAGE_BATCH_SIZE=10000000 TOLL
 add_api full
 target "full, store writes deferred" "$GW_URL/full/" "x-api-key: $(add_key full "$FULL_PLAN")"
 
-for i in "${!names[@]}"; do
-  args=(); [ -n "${hdrs[$i]}" ] && args=(-H "${hdrs[$i]}")
-  code=$(curl -s -o /dev/null -w '%{http_code}' "${args[@]}" "${urls[$i]}")
-  [ "$code" = 200 ] || { echo "${names[$i]} answers $code at ${urls[$i]}" >&2; exit 1; }
-done
+expect_200
 
 res=$(mktemp)
 interleaved_rounds "$res"
