@@ -76,7 +76,7 @@ flush_wait() {
   local want=$sent have
   [ "$IDLE" = 1 ] && { sleep 2; return 0; }
   for _ in $(seq 1 $(( FLUSH_MS / 250 + 600 ))); do
-    have=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from usage_events").fetchone()[0])' "$GW_WORK/usage.db" 2>/dev/null || echo 0)
+    have=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select coalesce(sum(events), 0) from usage_event_blocks").fetchone()[0])' "$GW_WORK/usage.db" 2>/dev/null || echo 0)
     [ "$have" -ge "$want" ] && { sleep 1; fold_rollups; return 0; }
     sleep 0.5
   done

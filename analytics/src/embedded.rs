@@ -1,30 +1,35 @@
 //! The embedded usage store: a SQLite file for single-node use.
+//!
+//! Raw events are kept as blocks (`usage_event_blocks`, migration
+//! `0006_event_blocks.sql`): one row per record of the spool's encoding
+//! ([`crate::record`]), so a batch from the spool is stored as the records the
+//! spool wrote, without a row or an index entry per event. The rollups are
+//! SQLite tables, folded from the blocks not yet in them. Queries the rollups
+//! cannot answer read the blocks whose time span meets their range and decode
+//! them here.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use std::sync::{Arc, Mutex, OnceLock};
-
-use sqlx::sqlite::SqliteArguments;
+use futures_util::TryStreamExt;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Arguments, AssertSqlSafe, Row};
-
-use std::collections::{BTreeMap, HashMap};
-
-use sqlx::Sqlite;
-use sqlx::sqlite::SqliteRow;
+use sqlx::{Arguments, AssertSqlSafe, Row, Sqlite};
+use uuid::Uuid;
 
 use crate::error::UsageError;
 use crate::event::{Text, UsageEvent};
-use crate::latency::{self, LatencyHistogram};
+use crate::latency::LatencyHistogram;
 use crate::query::{
     ApiUsage, Bucket, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, TopList,
     TopQuery, UsageFilter, UsageSummary,
 };
-use crate::record::SpooledRecord;
+use crate::record::{self, DecodeError, EventFields, RecordEncoder, SpooledRecord, field};
 use crate::rollup::{self, FilterValue, ROLLUPS, Source};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/embedded-usage");
@@ -34,72 +39,17 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/embed
 pub struct EmbeddedStore {
     pool: SqlitePool,
     path: PathBuf,
-    /// The numbers of the routes and customers in `usage_routes` and
-    /// `usage_customers` (see migration `0005_compact_events.sql`), as far as
-    /// this process has met them. Only numbers of committed rows enter;
-    /// neither table ever loses a row.
-    refs: Arc<Mutex<[HashMap<RefKey, i64>; 2]>>,
 }
 
-/// The texts a route or a customer is made of, in its table's column order.
-type RefKey = [Text; REF_COLUMNS];
-
-/// Columns of `usage_routes` and of `usage_customers` besides their number.
-const REF_COLUMNS: usize = 5;
-
-/// The two tables of texts that repeat from call to call, which an event row
-/// refers to by number.
-#[derive(Clone, Copy)]
-enum Ref {
-    /// Node, API, route and method: `usage_routes`.
-    Route = 0,
-    /// App, key, developer, plan and subscription: `usage_customers`.
-    Customer = 1,
-}
-
-impl Ref {
-    /// The event's texts for this table.
-    fn texts(self, e: &UsageEvent) -> [&Text; REF_COLUMNS] {
-        match self {
-            Self::Route => [&e.node, &e.api_id, &e.api_slug, &e.route, &e.method],
-            Self::Customer => [
-                &e.app_id,
-                &e.key_prefix,
-                &e.developer_id,
-                &e.plan_id,
-                &e.subscription_id,
-            ],
-        }
-    }
-
-    /// Adds a row for `key`, or finds the one there, and returns its number.
-    fn upsert_sql(self) -> &'static str {
-        match self {
-            Self::Route => {
-                "INSERT INTO usage_routes (node, api_id, api_slug, route, method) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT DO UPDATE SET node = excluded.node RETURNING route_ref"
-            }
-            Self::Customer => {
-                "INSERT INTO usage_customers (app_id, key_prefix, developer_id, plan_id, \
-                 subscription_id) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT DO UPDATE SET app_id = excluded.app_id RETURNING customer_ref"
-            }
-        }
-    }
-}
-
-/// Most rows per INSERT statement (12 columns each, well under SQLite's bind
-/// limit of 32,766). A power of two: see [`statement_rows`].
+/// Most rows per multi-row statement of the rollups' writes (well under
+/// SQLite's bind limit of 32,766). A power of two: see [`statement_rows`].
 const ROWS_PER_STATEMENT: usize = 512;
 
-/// Columns of one row, in the order of [`insert_sql`]'s placeholders.
-const COLUMNS: usize = 12;
-
 /// Statement sizes for `n` rows: full statements, then the rest as powers of
-/// two. So only ten distinct INSERT statements exist; each is prepared once per
-/// connection and then taken from sqlx's statement cache, instead of a new
-/// statement (parsed and planned for thousands of placeholders) per batch.
+/// two. So only ten distinct statements exist per rollup; each is prepared
+/// once per connection and then taken from sqlx's statement cache, instead of
+/// a new statement (parsed and planned for thousands of placeholders) per
+/// batch.
 fn statement_rows(mut n: usize) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
         let rows = if n >= ROWS_PER_STATEMENT {
@@ -114,25 +64,50 @@ fn statement_rows(mut n: usize) -> impl Iterator<Item = usize> {
     })
 }
 
-/// The INSERT statement for `rows` rows (a power of two up to
-/// [`ROWS_PER_STATEMENT`]), built once.
-fn insert_sql(rows: usize) -> Arc<str> {
-    static SQL: [OnceLock<Arc<str>>; 10] = [const { OnceLock::new() }; 10];
-    debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_STATEMENT);
-    SQL[rows.trailing_zeros() as usize]
-        .get_or_init(|| {
-            let mut sql = String::from(
-                "INSERT OR IGNORE INTO usage_event_rows (timestamp_ms, id, route_ref, customer_ref, \
-                 status, latency_us, upstream_latency_us, bytes_in, bytes_out, client_ip, \
-                 error_code, overage) VALUES ",
-            );
-            // An empty error code (most calls) is bound as NULL and stored
-            // as '': a NULL costs SQLite no copy to bind and none to clear.
-            let row = format!("({},coalesce(?,''),?)", ["?"; COLUMNS - 2].join(","));
-            sql.push_str(&vec![row; rows].join(","));
-            Arc::from(sql)
-        })
-        .clone()
+/// A record to store as a block, with its events' time span.
+struct Block<'a> {
+    first_ms: i64,
+    last_ms: i64,
+    events: usize,
+    record: std::borrow::Cow<'a, [u8]>,
+}
+
+impl<'a> Block<'a> {
+    /// The block of `record`, which holds exactly `events`.
+    fn new(events: &[UsageEvent], record: std::borrow::Cow<'a, [u8]>) -> Self {
+        let times = events.iter().map(|e| e.timestamp_ms as i64);
+        Block {
+            first_ms: times.clone().min().unwrap_or(0),
+            last_ms: times.max().unwrap_or(0),
+            events: events.len(),
+            record,
+        }
+    }
+}
+
+/// The events encoded as records of up to the spool's record size, as blocks.
+fn encode_blocks(events: &[UsageEvent]) -> Vec<Block<'static>> {
+    let mut encoder = RecordEncoder::new();
+    let mut blocks = Vec::new();
+    let mut rest = events;
+    while !rest.is_empty() {
+        let mut n = 0;
+        while n < rest.len() && !encoder.is_full() {
+            encoder.push(&rest[n]);
+            n += 1;
+        }
+        let mut bytes = Vec::new();
+        encoder.finish(&mut bytes);
+        blocks.push(Block::new(&rest[..n], bytes.into()));
+        rest = &rest[n..];
+    }
+    blocks
+}
+
+/// A stored record that does not decode: the store's file was damaged or
+/// written by a newer Tollgate.
+fn corrupt(e: DecodeError) -> UsageError {
+    UsageError::Sqlite(sqlx::Error::Decode(Box::new(e)))
 }
 
 impl EmbeddedStore {
@@ -157,7 +132,6 @@ impl EmbeddedStore {
         Ok(Self {
             pool,
             path: path.to_path_buf(),
-            refs: Arc::default(),
         })
     }
 
@@ -166,14 +140,82 @@ impl EmbeddedStore {
         &self.path
     }
 
-    /// Applies the schema.
+    /// Applies the schema, and moves the events of a store written by an
+    /// earlier version into blocks.
     pub async fn migrate(&self) -> Result<(), UsageError> {
         MIGRATIONS.run(&self.pool).await?;
-        self.backfill_rollups().await
+        let legacy: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_event_rows'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if legacy.is_some() {
+            self.backfill_rollups().await?;
+            self.convert_legacy().await?;
+        }
+        Ok(())
     }
 
-    /// Rolls up the events stored before the rollups existed, once, in one
-    /// transaction with clearing the migration's marker.
+    /// Starts a transaction holding the write lock, so that what it reads
+    /// stays true until it commits (another process's write waits for it).
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, UsageError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE usage_fold_state SET folded_seq = folded_seq")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    /// Events of the tables before 0006 (the view `usage_events`), in
+    /// (time, id) order after `after`, at most `limit`.
+    async fn legacy_events(
+        tx: &mut sqlx::Transaction<'_, Sqlite>,
+        after: &(i64, Vec<u8>),
+        limit: i64,
+    ) -> Result<Vec<(Vec<u8>, UsageEvent)>, UsageError> {
+        let rows = sqlx::query(
+            "SELECT * FROM usage_events WHERE (timestamp_ms, id) > (?1, ?2) \
+             ORDER BY timestamp_ms, id LIMIT ?3",
+        )
+        .bind(after.0)
+        .bind(after.1.as_slice())
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
+        rows.iter()
+            .map(|r| -> Result<(Vec<u8>, UsageEvent), sqlx::Error> {
+                let text = |c: &str| r.try_get::<String, _>(c).map(Text::from);
+                let number = |c: &str| r.try_get::<i64, _>(c).map(|v| v.max(0));
+                let id: Vec<u8> = r.try_get("id")?;
+                let mut e = UsageEvent::new(number("timestamp_ms")? as u64);
+                e.id = Uuid::from_slice(&id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                e.node = text("node")?;
+                e.api_id = text("api_id")?;
+                e.api_slug = text("api_slug")?;
+                e.route = text("route")?;
+                e.method = text("method")?;
+                e.status = number("status")?.min(999) as u16;
+                e.latency_us = number("latency_us")?.min(i64::from(u32::MAX)) as u32;
+                e.upstream_latency_us =
+                    number("upstream_latency_us")?.min(i64::from(u32::MAX)) as u32;
+                e.bytes_in = number("bytes_in")? as u64;
+                e.bytes_out = number("bytes_out")? as u64;
+                e.app_id = text("app_id")?;
+                e.key_prefix = text("key_prefix")?;
+                e.developer_id = text("developer_id")?;
+                e.plan_id = text("plan_id")?;
+                e.subscription_id = text("subscription_id")?;
+                e.client_ip = text("client_ip")?;
+                e.error_code = text("error_code")?;
+                e.overage = number("overage")? != 0;
+                Ok((id, e))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(UsageError::from)
+    }
+
+    /// Rolls up the events stored before the rollups existed (0003), once,
+    /// in one transaction with clearing the migration's marker.
     async fn backfill_rollups(&self) -> Result<(), UsageError> {
         let mut tx = self.pool.begin().await?;
         let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_rollup_backfill")
@@ -184,38 +226,10 @@ impl EmbeddedStore {
         }
         let mut after = (i64::MIN, Vec::<u8>::new());
         loop {
-            let rows = sqlx::query(
-                "SELECT id, timestamp_ms, api_slug, route, status, latency_us, bytes_in, bytes_out, \
-                 app_id, developer_id, plan_id, subscription_id, overage FROM usage_events \
-                 WHERE (timestamp_ms, id) > (?1, ?2) ORDER BY timestamp_ms, id LIMIT 50000",
-            )
-            .bind(after.0)
-            .bind(after.1.as_slice())
-            .fetch_all(&mut *tx)
-            .await?;
-            let Some(last) = rows.last() else { break };
-            after = (last.try_get("timestamp_ms")?, last.try_get("id")?);
-            let events = rows
-                .iter()
-                .map(|r| -> Result<UsageEvent, sqlx::Error> {
-                    let text = |c: &str| r.try_get::<String, _>(c).map(Text::from);
-                    let mut e = UsageEvent::new(r.try_get::<i64, _>("timestamp_ms")?.max(0) as u64);
-                    e.api_slug = text("api_slug")?;
-                    e.route = text("route")?;
-                    e.status = r.try_get::<i64, _>("status")?.clamp(0, 999) as u16;
-                    e.latency_us = r
-                        .try_get::<i64, _>("latency_us")?
-                        .clamp(0, i64::from(u32::MAX)) as u32;
-                    e.bytes_in = r.try_get::<i64, _>("bytes_in")?.max(0) as u64;
-                    e.bytes_out = r.try_get::<i64, _>("bytes_out")?.max(0) as u64;
-                    e.app_id = text("app_id")?;
-                    e.developer_id = text("developer_id")?;
-                    e.plan_id = text("plan_id")?;
-                    e.subscription_id = text("subscription_id")?;
-                    e.overage = r.try_get::<i64, _>("overage")? != 0;
-                    Ok(e)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let rows = Self::legacy_events(&mut tx, &after, 50_000).await?;
+            let Some((id, last)) = rows.last() else { break };
+            after = (last.timestamp_ms as i64, id.clone());
+            let events: Vec<UsageEvent> = rows.into_iter().map(|(_, e)| e).collect();
             write_rollups(&mut tx, &events).await?;
         }
         sqlx::query("DELETE FROM usage_rollup_backfill")
@@ -225,68 +239,120 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    /// Writes a batch in one transaction, with its new events queued for the
-    /// rollups (see [`Self::fold`]); an event already stored (same id) is
-    /// skipped and not queued again.
-    pub async fn insert(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
-        self.insert_spooled(events, None).await
+    /// Moves the events of the tables before 0006 into blocks, all already
+    /// in the rollups (the ones still queued for them are folded first), and
+    /// drops those tables: once, in one transaction.
+    async fn convert_legacy(&self) -> Result<(), UsageError> {
+        let mut tx = self.begin_write().await?;
+        let queued: Vec<Vec<u8>> =
+            sqlx::query_scalar("DELETE FROM usage_rollup_pending RETURNING record")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut sums = RollupSums::default();
+        for record in &queued {
+            sums.add_record(record).map_err(corrupt)?;
+        }
+        sums.write(&mut tx).await?;
+        let mut after = (i64::MIN, Vec::<u8>::new());
+        let mut moved = 0;
+        loop {
+            let rows = Self::legacy_events(&mut tx, &after, 50_000).await?;
+            let Some((id, last)) = rows.last() else { break };
+            after = (last.timestamp_ms as i64, id.clone());
+            let events: Vec<UsageEvent> = rows.into_iter().map(|(_, e)| e).collect();
+            append(&mut tx, &encode_blocks(&events)).await?;
+            moved += events.len();
+        }
+        sqlx::query(
+            "UPDATE usage_fold_state SET folded_seq = \
+             (SELECT COALESCE(MAX(seq), 0) FROM usage_event_blocks)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::raw_sql(
+            "DROP VIEW usage_events; DROP TABLE usage_event_rows; DROP TABLE usage_routes; \
+             DROP TABLE usage_customers; DROP TABLE usage_rollup_pending; \
+             DROP TABLE usage_rollup_backfill;",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if moved > 0 {
+            tracing::info!(
+                events = moved,
+                "embedded usage store: events moved to the block format"
+            );
+        }
+        Ok(())
     }
 
-    /// As [`Self::insert`], for events decoded from the spool records
-    /// `records` (all of them, in order; see [`crate::record`]): when every
-    /// event is new the records themselves are queued for the rollups,
-    /// without encoding the events again.
+    /// Writes a batch, without counting any event twice: events already
+    /// stored (same id) and repeats within the batch are left out.
+    pub async fn insert(&self, events: &[UsageEvent]) -> Result<usize, UsageError> {
+        self.insert_spooled(events, None, true).await
+    }
+
+    /// Writes a batch read from the spool; returns how many events were new.
+    ///
+    /// `records`, when given, are the spool records the events were decoded
+    /// from (all of them, in order): they are stored as they are, one block
+    /// each. Without `may_be_stored` the batch is known to be new (first
+    /// attempt at a segment the shipper has not sent before) and is stored
+    /// without looking for its ids; with it, as by [`Self::insert`]: the
+    /// blocks whose time span meets the batch's are read and only events
+    /// whose ids none of them holds are stored.
     pub async fn insert_spooled(
         &self,
         events: &[UsageEvent],
         records: Option<&[SpooledRecord]>,
-    ) -> Result<(), UsageError> {
+        may_be_stored: bool,
+    ) -> Result<usize, UsageError> {
         debug_assert!(
             records.is_none_or(|r| r.iter().map(|r| r.events).sum::<usize>() == events.len())
         );
-        let mut tx = self.pool.begin().await?;
-        let (inserted, met) = self.insert_events(&mut tx, events).await?;
-        if inserted == events.len() as u64 {
-            match records {
-                Some(records) => queue_records(&mut tx, records).await?,
-                None => queue_for_rollups(&mut tx, events).await?,
-            }
-            tx.commit().await?;
-            self.remember(met);
-            return self.fold_if_due().await;
+        if events.is_empty() {
+            return Ok(0);
         }
-        // Some events were stored before (a replayed batch): start again with
-        // only the new ones, so the rollups count each event once.
-        tx.rollback().await?;
-        let mut tx = self.pool.begin().await?;
-        let mut seen = std::collections::HashSet::new();
-        let mut new = Vec::new();
-        for e in events {
-            if !seen.insert(e.id) {
-                continue;
+        let mut tx = self.begin_write().await?;
+        let new = if may_be_stored {
+            Some(unseen(&mut tx, events).await?).filter(|new| new.len() < events.len())
+        } else {
+            None
+        };
+        let inserted = match (&new, records) {
+            (Some(new), _) => {
+                append(&mut tx, &encode_blocks(new)).await?;
+                new.len()
             }
-            let stored =
-                sqlx::query("SELECT 1 FROM usage_event_rows WHERE timestamp_ms = ?1 AND id = ?2")
-                    .bind(e.timestamp_ms as i64)
-                    .bind(e.id.as_bytes().as_slice())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if stored.is_none() {
-                new.push(e.clone());
+            (None, Some(records)) => {
+                let mut at = 0;
+                let blocks: Vec<Block<'_>> = records
+                    .iter()
+                    .filter(|r| r.events > 0)
+                    .map(|r| {
+                        at += r.events;
+                        Block::new(&events[at - r.events..at], r.bytes.as_slice().into())
+                    })
+                    .collect();
+                append(&mut tx, &blocks).await?;
+                events.len()
             }
-        }
-        let (_, met) = self.insert_events(&mut tx, &new).await?;
-        queue_for_rollups(&mut tx, &new).await?;
+            (None, None) => {
+                append(&mut tx, &encode_blocks(events)).await?;
+                events.len()
+            }
+        };
         tx.commit().await?;
-        self.remember(met);
-        self.fold_if_due().await
+        self.fold_if_due().await?;
+        Ok(inserted)
     }
 
-    /// Folds the queued events into the rollups once they hold about a minute
+    /// Folds the blocks not yet in the rollups once they hold about a minute
     /// of traffic at 10,000 calls/s, or the oldest waited a minute.
     async fn fold_if_due(&self) -> Result<(), UsageError> {
         let (events, oldest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COALESCE(SUM(events), 0), MIN(written_ms) FROM usage_rollup_pending",
+            "SELECT COALESCE(SUM(events), 0), MIN(written_ms) FROM usage_event_blocks \
+             WHERE seq > (SELECT folded_seq FROM usage_fold_state)",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -297,97 +363,268 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    /// Adds every queued event to the rollups and removes it from the queue,
-    /// in one transaction (whose first statement takes the write lock, so two
-    /// processes never fold the same events). Every rollup row the queued
-    /// events touch is written once.
+    /// Adds every block not yet in the rollups to them, in one transaction
+    /// (which holds the write lock from its start, so two processes never
+    /// fold the same blocks). Every rollup row the blocks touch is written
+    /// once.
     pub async fn fold(&self) -> Result<(), UsageError> {
-        let queued: Option<i64> = sqlx::query_scalar("SELECT 1 FROM usage_rollup_pending LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
+        let queued: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM usage_event_blocks \
+             WHERE seq > (SELECT folded_seq FROM usage_fold_state) LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
         if queued.is_none() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        let records: Vec<Vec<u8>> =
-            sqlx::query_scalar("DELETE FROM usage_rollup_pending RETURNING record")
-                .fetch_all(&mut *tx)
-                .await?;
-        let mut sums = RollupSums::default();
-        for record in &records {
-            sums.add_record(record)
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        }
-        sums.write(&mut tx).await?;
+        let mut tx = self.begin_write().await?;
+        fold_in(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Totals with exact nearest-rank latency percentiles per API.
-    pub async fn summary(&self, q: &SummaryQuery) -> Result<UsageSummary, UsageError> {
-        // Nearest rank: the p-th percentile is the smallest value whose rank r
-        // (1-based, by latency) satisfies r >= p * n.
-        let rows = sqlx::query(
-            "WITH f AS (
-                 SELECT api_slug, status, latency_us, overage FROM usage_events
-                 WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2 AND (?3 IS NULL OR api_slug = ?3)
-             ), r AS (
-                 SELECT api_slug, status, latency_us, overage,
-                        ROW_NUMBER() OVER (PARTITION BY api_slug ORDER BY latency_us) AS rn,
-                        COUNT(*) OVER (PARTITION BY api_slug) AS n
-                 FROM f
-             )
-             SELECT api_slug, MAX(n) AS calls, SUM(status >= 400) AS errors, SUM(overage) AS overage,
-                    MIN(CASE WHEN rn * 100 >= n * 50 THEN latency_us END) AS p50,
-                    MIN(CASE WHEN rn * 100 >= n * 95 THEN latency_us END) AS p95,
-                    MIN(CASE WHEN rn * 100 >= n * 99 THEN latency_us END) AS p99
-             FROM r GROUP BY api_slug ORDER BY calls DESC, api_slug",
+    /// Every stored event from `from_ms` (inclusive) to `to_ms` (exclusive),
+    /// oldest first (ties by id).
+    pub async fn events(&self, from_ms: i64, to_ms: i64) -> Result<Vec<UsageEvent>, UsageError> {
+        let mut out = Vec::new();
+        let mut rows = sqlx::query(
+            "SELECT record FROM usage_event_blocks WHERE last_ms >= ?1 AND first_ms < ?2",
         )
-        .bind(q.from_ms)
-        .bind(q.to_ms)
-        .bind(q.api.as_deref())
-        .fetch_all(&self.pool)
-        .await?;
-        let ms = |us: i64| us as f64 / 1000.0;
-        let by_api = rows
-            .iter()
-            .map(|r| -> Result<ApiUsage, sqlx::Error> {
-                let slug: String = r.try_get("api_slug")?;
-                Ok(ApiUsage {
-                    api: Some(slug).filter(|s| !s.is_empty()),
-                    calls: r.try_get::<i64, _>("calls")? as u64,
-                    errors: r.try_get::<i64, _>("errors")? as u64,
-                    overage_calls: r.try_get::<i64, _>("overage")? as u64,
-                    latency_ms: LatencyMs {
-                        p50: ms(r.try_get("p50")?),
-                        p95: ms(r.try_get("p95")?),
-                        p99: ms(r.try_get("p99")?),
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let classes = sqlx::query(
-            "SELECT status / 100 AS class, COUNT(*) AS n FROM usage_events
-             WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2 AND (?3 IS NULL OR api_slug = ?3)
-             GROUP BY class ORDER BY class",
-        )
-        .bind(q.from_ms)
-        .bind(q.to_ms)
-        .bind(q.api.as_deref())
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get::<i64, _>("class")? as u16,
-                r.try_get::<i64, _>("n")? as u64,
-            ))
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-
-        Ok(UsageSummary::assemble(q, by_api, classes))
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            let before = out.len();
+            record::decode(row.try_get(0)?, &mut out).map_err(corrupt)?;
+            let mut kept = before;
+            for i in before..out.len() {
+                let t = out[i].timestamp_ms as i64;
+                if t >= from_ms && t < to_ms {
+                    out.swap(kept, i);
+                    kept += 1;
+                }
+            }
+            out.truncate(kept);
+        }
+        out.sort_by_key(|e| (e.timestamp_ms, e.id));
+        Ok(out)
     }
+
+    /// Calls `each` with every stored event from `from_ms` (inclusive) to
+    /// `to_ms` (exclusive) that `f` keeps, and the texts of its record.
+    async fn scan(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        f: &UsageFilter,
+        mut each: impl FnMut(&[Text], &EventFields),
+    ) -> Result<(), UsageError> {
+        let keeps = RawFilter::new(f);
+        let mut rows = sqlx::query(
+            "SELECT record FROM usage_event_blocks WHERE last_ms >= ?1 AND first_ms < ?2",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            record::for_each_event(row.try_get(0)?, |texts, e| {
+                let t = e.timestamp_ms as i64;
+                if t >= from_ms && t < to_ms && keeps.keeps(texts, e) {
+                    each(texts, e);
+                }
+            })
+            .map_err(corrupt)?;
+        }
+        Ok(())
+    }
+
+    /// Totals with exact nearest-rank latency percentiles per API, from the
+    /// raw events.
+    pub async fn summary(&self, q: &SummaryQuery) -> Result<UsageSummary, UsageError> {
+        #[derive(Default)]
+        struct Api {
+            latencies: Vec<u32>,
+            errors: u64,
+            overage: u64,
+        }
+        let filter = UsageFilter {
+            api: q.api.clone(),
+            ..UsageFilter::default()
+        };
+        let mut apis: HashMap<Text, Api> = HashMap::new();
+        let mut classes: BTreeMap<u16, u64> = BTreeMap::new();
+        self.scan(q.from_ms, q.to_ms, &filter, |texts, e| {
+            let slug = &texts[e.texts[field::API_SLUG] as usize];
+            let api = match apis.get_mut(slug) {
+                Some(api) => api,
+                None => apis.entry(slug.clone()).or_default(),
+            };
+            api.latencies.push(e.latency_us);
+            api.errors += u64::from(e.status >= 400);
+            api.overage += u64::from(e.overage);
+            *classes.entry(e.status / 100).or_default() += 1;
+        })
+        .await?;
+        let ms = |us: u32| f64::from(us) / 1000.0;
+        let mut by_api: Vec<ApiUsage> = apis
+            .into_iter()
+            .map(|(slug, mut api)| {
+                api.latencies.sort_unstable();
+                let n = api.latencies.len();
+                // Nearest rank: the p-th percentile is the smallest value
+                // whose rank r (1-based, by latency) satisfies r >= p * n.
+                let rank = |p: usize| ms(api.latencies[(n * p).div_ceil(100).max(1) - 1]);
+                ApiUsage {
+                    api: Some(slug.to_string()).filter(|s| !s.is_empty()),
+                    calls: n as u64,
+                    errors: api.errors,
+                    overage_calls: api.overage,
+                    latency_ms: LatencyMs {
+                        p50: rank(50),
+                        p95: rank(95),
+                        p99: rank(99),
+                    },
+                }
+            })
+            .collect();
+        by_api.sort_by(|a, b| {
+            (b.calls, a.api.as_deref().unwrap_or(""))
+                .cmp(&(a.calls, b.api.as_deref().unwrap_or("")))
+        });
+        Ok(UsageSummary::assemble(
+            q,
+            by_api,
+            classes.into_iter().collect(),
+        ))
+    }
+}
+
+/// A filter over raw events, as [`rollup::conditions`] and
+/// [`rollup::QUOTA_COUNTED`] put it for SQL.
+struct RawFilter<'a> {
+    /// (field of [`record::field`], the text it must hold)
+    texts: Vec<(usize, &'a str)>,
+    class: Option<u8>,
+    quota_counted: bool,
+}
+
+impl<'a> RawFilter<'a> {
+    fn new(f: &'a UsageFilter) -> Self {
+        let mut filter = RawFilter {
+            texts: Vec::new(),
+            class: None,
+            quota_counted: f.quota_counted,
+        };
+        for (column, value) in rollup::conditions(f, "status_class") {
+            match value {
+                FilterValue::Text(v) => filter.texts.push((field_of(column), v)),
+                FilterValue::Class(c) => filter.class = Some(c),
+            }
+        }
+        filter
+    }
+
+    fn keeps(&self, texts: &[Text], e: &EventFields) -> bool {
+        let text = |field: usize| &*texts[e.texts[field] as usize];
+        self.texts.iter().all(|&(field, v)| text(field) == v)
+            && self.class.is_none_or(|c| e.status / 100 == u16::from(c))
+            && !(self.quota_counted && rollup::QUOTA_REFUSALS.contains(&text(field::ERROR_CODE)))
+    }
+}
+
+/// The record field of a raw events' column.
+fn field_of(column: &str) -> usize {
+    match column {
+        "api_slug" => field::API_SLUG,
+        "route" => field::ROUTE,
+        "app_id" => field::APP_ID,
+        "developer_id" => field::DEVELOPER_ID,
+        "plan_id" => field::PLAN_ID,
+        "subscription_id" => field::SUBSCRIPTION_ID,
+        "key_prefix" => field::KEY_PREFIX,
+        other => unreachable!("no raw events' column {other}"),
+    }
+}
+
+/// Stores the blocks.
+async fn append(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    blocks: &[Block<'_>],
+) -> Result<(), UsageError> {
+    let now = now_ms();
+    for b in blocks {
+        sqlx::query(
+            "INSERT INTO usage_event_blocks (first_ms, last_ms, events, written_ms, record) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(b.first_ms)
+        .bind(b.last_ms)
+        .bind(b.events as i64)
+        .bind(now)
+        .bind(&*b.record)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The events of the batch that are not stored yet, each once: the ids of
+/// the stored events in the batch's time span are read from the blocks that
+/// meet it (an event keeps its time, so a stored copy is in one of them).
+async fn unseen(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    events: &[UsageEvent],
+) -> Result<Vec<UsageEvent>, UsageError> {
+    let times = events.iter().map(|e| e.timestamp_ms as i64);
+    let (from, to) = (times.clone().min().unwrap_or(0), times.max().unwrap_or(0));
+    let mut stored = HashSet::new();
+    let mut rows =
+        sqlx::query("SELECT record FROM usage_event_blocks WHERE last_ms >= ?1 AND first_ms <= ?2")
+            .bind(from)
+            .bind(to)
+            .fetch(&mut **tx);
+    while let Some(row) = rows.try_next().await? {
+        record::for_each_event(row.try_get(0)?, |_, e| {
+            if (from..=to).contains(&(e.timestamp_ms as i64)) {
+                stored.insert(e.id);
+            }
+        })
+        .map_err(corrupt)?;
+    }
+    drop(rows);
+    Ok(events
+        .iter()
+        .filter(|e| stored.insert(e.id))
+        .cloned()
+        .collect())
+}
+
+/// Adds the blocks not yet in the rollups to them and marks them folded,
+/// within `tx` (which holds the write lock).
+async fn fold_in(tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), UsageError> {
+    let folded: i64 = sqlx::query_scalar("SELECT folded_seq FROM usage_fold_state")
+        .fetch_one(&mut **tx)
+        .await?;
+    let mut sums = RollupSums::default();
+    let mut last = folded;
+    let mut rows =
+        sqlx::query("SELECT seq, record FROM usage_event_blocks WHERE seq > ?1 ORDER BY seq")
+            .bind(folded)
+            .fetch(&mut **tx);
+    while let Some(row) = rows.try_next().await? {
+        last = row.try_get(0)?;
+        sums.add_record(row.try_get(1)?).map_err(corrupt)?;
+    }
+    drop(rows);
+    if last == folded {
+        return Ok(());
+    }
+    sums.write(tx).await?;
+    sqlx::query("UPDATE usage_fold_state SET folded_seq = ?1")
+        .bind(last)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 impl EmbeddedStore {
@@ -429,35 +666,18 @@ impl EmbeddedStore {
                 }
             }
             Source::Raw => {
-                // One row per bucket and distinct latency, bucketed here.
-                let mut sql = String::from(
-                    "SELECT (timestamp_ms / ?) * ? AS b, latency_us, COUNT(*) AS calls, \
-                     SUM(status >= 500) AS errors, SUM(status >= 400 AND status < 500) AS client_errors, \
-                     SUM(bytes_in) AS bytes_in, SUM(bytes_out) AS bytes_out \
-                     FROM usage_events WHERE timestamp_ms >= ? AND timestamp_ms < ?",
-                );
-                push_filter(&mut sql, f, "status / 100");
-                sql.push_str(" GROUP BY b, latency_us");
                 let width = q.bucket.millis();
-                let query = bind_filter(
-                    sqlx::query(AssertSqlSafe(sql))
-                        .bind(width)
-                        .bind(width)
-                        .bind(q.from_ms)
-                        .bind(q.to_ms),
-                    f,
-                );
-                for row in query.fetch_all(&self.pool).await? {
-                    let mut r = counts(
-                        &row,
-                        ["calls", "errors", "client_errors", "bytes_in", "bytes_out"],
-                    )?;
-                    let latency_us = row
-                        .try_get::<i64, _>("latency_us")?
-                        .clamp(0, i64::from(u32::MAX));
-                    r.latency.add(latency::bucket(latency_us as u32), r.calls);
-                    buckets.entry(row.try_get("b")?).or_default().merge(&r);
-                }
+                self.scan(q.from_ms, q.to_ms, f, |_, e| {
+                    let t = (e.timestamp_ms as i64).div_euclid(width) * width;
+                    let b = buckets.entry(t).or_default();
+                    b.calls += 1;
+                    b.errors += u64::from(e.status >= 500);
+                    b.client_errors += u64::from((400..500).contains(&e.status));
+                    b.bytes_in += e.bytes_in;
+                    b.bytes_out += e.bytes_out;
+                    b.latency.record(e.latency_us);
+                })
+                .await?;
             }
         }
         Ok(TimeSeries::fill(q, buckets))
@@ -477,16 +697,13 @@ fn counts(row: &SqliteRow, columns: [&str; 5]) -> Result<BucketRow, sqlx::Error>
     })
 }
 
-/// Appends the filter's conditions (fixed text; values bound by [`bind_filter`]).
+/// Appends the filter's conditions on a rollup (fixed text; values bound by
+/// [`bind_filter`]).
 fn push_filter(sql: &mut String, f: &UsageFilter, status_class: &'static str) {
     for (column, _) in rollup::conditions(f, status_class) {
         sql.push_str(" AND ");
         sql.push_str(column);
         sql.push_str(" = ?");
-    }
-    if f.quota_counted {
-        sql.push_str(" AND ");
-        sql.push_str(rollup::QUOTA_COUNTED);
     }
 }
 
@@ -504,6 +721,10 @@ fn bind_filter<'q>(
     query
 }
 
+/// One entry of a top list being summed: calls, errors, client errors,
+/// bytes out.
+type TopSums = [u64; 4];
+
 impl EmbeddedStore {
     /// The busiest APIs, routes, apps, developers, plans or status classes:
     /// whole days from a day rollup, ragged hours from an hour rollup (see
@@ -511,83 +732,145 @@ impl EmbeddedStore {
     pub async fn top(&self, q: &TopQuery) -> Result<TopList, UsageError> {
         self.fold().await?;
         let f = &q.filter;
-        let pieces = rollup::top_pieces(q.from_ms, q.to_ms, q.dimension, f);
-        // Fixed SQL fragments only (the column is chosen by the dimension);
-        // every value is bound, piece by piece.
-        let parts: Vec<String> = pieces
-            .iter()
-            .map(|p| {
-                let mut sql = match p.source {
-                    Source::Raw => format!(
-                        "SELECT CAST({} AS TEXT) AS key, COUNT(*) AS n, SUM(status >= 500) AS e, \
-                         SUM(status >= 400 AND status < 500) AS ce, SUM(bytes_out) AS bo \
-                         FROM usage_events WHERE timestamp_ms >= ? AND timestamp_ms < ?",
-                        // SQLite divides integers as integers.
-                        q.dimension.column().unwrap_or("status / 100")
-                    ),
-                    Source::Rollup(r) => format!(
+        let mut sums: HashMap<String, TopSums> = HashMap::new();
+        for p in rollup::top_pieces(q.from_ms, q.to_ms, q.dimension, f) {
+            match p.source {
+                Source::Rollup(r) => {
+                    // Fixed SQL fragments only (the column is chosen by the
+                    // dimension); every value is bound.
+                    let mut sql = format!(
                         "SELECT CAST({} AS TEXT) AS key, SUM(calls) AS n, SUM(errors) AS e, \
                          SUM(client_errors) AS ce, SUM(bytes_out) AS bo \
                          FROM {} WHERE t >= ? AND t < ?",
                         q.dimension.column().unwrap_or("status_class"),
                         r.table
-                    ),
-                };
-                let status_class = if p.source == Source::Raw {
-                    "status / 100"
-                } else {
-                    "status_class"
-                };
-                push_filter(&mut sql, f, status_class);
-                sql.push_str(" GROUP BY key");
-                sql
-            })
-            .collect();
-        let sql = format!(
-            "SELECT key, SUM(n) AS calls, SUM(e) AS errors, SUM(ce) AS client_errors, SUM(bo) AS bytes_out \
-             FROM ({}) GROUP BY key ORDER BY calls DESC, key LIMIT ?",
-            parts.join(" UNION ALL ")
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for p in &pieces {
-            query = bind_filter(query.bind(p.from_ms).bind(p.to_ms), f);
+                    );
+                    push_filter(&mut sql, f, "status_class");
+                    sql.push_str(" GROUP BY key");
+                    let query = bind_filter(
+                        sqlx::query(AssertSqlSafe(sql))
+                            .bind(p.from_ms)
+                            .bind(p.to_ms),
+                        f,
+                    );
+                    for row in query.fetch_all(&self.pool).await? {
+                        let c = counts(&row, ["n", "e", "ce", "n", "bo"])?;
+                        let key = row.try_get::<Option<String>, _>("key")?.unwrap_or_default();
+                        let s = sums.entry(key).or_default();
+                        for (s, n) in
+                            s.iter_mut()
+                                .zip([c.calls, c.errors, c.client_errors, c.bytes_out])
+                        {
+                            *s += n;
+                        }
+                    }
+                }
+                Source::Raw => {
+                    let column = q.dimension.column().map(field_of);
+                    self.scan(p.from_ms, p.to_ms, f, |texts, e| {
+                        let s = match column {
+                            Some(field) => {
+                                let key = &*texts[e.texts[field] as usize];
+                                match sums.get_mut(key) {
+                                    Some(s) => s,
+                                    None => sums.entry(key.to_owned()).or_default(),
+                                }
+                            }
+                            None => sums.entry((e.status / 100).to_string()).or_default(),
+                        };
+                        s[0] += 1;
+                        s[1] += u64::from(e.status >= 500);
+                        s[2] += u64::from((400..500).contains(&e.status));
+                        s[3] += e.bytes_out;
+                    })
+                    .await?;
+                }
+            }
         }
-        let rows = query.bind(i64::from(q.limit)).fetch_all(&self.pool).await?;
-        let rows = rows
-            .iter()
-            .map(|r| {
-                let c = counts(
-                    r,
-                    ["calls", "errors", "client_errors", "calls", "bytes_out"],
-                )?;
-                Ok((
-                    r.try_get::<Option<String>, _>("key")?.unwrap_or_default(),
-                    c.calls,
-                    c.errors,
-                    c.client_errors,
-                    c.bytes_out,
-                ))
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        Ok(TopList::assemble(q.dimension, rows.into_iter()))
+        let mut rows: Vec<(String, TopSums)> = sums.into_iter().collect();
+        rows.sort_by(|a, b| b.1[0].cmp(&a.1[0]).then_with(|| a.0.cmp(&b.0)));
+        rows.truncate(q.limit as usize);
+        Ok(TopList::assemble(
+            q.dimension,
+            rows.into_iter()
+                .map(|(key, [calls, errors, client_errors, bytes_out])| {
+                    (key, calls, errors, client_errors, bytes_out)
+                }),
+        ))
     }
 }
 
 impl EmbeddedStore {
-    /// Deletes raw events older than `cutoff_ms`; returns how many.
+    /// Deletes raw events older than `cutoff_ms`; returns how many. Blocks
+    /// not yet in the rollups are folded first, in the same transaction, so
+    /// no deleted event is missing from them. A block with events on both
+    /// sides of the cutoff is written again with the newer ones.
     pub async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, UsageError> {
-        let done = sqlx::query("DELETE FROM usage_event_rows WHERE timestamp_ms < ?1")
-            .bind(cutoff_ms)
-            .execute(&self.pool)
+        let mut tx = self.begin_write().await?;
+        fold_in(&mut tx).await?;
+        let whole: Vec<i64> = sqlx::query_scalar(
+            "DELETE FROM usage_event_blocks WHERE last_ms < ?1 RETURNING events",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut deleted = whole.iter().map(|&n| n.max(0) as u64).sum::<u64>();
+        let split: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, record FROM usage_event_blocks WHERE last_ms >= ?1 AND first_ms < ?1",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (seq, bytes) in split {
+            let mut events = Vec::new();
+            record::decode(&bytes, &mut events).map_err(corrupt)?;
+            let before = events.len();
+            events.retain(|e| e.timestamp_ms as i64 >= cutoff_ms);
+            deleted += (before - events.len()) as u64;
+            // A subset of a record's events encodes as one record; should
+            // it not, the rest become blocks of their own, marked folded
+            // below like the one they came from.
+            let blocks = encode_blocks(&events);
+            let Some((block, rest)) = blocks.split_first() else {
+                sqlx::query("DELETE FROM usage_event_blocks WHERE seq = ?1")
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                continue;
+            };
+            sqlx::query(
+                "UPDATE usage_event_blocks SET first_ms = ?1, last_ms = ?2, events = ?3, \
+                 record = ?4 WHERE seq = ?5",
+            )
+            .bind(block.first_ms)
+            .bind(block.last_ms)
+            .bind(block.events as i64)
+            .bind(&*block.record)
+            .bind(seq)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected())
+            if !rest.is_empty() {
+                append(&mut tx, rest).await?;
+                // Every block is in the rollups: `fold_in` ran in this
+                // transaction, which holds the write lock.
+                sqlx::query(
+                    "UPDATE usage_fold_state SET folded_seq = (SELECT MAX(seq) FROM usage_event_blocks)",
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     /// Deletes the rollup rows whose bucket ends at or before `cutoff_ms`;
     /// returns how many.
     pub async fn delete_rollups_before(&self, cutoff_ms: i64) -> Result<u64, UsageError> {
-        // Queued events first, so none is folded into a bucket after it went.
-        self.fold().await?;
+        // Blocks not folded yet first, so none is folded into a bucket after
+        // it went.
+        let mut tx = self.begin_write().await?;
+        fold_in(&mut tx).await?;
         let mut deleted = 0;
         for r in ROLLUPS {
             // The table name comes from the fixed list of rollups.
@@ -596,110 +879,12 @@ impl EmbeddedStore {
                 r.table
             )))
             .bind(cutoff_ms - r.grain.millis())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
             deleted += done.rows_affected();
         }
+        tx.commit().await?;
         Ok(deleted)
-    }
-}
-
-/// Route and customer numbers met in a transaction, to remember once it
-/// commits.
-type Met = Vec<(Ref, RefKey, i64)>;
-
-impl EmbeddedStore {
-    /// Inserts the events not stored yet; returns how many were inserted, and
-    /// the routes and customers first met in this transaction.
-    async fn insert_events(
-        &self,
-        tx: &mut sqlx::Transaction<'_, Sqlite>,
-        events: &[UsageEvent],
-    ) -> Result<(u64, Met), UsageError> {
-        let mut met = Vec::new();
-        let routes = self.ref_numbers(tx, events, Ref::Route, &mut met).await?;
-        let customers = self
-            .ref_numbers(tx, events, Ref::Customer, &mut met)
-            .await?;
-        let mut inserted = 0;
-        let mut at = 0;
-        for rows in statement_rows(events.len()) {
-            let mut args = SqliteArguments::default();
-            args.reserve(rows * COLUMNS, 0);
-            for i in at..at + rows {
-                bind_event(&mut args, &events[i], routes[i], customers[i])
-                    .map_err(sqlx::Error::Encode)?;
-            }
-            at += rows;
-            inserted += sqlx::query_with(AssertSqlSafe(insert_sql(rows)), args)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
-        }
-        Ok((inserted, met))
-    }
-
-    /// Each event's route or customer number, in order. Events decoded from
-    /// one spool record share their texts, so most are matched by the
-    /// texts' addresses without hashing them (only while the events are
-    /// borrowed, so no address is reused meanwhile); the rest by the texts
-    /// in this process's memory, or in (or added to) the table within the
-    /// transaction.
-    async fn ref_numbers(
-        &self,
-        tx: &mut sqlx::Transaction<'_, Sqlite>,
-        events: &[UsageEvent],
-        kind: Ref,
-        met: &mut Met,
-    ) -> Result<Vec<i64>, UsageError> {
-        const UNKNOWN: i64 = i64::MIN;
-        let key = |e: &UsageEvent| -> RefKey { kind.texts(e).map(Text::clone) };
-        let mut by_address: rustc_hash::FxHashMap<[usize; REF_COLUMNS], i64> =
-            rustc_hash::FxHashMap::default();
-        let mut numbers = Vec::with_capacity(events.len());
-        let mut missing = Vec::new();
-        {
-            let known = self.refs.lock().unwrap_or_else(|p| p.into_inner());
-            let known = &known[kind as usize];
-            for (i, e) in events.iter().enumerate() {
-                let address = kind.texts(e).map(|t| Arc::as_ptr(t).cast::<u8>() as usize);
-                let n = *by_address
-                    .entry(address)
-                    .or_insert_with(|| known.get(&key(e)).copied().unwrap_or(UNKNOWN));
-                if n == UNKNOWN {
-                    missing.push(i);
-                }
-                numbers.push(n);
-            }
-        }
-        let mut found: HashMap<RefKey, i64> = HashMap::new();
-        for i in missing {
-            let texts = key(&events[i]);
-            if let Some(n) = found.get(&texts) {
-                numbers[i] = *n;
-                continue;
-            }
-            let mut query = sqlx::query_scalar(kind.upsert_sql());
-            for text in &texts {
-                query = query.bind(text.clone());
-            }
-            let n: i64 = query.fetch_one(&mut **tx).await?;
-            numbers[i] = n;
-            found.insert(texts.clone(), n);
-            met.push((kind, texts, n));
-        }
-        Ok(numbers)
-    }
-
-    /// Keeps the numbers of routes and customers whose rows are committed.
-    fn remember(&self, met: Met) {
-        if met.is_empty() {
-            return;
-        }
-        let mut known = self.refs.lock().unwrap_or_else(|p| p.into_inner());
-        for (kind, texts, n) in met {
-            known[kind as usize].insert(texts, n);
-        }
     }
 }
 
@@ -749,55 +934,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Queues the events for the rollups: one row per record of the spool's
-/// encoding (up to 1,024 events each).
-async fn queue_for_rollups(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    events: &[UsageEvent],
-) -> Result<(), UsageError> {
-    let mut encoder = crate::record::RecordEncoder::new();
-    let mut record = Vec::new();
-    let now = now_ms();
-    let mut rest = events;
-    while !rest.is_empty() {
-        let mut n = 0;
-        while n < rest.len() && !encoder.is_full() {
-            encoder.push(&rest[n]);
-            n += 1;
-        }
-        encoder.finish(&mut record);
-        sqlx::query(
-            "INSERT INTO usage_rollup_pending (written_ms, events, record) VALUES (?1, ?2, ?3)",
-        )
-        .bind(now)
-        .bind(n as i64)
-        .bind(record.as_slice())
-        .execute(&mut **tx)
-        .await?;
-        rest = &rest[n..];
-    }
-    Ok(())
-}
-
-/// Queues spool records, as they are, for the rollups: one row each.
-async fn queue_records(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    records: &[SpooledRecord],
-) -> Result<(), UsageError> {
-    let now = now_ms();
-    for record in records.iter().filter(|r| r.events > 0) {
-        sqlx::query(
-            "INSERT INTO usage_rollup_pending (written_ms, events, record) VALUES (?1, ?2, ?3)",
-        )
-        .bind(now)
-        .bind(record.events as i64)
-        .bind(record.bytes.as_slice())
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
 }
 
 /// Adds the events to every rollup (used by the backfill).
@@ -1094,32 +1230,6 @@ fn upsert_sql(index: usize, rows: usize) -> Arc<str> {
         .clone()
 }
 
-/// Binds one event's columns. Texts are shared with the event, not copied.
-fn bind_event(
-    args: &mut SqliteArguments,
-    e: &UsageEvent,
-    route: i64,
-    customer: i64,
-) -> Result<(), sqlx::error::BoxDynError> {
-    args.add(e.timestamp_ms as i64)?;
-    args.add(e.id.as_bytes().to_vec())?;
-    args.add(route)?;
-    args.add(customer)?;
-    args.add(i64::from(e.status))?;
-    args.add(i64::from(e.latency_us))?;
-    args.add(i64::from(e.upstream_latency_us))?;
-    args.add(e.bytes_in as i64)?;
-    args.add(e.bytes_out as i64)?;
-    args.add(e.client_ip.clone())?;
-    if e.error_code.is_empty() {
-        args.add(None::<Text>)?;
-    } else {
-        args.add(e.error_code.clone())?;
-    }
-    args.add(i64::from(e.overage))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1215,8 +1325,5 @@ mod tests {
             statement_rows(1000).collect::<Vec<_>>(),
             [512, 256, 128, 64, 32, 8]
         );
-        let sql = insert_sql(2);
-        assert_eq!(sql.matches('?').count(), 2 * COLUMNS);
-        assert!(sql.ends_with("?),(?,?,?,?,?,?,?,?,?,?,coalesce(?,''),?)"));
     }
 }

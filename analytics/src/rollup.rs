@@ -209,6 +209,11 @@ fn needs_raw(f: &UsageFilter) -> bool {
 pub(crate) const QUOTA_COUNTED: &str =
     "error_code NOT IN ('rate_limited', 'rate_limiter_unavailable', 'quota_exceeded')";
 
+/// The error codes [`QUOTA_COUNTED`] leaves out, for a filter applied in Rust
+/// (the embedded store's raw events).
+pub(crate) const QUOTA_REFUSALS: [&str; 3] =
+    ["rate_limited", "rate_limiter_unavailable", "quota_exceeded"];
+
 /// A filter value to bind.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum FilterValue<'a> {
@@ -249,6 +254,15 @@ mod tests {
     use super::*;
 
     const H: i64 = 3_600_000;
+
+    #[test]
+    fn quota_refusals_are_the_codes_the_sql_leaves_out() {
+        let listed: Vec<String> = QUOTA_REFUSALS.iter().map(|c| format!("'{c}'")).collect();
+        assert_eq!(
+            QUOTA_COUNTED,
+            format!("error_code NOT IN ({})", listed.join(", "))
+        );
+    }
     const D: i64 = 86_400_000;
 
     fn app(a: &str) -> UsageFilter {

@@ -53,21 +53,24 @@ impl UsageStore {
         self.insert_batch("", events).await
     }
 
-    /// Writes a batch known to be new, tagged with its batch (spool segment) id.
+    /// Writes a batch known to be new, tagged with its batch (spool segment)
+    /// id. The embedded store still leaves out events it has (it reads the
+    /// ids stored in the batch's time span); only the shipper's first attempt
+    /// at a segment skips that (see [`Self::insert_spooled`]).
     pub async fn insert_batch(
         &self,
         batch_id: &str,
         events: &[UsageEvent],
     ) -> Result<(), UsageError> {
-        self.insert_spooled(batch_id, events, None, false)
-            .await
-            .map(drop)
+        match self {
+            Self::Embedded(s) => s.insert(events).await.map(drop),
+            Self::ClickHouse(s) => s.insert(batch_id, events).await,
+        }
     }
 
     /// Writes a batch that may have been written before, without counting any
-    /// event twice: the embedded store ignores ids it has; ClickHouse looks the
-    /// batch up first. Returns how many events were new (the embedded store
-    /// reports the batch size).
+    /// event twice: the embedded store leaves out ids it has; ClickHouse looks
+    /// the batch up first. Returns how many events were new.
     pub async fn insert_once(
         &self,
         batch_id: &str,
@@ -78,10 +81,11 @@ impl UsageStore {
 
     /// Writes a batch read from the spool. `records`, when given, are the
     /// spool records the events were decoded from — all of them, in order —
-    /// which the embedded store queues for its rollups as they are instead of
-    /// encoding the events again. With `may_be_stored` the batch is written as
-    /// by [`Self::insert_once`], else as by [`Self::insert_batch`]. Returns how
-    /// many events were new (the embedded store reports the batch size).
+    /// which the embedded store stores as they are instead of encoding the
+    /// events again. With `may_be_stored` the batch is written as by
+    /// [`Self::insert_once`]; without it, it is new for certain (the
+    /// shipper's first attempt at a segment) and written as it is. Returns
+    /// how many events were new.
     pub async fn insert_spooled(
         &self,
         batch_id: &str,
@@ -90,10 +94,7 @@ impl UsageStore {
         may_be_stored: bool,
     ) -> Result<usize, UsageError> {
         match self {
-            Self::Embedded(s) => s
-                .insert_spooled(events, records)
-                .await
-                .map(|()| events.len()),
+            Self::Embedded(s) => s.insert_spooled(events, records, may_be_stored).await,
             Self::ClickHouse(s) if may_be_stored => s.insert_once(batch_id, events).await,
             Self::ClickHouse(s) => s.insert(batch_id, events).await.map(|()| events.len()),
         }

@@ -295,30 +295,44 @@ impl TestApp {
                     .collect()
             }
             None => {
-                use sqlx::{Connection, Row};
                 let path = self.db.data_dir().join("usage.db");
-                let mut conn =
-                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                        .await
-                        .unwrap();
-                let rows = sqlx::query("SELECT * FROM usage_events ORDER BY timestamp_ms, id")
-                    .fetch_all(&mut conn)
+                let store = tollgate_analytics::embedded::EmbeddedStore::open(&path)
                     .await
                     .unwrap();
-                rows.iter()
-                    .map(|r| {
+                let events = store.events(0, i64::MAX).await.unwrap();
+                events
+                    .iter()
+                    .map(|e| {
+                        let numbers = [
+                            u64::from(e.status),
+                            u64::from(e.latency_us),
+                            u64::from(e.upstream_latency_us),
+                            e.bytes_in,
+                            e.bytes_out,
+                        ];
+                        let texts = [
+                            &e.node,
+                            &e.api_slug,
+                            &e.route,
+                            &e.method,
+                            &e.app_id,
+                            &e.key_prefix,
+                            &e.developer_id,
+                            &e.plan_id,
+                            &e.subscription_id,
+                            &e.client_ip,
+                            &e.error_code,
+                        ];
                         let mut o = serde_json::Map::new();
-                        for c in COLUMNS {
-                            let v = if NUMBERS.contains(&c) {
-                                json!(r.get::<i64, _>(c) as f64)
-                            } else if c == "id" {
-                                // The store keeps the UUID's 16 bytes.
-                                let id = uuid::Uuid::from_slice(&r.get::<Vec<u8>, _>(c)).unwrap();
-                                json!(id.hyphenated().to_string())
-                            } else {
-                                json!(r.get::<String, _>(c))
-                            };
-                            o.insert(c.to_owned(), v);
+                        o.insert("id".to_owned(), json!(e.id.hyphenated().to_string()));
+                        for (c, n) in NUMBERS.iter().zip(numbers) {
+                            o.insert((*c).to_owned(), json!(n as f64));
+                        }
+                        let named = COLUMNS
+                            .iter()
+                            .filter(|c| **c != "id" && !NUMBERS.contains(c));
+                        for (c, t) in named.zip(texts) {
+                            o.insert((*c).to_owned(), json!(&**t));
                         }
                         Value::Object(o)
                     })

@@ -261,41 +261,56 @@ async fn daily_calls(store: &UsageStore) -> Vec<u64> {
     series.points.iter().map(|p| p.calls).collect()
 }
 
+/// A store file with the schema of the first `migrations` embedded-usage
+/// migrations, as an earlier Tollgate left it.
+async fn legacy_store(path: &std::path::Path, migrations: usize) -> sqlx::SqlitePool {
+    let db = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    let mut legacy = sqlx::migrate!("../migrations/embedded-usage");
+    legacy.migrations = std::borrow::Cow::Owned(legacy.migrations[..migrations].to_vec());
+    legacy.run(&db).await.unwrap();
+    db
+}
+
 #[tokio::test]
-async fn embedded_rollups_backfill_on_migration() {
+async fn embedded_store_from_before_the_rollups_upgrades_with_every_event() {
+    // Written before the rollups (0003), the compact tables (0005) and the
+    // blocks (0006): one table of events with the id as text.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("usage.db");
-    let store = open_embedded(&path).await;
+    let db = legacy_store(&path, 2).await;
     let events: Vec<_> = (0..120)
-        .map(|i| event(i * 700, "weather", 200, 1000 + i as u32))
+        .map(|i| {
+            event(
+                i * 700,
+                "weather",
+                if i % 8 == 0 { 503 } else { 200 },
+                1000 + i as u32,
+            )
+        })
         .collect();
-    store.insert(&events).await.unwrap();
-    let store = UsageStore::Embedded(store);
-    let before = daily_calls(&store).await;
-    assert_eq!(before, [120]);
-    // A store written before the rollups existed: events only, and the
-    // migration's marker.
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    for table in [
-        "usage_api_minute",
-        "usage_api_hour",
-        "usage_api_day",
-        "usage_app_day",
-        "usage_customer_hour",
-        "usage_customer_day",
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
-            .execute(&db)
-            .await
-            .unwrap();
-    }
-    sqlx::query("INSERT INTO usage_rollup_backfill (pending) VALUES (1)")
+    for (i, e) in events.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO usage_events VALUES (?1, ?2, 'n1', 'api_weather', 'weather', '/f', 'GET', \
+             ?3, ?4, 900, 10, 20, ?5, 'tg_live_AAAA', 'dev_1', 'plan_1', 'sub_1', '127.0.0.1', '', ?6)",
+        )
+        .bind(e.id.hyphenated().to_string())
+        .bind(e.timestamp_ms as i64)
+        .bind(i64::from(e.status))
+        .bind(i64::from(e.latency_us))
+        .bind(if i % 3 == 0 { "app_2" } else { "app_1" })
+        .bind(i64::from(i % 5 == 0))
         .execute(&db)
         .await
         .unwrap();
-    assert_eq!(daily_calls(&store).await, [0]);
+    }
+    db.close().await;
+    let store = UsageStore::Embedded(open_embedded(&path).await);
     store.migrate().await.unwrap();
     let q = tollgate_analytics::TimeSeriesQuery::parse(tollgate_analytics::TimeSeriesParams {
         from: Some("2026-01-01T00:00:00Z"),
@@ -315,11 +330,120 @@ async fn embedded_rollups_backfill_on_migration() {
         .collect();
     assert_eq!(
         hours.points.iter().map(|p| p.calls).collect::<Vec<_>>(),
-        expected
+        expected,
+        "the rollups were filled from the old events"
     );
-    // Once: migrating again adds nothing.
+    // The raw events moved too, every column kept.
+    let summary = store.summary(&day()).await.unwrap();
+    assert_eq!(summary.total_calls, 120);
+    assert_eq!(summary.by_api[0].errors, 15);
+    assert_eq!(summary.by_api[0].overage_calls, 24);
+    let UsageStore::Embedded(embedded) = &store else {
+        unreachable!()
+    };
+    let moved = embedded.events(0, i64::MAX).await.unwrap();
+    assert_eq!(moved.len(), 120);
+    for (i, (m, e)) in moved.iter().zip(&events).enumerate() {
+        assert_eq!(
+            (m.id, m.timestamp_ms, m.status, m.latency_us),
+            (e.id, e.timestamp_ms, e.status, e.latency_us)
+        );
+        assert_eq!(&*m.app_id, if i % 3 == 0 { "app_2" } else { "app_1" });
+        assert_eq!(
+            (
+                &*m.key_prefix,
+                &*m.client_ip,
+                m.upstream_latency_us,
+                m.bytes_out
+            ),
+            ("tg_live_AAAA", "127.0.0.1", 900, 20)
+        );
+    }
+    // The old tables are gone, and migrating again changes nothing.
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let old: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE name IN \
+         ('usage_events', 'usage_event_rows', 'usage_routes', 'usage_customers', \
+          'usage_rollup_pending', 'usage_rollup_backfill')",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(old, 0);
     store.migrate().await.unwrap();
     assert_eq!(daily_calls(&store).await, [120]);
+    assert_eq!(store.summary(&day()).await.unwrap().total_calls, 120);
+}
+
+#[tokio::test]
+async fn embedded_store_with_queued_events_upgrades_folding_them_once() {
+    // The compact tables (0005) with events of which some were still queued
+    // for the rollups when the old version stopped.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let db = legacy_store(&path, 5).await;
+    let events: Vec<_> = (0..10).map(|i| event(i, "weather", 200, 1000)).collect();
+    sqlx::query(
+        "INSERT INTO usage_routes (node, api_id, api_slug, route, method) \
+         VALUES ('', 'api_weather', 'weather', '', 'GET')",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO usage_customers (app_id, key_prefix, developer_id, plan_id, subscription_id) \
+         VALUES ('', '', '', '', '')",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    for e in &events {
+        sqlx::query(
+            "INSERT INTO usage_event_rows VALUES (?1, ?2, 1, 1, 200, 1000, 0, 0, 0, '', '', 0)",
+        )
+        .bind(e.timestamp_ms as i64)
+        .bind(e.id.as_bytes().as_slice())
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    // The version that wrote them had rolled up what came before 0003.
+    sqlx::query("DELETE FROM usage_rollup_backfill")
+        .execute(&db)
+        .await
+        .unwrap();
+    // The first six are in the rollups; the last four are queued.
+    let mut encoder = tollgate_analytics::record::RecordEncoder::new();
+    let mut record = Vec::new();
+    for e in &events[6..] {
+        encoder.push(e);
+    }
+    encoder.finish(&mut record);
+    sqlx::query("INSERT INTO usage_rollup_pending (written_ms, events, record) VALUES (0, 4, ?1)")
+        .bind(record.as_slice())
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO usage_api_day (t, api_slug, route, status_class, calls, errors, client_errors, \
+         bytes_in, bytes_out, overage_calls, latency) VALUES (?1, 'weather', '', 2, 6, 0, 0, 0, 0, 0, '{}')",
+    )
+    .bind(T0 as i64)
+    .execute(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    let store = UsageStore::Embedded(open_embedded(&path).await);
+    assert_eq!(daily_calls(&store).await, [10]);
+    assert_eq!(store.summary(&day()).await.unwrap().total_calls, 10);
+    // A replayed batch with the old events and new ones stores the new ones.
+    let mut replay = events[5..].to_vec();
+    replay.extend((10..12).map(|i| event(i, "weather", 200, 1000)));
+    store.insert(&replay).await.unwrap();
+    assert_eq!(daily_calls(&store).await, [12]);
+    assert_eq!(store.summary(&day()).await.unwrap().total_calls, 12);
 }
 
 #[tokio::test]
@@ -388,13 +512,12 @@ async fn embedded_events_move_to_the_compact_tables() {
 }
 
 #[tokio::test]
-async fn embedded_routes_and_customers_are_shared_between_processes_and_batches() {
+async fn embedded_store_is_shared_between_processes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("usage.db");
     let open = || open_embedded(&path);
-    // Two gateways on one file, each with its own memory of routes and
-    // customers; the same texts arrive in separate allocations (decoded from
-    // different spool records), and another key makes another customer.
+    // Two gateways on one file, writing in turns, one of them a replay of
+    // the other's batch.
     let (a, b) = (open().await, open().await);
     let batch = |from: u64, key: &str| -> Vec<UsageEvent> {
         (from..from + 10)
@@ -409,46 +532,47 @@ async fn embedded_routes_and_customers_are_shared_between_processes_and_batches(
     a.insert(&batch(0, "tg_live_AAAA")).await.unwrap();
     b.insert(&batch(10, "tg_live_AAAA")).await.unwrap();
     a.insert(&batch(20, "tg_live_AAAA")).await.unwrap();
-    b.insert(&batch(30, "tg_live_BBBB")).await.unwrap();
+    let replayed = batch(30, "tg_live_BBBB");
+    b.insert(&replayed).await.unwrap();
+    assert_eq!(a.insert(&replayed).await.unwrap(), 0);
     a.insert(&batch(40, "tg_live_BBBB")).await.unwrap();
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    let per_key: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT key_prefix, COUNT(*) FROM usage_events WHERE app_id = 'app_1' \
-         GROUP BY key_prefix ORDER BY key_prefix",
-    )
-    .fetch_all(&db)
-    .await
-    .unwrap();
-    assert_eq!(
-        per_key,
-        [
-            ("tg_live_AAAA".to_owned(), 30),
-            ("tg_live_BBBB".to_owned(), 20)
-        ]
-    );
-    let counts: (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM usage_routes), (SELECT COUNT(*) FROM usage_customers)",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
-    assert_eq!(counts, (1, 2), "one route, two customers (keys)");
-    let store = UsageStore::Embedded(a);
-    assert_eq!(store.summary(&day()).await.unwrap().total_calls, 50);
-    assert_eq!(daily_calls(&store).await, [50]);
+    let (a, b) = (UsageStore::Embedded(a), UsageStore::Embedded(b));
+    let by_key = |key: &'static str| {
+        let b = &b;
+        async move {
+            let q =
+                tollgate_analytics::TimeSeriesQuery::parse(tollgate_analytics::TimeSeriesParams {
+                    from: Some("2026-01-01T00:00:00Z"),
+                    to: Some("2026-01-02T00:00:00Z"),
+                    bucket: Some("day"),
+                    app: Some("app_1"),
+                    key: Some(key),
+                    ..Default::default()
+                })
+                .unwrap();
+            b.time_series(&q).await.unwrap().points[0].calls
+        }
+    };
+    assert_eq!(by_key("tg_live_AAAA").await, 30);
+    assert_eq!(by_key("tg_live_BBBB").await, 20);
+    assert_eq!(a.summary(&day()).await.unwrap().total_calls, 50);
+    // Both fold; each block is in the rollups once.
+    assert_eq!(daily_calls(&a).await, [50]);
+    assert_eq!(daily_calls(&b).await, [50]);
 }
 
-/// Rows waiting in the embedded store's rollup queue.
+/// Events the embedded store holds that are not in its rollups yet.
 async fn queued(path: &std::path::Path) -> i64 {
     let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    sqlx::query_scalar("SELECT COALESCE(SUM(events), 0) FROM usage_rollup_pending")
-        .fetch_one(&db)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT COALESCE(SUM(events), 0) FROM usage_event_blocks \
+         WHERE seq > (SELECT folded_seq FROM usage_fold_state)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
