@@ -287,60 +287,63 @@ impl EmbeddedStore {
     }
 
     /// Writes a batch, without counting any event twice: events already
-    /// stored (same id) and repeats within the batch are left out.
+    /// stored (same id) and repeats within the batch are left out. Returns
+    /// how many events were new.
     pub async fn insert(&self, events: &[UsageEvent]) -> Result<usize, UsageError> {
-        self.insert_spooled(events, None, true).await
-    }
-
-    /// Writes a batch read from the spool; returns how many events were new.
-    ///
-    /// `records`, when given, are the spool records the events were decoded
-    /// from (all of them, in order): they are stored as they are, one block
-    /// each. Without `may_be_stored` the batch is known to be new (first
-    /// attempt at a segment the shipper has not sent before) and is stored
-    /// without looking for its ids; with it, as by [`Self::insert`]: the
-    /// blocks whose time span meets the batch's are read and only events
-    /// whose ids none of them holds are stored.
-    pub async fn insert_spooled(
-        &self,
-        events: &[UsageEvent],
-        records: Option<&[SpooledRecord]>,
-        may_be_stored: bool,
-    ) -> Result<usize, UsageError> {
-        debug_assert!(
-            records.is_none_or(|r| r.iter().map(|r| r.events).sum::<usize>() == events.len())
-        );
         if events.is_empty() {
             return Ok(0);
         }
         let mut tx = self.begin_write().await?;
-        let new = if may_be_stored {
-            Some(unseen(&mut tx, events).await?).filter(|new| new.len() < events.len())
-        } else {
-            None
+        let new = unseen(&mut tx, events).await?;
+        append(&mut tx, &encode_blocks(&new)).await?;
+        tx.commit().await?;
+        self.fold_if_due().await?;
+        Ok(new.len())
+    }
+
+    /// Writes whole spool records, each as a block as it is; returns how
+    /// many events were new.
+    ///
+    /// Without `may_be_stored` the records are known to be new (the
+    /// shipper's first attempt at a segment it has not sent before) and are
+    /// stored without decoding them. With it, they are decoded and written as
+    /// by [`Self::insert`] — still as they are when none of their events was
+    /// stored.
+    pub async fn insert_records(
+        &self,
+        records: &[SpooledRecord],
+        may_be_stored: bool,
+    ) -> Result<usize, UsageError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let as_they_are = || -> Vec<Block<'_>> {
+            records
+                .iter()
+                .map(|r| Block {
+                    first_ms: r.first_ms as i64,
+                    last_ms: r.last_ms as i64,
+                    events: r.events,
+                    record: r.bytes.as_slice().into(),
+                })
+                .collect()
         };
-        let inserted = match (&new, records) {
-            (Some(new), _) => {
-                append(&mut tx, &encode_blocks(new)).await?;
-                new.len()
+        let mut tx = self.begin_write().await?;
+        let inserted = if may_be_stored {
+            let mut events = Vec::new();
+            for r in records {
+                record::decode(&r.bytes, &mut events).map_err(corrupt)?;
             }
-            (None, Some(records)) => {
-                let mut at = 0;
-                let blocks: Vec<Block<'_>> = records
-                    .iter()
-                    .filter(|r| r.events > 0)
-                    .map(|r| {
-                        at += r.events;
-                        Block::new(&events[at - r.events..at], r.bytes.as_slice().into())
-                    })
-                    .collect();
-                append(&mut tx, &blocks).await?;
-                events.len()
+            let new = unseen(&mut tx, &events).await?;
+            if new.len() == events.len() {
+                append(&mut tx, &as_they_are()).await?;
+            } else {
+                append(&mut tx, &encode_blocks(&new)).await?;
             }
-            (None, None) => {
-                append(&mut tx, &encode_blocks(events)).await?;
-                events.len()
-            }
+            new.len()
+        } else {
+            append(&mut tx, &as_they_are()).await?;
+            records.iter().map(|r| r.events).sum()
         };
         tx.commit().await?;
         self.fold_if_due().await?;

@@ -50,13 +50,59 @@ pub enum DecodeError {
     Malformed(&'static str),
 }
 
-/// A record as read back from the spool, with how many events it holds.
+/// A record as read back from the spool and checked to decode, with what the
+/// stores need to know of its events without decoding them again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpooledRecord {
     /// The record's bytes (the payload of a spool record).
     pub bytes: Vec<u8>,
     /// Events in it.
     pub events: usize,
+    /// The id of its first event.
+    pub first_id: Uuid,
+    /// The earliest and the latest of its events' times (ms since the epoch).
+    pub first_ms: u64,
+    /// See `first_ms`.
+    pub last_ms: u64,
+}
+
+impl SpooledRecord {
+    /// Reads `bytes` through, checking that every event decodes, without
+    /// building the events. `None` for a record without events.
+    pub fn read(bytes: Vec<u8>) -> Result<Option<Self>, DecodeError> {
+        let mut seen: Option<Self> = None;
+        for_each_event(&bytes, |_, e| match &mut seen {
+            None => {
+                seen = Some(SpooledRecord {
+                    bytes: Vec::new(),
+                    events: 1,
+                    first_id: e.id,
+                    first_ms: e.timestamp_ms,
+                    last_ms: e.timestamp_ms,
+                })
+            }
+            Some(r) => {
+                r.events += 1;
+                r.first_ms = r.first_ms.min(e.timestamp_ms);
+                r.last_ms = r.last_ms.max(e.timestamp_ms);
+            }
+        })?;
+        Ok(seen.map(|r| SpooledRecord { bytes, ..r }))
+    }
+
+    /// The record `bytes`, whose events (decoded already) are `events`.
+    /// `None` for a record without events.
+    pub fn of_events(bytes: Vec<u8>, events: &[UsageEvent]) -> Option<Self> {
+        let first = events.first()?;
+        let times = events.iter().map(|e| e.timestamp_ms);
+        Some(SpooledRecord {
+            bytes,
+            events: events.len(),
+            first_id: first.id,
+            first_ms: times.clone().min().unwrap_or(0),
+            last_ms: times.max().unwrap_or(0),
+        })
+    }
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -496,6 +542,43 @@ mod tests {
         back.clear();
         decode(&record, &mut back).unwrap();
         assert_eq!(back, events[..1]);
+    }
+
+    #[test]
+    fn a_record_read_through_says_what_its_decoded_events_say() {
+        // Out of time order, as the spool takes events (by completion).
+        let events: Vec<_> = [5, 2, 9, 7].map(sample).to_vec();
+        let mut enc = RecordEncoder::new();
+        for e in &events {
+            enc.push(e);
+        }
+        let mut record = Vec::new();
+        enc.finish(&mut record);
+        let read = SpooledRecord::read(record.clone()).unwrap().unwrap();
+        let mut back = Vec::new();
+        decode(&record, &mut back).unwrap();
+        assert_eq!(
+            Some(&read),
+            SpooledRecord::of_events(record.clone(), &back).as_ref()
+        );
+        assert_eq!(
+            (read.events, read.first_id, read.first_ms, read.last_ms),
+            (
+                4,
+                events[0].id,
+                events[1].timestamp_ms,
+                events[2].timestamp_ms
+            )
+        );
+        for cut in 0..record.len() {
+            assert!(
+                SpooledRecord::read(record[..cut].to_vec()).is_err(),
+                "cut at {cut}"
+            );
+        }
+        RecordEncoder::new().finish(&mut record);
+        assert_eq!(SpooledRecord::read(record.clone()), Ok(None));
+        assert_eq!(SpooledRecord::of_events(record, &[]), None);
     }
 
     #[test]

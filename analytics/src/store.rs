@@ -56,7 +56,7 @@ impl UsageStore {
     /// Writes a batch known to be new, tagged with its batch (spool segment)
     /// id. The embedded store still leaves out events it has (it reads the
     /// ids stored in the batch's time span); only the shipper's first attempt
-    /// at a segment skips that (see [`Self::insert_spooled`]).
+    /// at a segment skips that ([`Self::insert_spooled`]).
     pub async fn insert_batch(
         &self,
         batch_id: &str,
@@ -76,27 +76,44 @@ impl UsageStore {
         batch_id: &str,
         events: &[UsageEvent],
     ) -> Result<usize, UsageError> {
-        self.insert_spooled(batch_id, events, None, true).await
+        match self {
+            Self::Embedded(s) => s.insert(events).await,
+            Self::ClickHouse(s) => s.insert_once(batch_id, events).await,
+        }
     }
 
-    /// Writes a batch read from the spool. `records`, when given, are the
-    /// spool records the events were decoded from — all of them, in order —
-    /// which the embedded store stores as they are instead of encoding the
-    /// events again. With `may_be_stored` the batch is written as by
-    /// [`Self::insert_once`]; without it, it is new for certain (the
+    /// Whether [`Self::insert_spooled`] needs the spool records' events
+    /// decoded: ClickHouse inserts rows; the embedded store keeps the records.
+    pub fn takes_events(&self) -> bool {
+        matches!(self, Self::ClickHouse(_))
+    }
+
+    /// Writes whole spool records read back by the shipper, with their
+    /// events decoded (all of them, in order) when [`Self::takes_events`] —
+    /// else `events` may be empty. With `may_be_stored` the batch is written
+    /// as by [`Self::insert_once`]; without it, it is new for certain (the
     /// shipper's first attempt at a segment) and written as it is. Returns
     /// how many events were new.
     pub async fn insert_spooled(
         &self,
         batch_id: &str,
+        records: &[SpooledRecord],
         events: &[UsageEvent],
-        records: Option<&[SpooledRecord]>,
         may_be_stored: bool,
     ) -> Result<usize, UsageError> {
         match self {
-            Self::Embedded(s) => s.insert_spooled(events, records, may_be_stored).await,
-            Self::ClickHouse(s) if may_be_stored => s.insert_once(batch_id, events).await,
-            Self::ClickHouse(s) => s.insert(batch_id, events).await.map(|()| events.len()),
+            Self::Embedded(s) => s.insert_records(records, may_be_stored).await,
+            Self::ClickHouse(s) => {
+                debug_assert_eq!(
+                    records.iter().map(|r| r.events).sum::<usize>(),
+                    events.len()
+                );
+                if may_be_stored {
+                    s.insert_once(batch_id, events).await
+                } else {
+                    s.insert(batch_id, events).await.map(|()| events.len())
+                }
+            }
         }
     }
 

@@ -495,55 +495,63 @@ fn spool_loop(
     // Dropping `sealed` tells the shipper nothing more will come.
 }
 
-/// One segment's events, read back from disk.
+/// One segment, read back from disk.
 struct Loaded {
-    events: Vec<UsageEvent>,
-    /// The records the events were decoded from, in order (unreadable and
-    /// empty ones left out), handed to the store with the events.
+    /// Its records, each checked to decode (unreadable and empty ones left
+    /// out), in order.
     records: Vec<SpooledRecord>,
+    /// Their events, decoded, when the store takes events
+    /// ([`UsageStore::takes_events`]); else empty.
+    events: Vec<UsageEvent>,
     /// Identifies the segment's inserts in the store: the id of its first
     /// event, unique across nodes and restarts, and the same on a replay.
     batch_id: String,
 }
 
 impl Loaded {
-    /// The events in inserts of at most `size`, each with its records when
-    /// it holds whole records (always, unless `size` cuts a record).
-    fn batches(&self, size: usize) -> Vec<(&[UsageEvent], Option<&[SpooledRecord]>)> {
-        // Where each record's events start, and where the last one ends.
-        let mut bounds = Vec::with_capacity(self.records.len() + 1);
-        bounds.push(0);
-        for r in &self.records {
-            bounds.push(bounds[bounds.len() - 1] + r.events);
+    /// The segment in inserts of whole records, each of at most `size`
+    /// events unless one record holds more; each with its records' events
+    /// when they were decoded.
+    fn batches(&self, size: usize) -> Vec<(&[SpooledRecord], &[UsageEvent])> {
+        let mut batches = Vec::new();
+        let (mut first, mut events_at) = (0, 0);
+        while first < self.records.len() {
+            let mut end = first;
+            let mut n = 0;
+            while end < self.records.len() && (end == first || n + self.records[end].events <= size)
+            {
+                n += self.records[end].events;
+                end += 1;
+            }
+            let events = if self.events.is_empty() {
+                &self.events[..]
+            } else {
+                &self.events[events_at..events_at + n]
+            };
+            batches.push((&self.records[first..end], events));
+            first = end;
+            events_at += n;
         }
-        let mut start = 0;
-        self.events
-            .chunks(size)
-            .map(|chunk| {
-                let end = start + chunk.len();
-                let records = match (bounds.binary_search(&start), bounds.binary_search(&end)) {
-                    (Ok(first), Ok(last)) => Some(&self.records[first..last]),
-                    _ => None,
-                };
-                start = end;
-                (chunk, records)
-            })
-            .collect()
+        batches
     }
 }
 
-fn load(segment: &Segment, stats: &UsageStats) -> std::io::Result<Loaded> {
+/// Reads a segment; decodes its events when `decode` (the store takes
+/// events), else only checks that they decode.
+fn load(segment: &Segment, decode: bool, stats: &UsageStats) -> std::io::Result<Loaded> {
     let read = spool::read_segment(segment, &stats.spool)?;
     let mut events = Vec::new();
     let mut records = Vec::with_capacity(read.records.len());
     for (i, r) in read.records.into_iter().enumerate() {
         let before = events.len();
-        match record::decode(&r, &mut events) {
-            Ok(()) if events.len() > before => records.push(SpooledRecord {
-                bytes: r,
-                events: events.len() - before,
-            }),
-            Ok(()) => {}
+        let checked = if decode {
+            record::decode(&r, &mut events).map(|()| SpooledRecord::of_events(r, &events[before..]))
+        } else {
+            SpooledRecord::read(r)
+        };
+        match checked {
+            Ok(Some(record)) => records.push(record),
+            Ok(None) => {}
             Err(e) => {
                 // The CRC matched, so this is a record from a newer version or
                 // a bug, not a torn write: count it and go on with the next.
@@ -552,13 +560,13 @@ fn load(segment: &Segment, stats: &UsageStats) -> std::io::Result<Loaded> {
             }
         }
     }
-    let batch_id = events
+    let batch_id = records
         .first()
-        .map(|e| e.id.simple().to_string())
+        .map(|r| r.first_id.simple().to_string())
         .unwrap_or_default();
     Ok(Loaded {
-        events,
         records,
+        events,
         batch_id,
     })
 }
@@ -634,7 +642,8 @@ async fn ship_segment(
 ) -> bool {
     let loaded = loop {
         let (s, st) = (segment.clone(), stats.clone());
-        match tokio::task::spawn_blocking(move || load(&s, &st)).await {
+        let decode = store.takes_events();
+        match tokio::task::spawn_blocking(move || load(&s, decode, &st)).await {
             Ok(Ok(l)) => break l,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 let _ = spool::remove_segment(&segment, &stats.spool);
@@ -655,11 +664,11 @@ async fn ship_segment(
             }
         }
     };
-    for (events, records) in loaded.batches(batch_size) {
+    for (records, events) in loaded.batches(batch_size) {
         let batch = Batch {
             id: &loaded.batch_id,
-            events,
             records,
+            events,
         };
         if !insert(&store, &batch, replay, &stopping, &stats).await {
             return false;
@@ -677,10 +686,16 @@ async fn ship_segment(
 /// One insert's worth of a segment.
 struct Batch<'a> {
     id: &'a str,
+    /// Whole spool records.
+    records: &'a [SpooledRecord],
+    /// Their events, when the store takes events.
     events: &'a [UsageEvent],
-    /// The spool records the events came from, when the batch holds whole
-    /// records.
-    records: Option<&'a [SpooledRecord]>,
+}
+
+impl Batch<'_> {
+    fn len(&self) -> usize {
+        self.records.iter().map(|r| r.events).sum()
+    }
 }
 
 async fn insert(
@@ -695,7 +710,7 @@ async fn insert(
     let mut failures_stopping = 0;
     loop {
         let started = Instant::now();
-        let attempt = store.insert_spooled(batch.id, batch.events, batch.records, may_be_stored);
+        let attempt = store.insert_spooled(batch.id, batch.records, batch.events, may_be_stored);
         let error = match tokio::time::timeout(INSERT_TIMEOUT, attempt).await {
             Ok(Ok(inserted)) => {
                 stats
@@ -712,7 +727,7 @@ async fn insert(
         if stopping.load(Ordering::Acquire) {
             failures_stopping += 1;
             if failures_stopping >= SHUTDOWN_ATTEMPTS {
-                tracing::error!(error = %error, events = batch.events.len(), "giving up inserting usage events at shutdown");
+                tracing::error!(error = %error, events = batch.len(), "giving up inserting usage events at shutdown");
                 return false;
             }
         }
@@ -720,7 +735,7 @@ async fn insert(
             // Shutting down: a few quick tries, not minutes of back-off.
             delay = delay.min(Duration::from_millis(200));
         }
-        tracing::warn!(error = %error, events = batch.events.len(), retry_in_ms = delay.as_millis() as u64, "inserting usage events failed; they stay in the spool");
+        tracing::warn!(error = %error, events = batch.len(), retry_in_ms = delay.as_millis() as u64, "inserting usage events failed; they stay in the spool");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
@@ -730,40 +745,49 @@ async fn insert(
 mod tests {
     use super::*;
 
-    fn loaded(record_sizes: &[usize]) -> Loaded {
+    fn loaded(record_sizes: &[usize], decoded: bool) -> Loaded {
         let total = record_sizes.iter().sum::<usize>() as u64;
         Loaded {
-            events: (0..total).map(UsageEvent::new).collect(),
             records: record_sizes
                 .iter()
                 .map(|&events| SpooledRecord {
                     bytes: vec![record::VERSION],
                     events,
+                    first_id: uuid::Uuid::nil(),
+                    first_ms: 0,
+                    last_ms: 0,
                 })
                 .collect(),
+            events: if decoded {
+                (0..total).map(UsageEvent::new).collect()
+            } else {
+                Vec::new()
+            },
             batch_id: String::new(),
         }
     }
 
-    /// (events, records) per batch; records `None` when the batch cuts one.
-    fn shape(l: &Loaded, size: usize) -> Vec<(usize, Option<usize>)> {
+    /// (records, events) per batch.
+    fn shape(l: &Loaded, size: usize) -> Vec<(usize, usize)> {
         l.batches(size)
             .into_iter()
-            .map(|(e, r)| (e.len(), r.map(<[_]>::len)))
+            .map(|(r, e)| (r.len(), e.len()))
             .collect()
     }
 
     #[test]
-    fn batches_carry_their_records_when_they_hold_whole_ones() {
-        let l = loaded(&[3, 4, 5]);
-        assert_eq!(shape(&l, 100), [(12, Some(3))]);
-        assert_eq!(shape(&l, 7), [(7, Some(2)), (5, Some(1))]);
-        // A cut record goes with neither batch; the others still do.
-        assert_eq!(shape(&l, 5), [(5, None), (5, None), (2, None)]);
-        assert_eq!(
-            shape(&l, 3),
-            [(3, Some(1)), (3, None), (3, None), (3, None)]
-        );
-        assert!(loaded(&[]).batches(10).is_empty());
+    fn batches_hold_whole_records() {
+        let l = loaded(&[3, 4, 5], true);
+        assert_eq!(shape(&l, 100), [(3, 12)]);
+        assert_eq!(shape(&l, 7), [(2, 7), (1, 5)]);
+        // A record larger than the batch size goes alone, whole.
+        assert_eq!(shape(&l, 3), [(1, 3), (1, 4), (1, 5)]);
+        assert_eq!(shape(&l, 8), [(2, 7), (1, 5)]);
+        // Each batch's events are its records' events.
+        let batches = l.batches(7);
+        assert_eq!(batches[1].1[0].timestamp_ms, 7);
+        // Not decoded: records only.
+        assert_eq!(shape(&loaded(&[3, 4, 5], false), 7), [(2, 0), (1, 0)]);
+        assert!(loaded(&[], true).batches(10).is_empty());
     }
 }
