@@ -30,7 +30,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tollgate_analytics::event::Text;
 use tollgate_analytics::record::{RecordEncoder, SpooledRecord};
-use tollgate_analytics::{TimeSeriesParams, TimeSeriesQuery, TopQuery, UsageEvent, UsageStore};
+use tollgate_analytics::{
+    SummaryQuery, TimeSeriesParams, TimeSeriesQuery, TopQuery, UsageEvent, UsageStore,
+};
 use tollgate_core::Settings;
 
 const DAY_MS: u64 = 86_400_000;
@@ -234,6 +236,22 @@ async fn bench(kind: &str, events: usize) {
     .unwrap();
     measure("30-day daily time series of one API", || async {
         store.time_series(&one_api).await.unwrap();
+    })
+    .await;
+    // No rollup answers these: every event of the range is read.
+    let summary = SummaryQuery::parse(params.from, params.to, None).unwrap();
+    measure("30-day summary, exact percentiles (raw events)", || async {
+        store.summary(&summary).await.unwrap();
+    })
+    .await;
+    let one_key = TimeSeriesQuery::parse(TimeSeriesParams {
+        app: Some("app_0007"),
+        key: Some("tg_live_0007"),
+        ..params
+    })
+    .unwrap();
+    measure("30-day daily series of one key (raw events)", || async {
+        store.time_series(&one_key).await.unwrap();
     })
     .await;
 

@@ -253,6 +253,15 @@ impl EmbeddedStore {
             sums.add_record(record).map_err(corrupt)?;
         }
         sums.write(&mut tx).await?;
+        let legacy: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_event_rows")
+            .fetch_one(&mut *tx)
+            .await?;
+        if legacy > 0 {
+            tracing::info!(
+                events = legacy,
+                "embedded usage store: moving events to the block format (once, at upgrade)"
+            );
+        }
         let mut after = (i64::MIN, Vec::<u8>::new());
         let mut moved = 0;
         loop {
@@ -387,7 +396,8 @@ impl EmbeddedStore {
     }
 
     /// Every stored event from `from_ms` (inclusive) to `to_ms` (exclusive),
-    /// oldest first (ties by id).
+    /// oldest first (ties by id), all in memory: for tests and exports of a
+    /// bounded range.
     pub async fn events(&self, from_ms: i64, to_ms: i64) -> Result<Vec<UsageEvent>, UsageError> {
         let mut out = Vec::new();
         let mut rows = sqlx::query(
@@ -446,7 +456,10 @@ impl EmbeddedStore {
     pub async fn summary(&self, q: &SummaryQuery) -> Result<UsageSummary, UsageError> {
         #[derive(Default)]
         struct Api {
-            latencies: Vec<u32>,
+            /// Calls per distinct latency (µs): exact, and bounded by the
+            /// distinct latencies rather than the calls.
+            latencies: rustc_hash::FxHashMap<u32, u64>,
+            calls: u64,
             errors: u64,
             overage: u64,
         }
@@ -462,7 +475,8 @@ impl EmbeddedStore {
                 Some(api) => api,
                 None => apis.entry(slug.clone()).or_default(),
             };
-            api.latencies.push(e.latency_us);
+            *api.latencies.entry(e.latency_us).or_default() += 1;
+            api.calls += 1;
             api.errors += u64::from(e.status >= 400);
             api.overage += u64::from(e.overage);
             *classes.entry(e.status / 100).or_default() += 1;
@@ -471,15 +485,24 @@ impl EmbeddedStore {
         let ms = |us: u32| f64::from(us) / 1000.0;
         let mut by_api: Vec<ApiUsage> = apis
             .into_iter()
-            .map(|(slug, mut api)| {
-                api.latencies.sort_unstable();
-                let n = api.latencies.len();
+            .map(|(slug, api)| {
+                let mut latencies: Vec<(u32, u64)> = api.latencies.into_iter().collect();
+                latencies.sort_unstable();
+                let n = api.calls;
                 // Nearest rank: the p-th percentile is the smallest value
                 // whose rank r (1-based, by latency) satisfies r >= p * n.
-                let rank = |p: usize| ms(api.latencies[(n * p).div_ceil(100).max(1) - 1]);
+                let rank = |p: u64| {
+                    let r = (n * p).div_ceil(100).max(1);
+                    let mut below = 0;
+                    let at = latencies.iter().find(|(_, calls)| {
+                        below += calls;
+                        below >= r
+                    });
+                    ms(at.map_or(0, |(us, _)| *us))
+                };
                 ApiUsage {
                     api: Some(slug.to_string()).filter(|s| !s.is_empty()),
-                    calls: n as u64,
+                    calls: n,
                     errors: api.errors,
                     overage_calls: api.overage,
                     latency_ms: LatencyMs {
