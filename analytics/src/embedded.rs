@@ -625,27 +625,56 @@ async fn unseen(
         .collect())
 }
 
+/// Blocks of fewer events than this are merged when folded. The spool
+/// writes a record per sync interval (200 ms), so below about 320 calls/s its
+/// records are small, and a query over a long range would read a row and a
+/// table of texts for every few events.
+const SMALL_BLOCK: i64 = 64;
+
 /// Adds the blocks not yet in the rollups to them and marks them folded,
-/// within `tx` (which holds the write lock).
+/// within `tx` (which holds the write lock). Small ones among them are
+/// merged: their events, in time order, become blocks of up to a record's
+/// size, marked folded too.
 async fn fold_in(tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), UsageError> {
     let folded: i64 = sqlx::query_scalar("SELECT folded_seq FROM usage_fold_state")
         .fetch_one(&mut **tx)
         .await?;
     let mut sums = RollupSums::default();
     let mut last = folded;
-    let mut rows =
-        sqlx::query("SELECT seq, record FROM usage_event_blocks WHERE seq > ?1 ORDER BY seq")
-            .bind(folded)
-            .fetch(&mut **tx);
+    let mut small: Vec<i64> = Vec::new();
+    let mut merged = Vec::new();
+    let mut rows = sqlx::query(
+        "SELECT seq, events, record FROM usage_event_blocks WHERE seq > ?1 ORDER BY seq",
+    )
+    .bind(folded)
+    .fetch(&mut **tx);
     while let Some(row) = rows.try_next().await? {
         last = row.try_get(0)?;
-        sums.add_record(row.try_get(1)?).map_err(corrupt)?;
+        let record: &[u8] = row.try_get(2)?;
+        sums.add_record(record).map_err(corrupt)?;
+        if row.try_get::<i64, _>(1)? < SMALL_BLOCK {
+            small.push(last);
+            record::decode(record, &mut merged).map_err(corrupt)?;
+        }
     }
     drop(rows);
     if last == folded {
         return Ok(());
     }
     sums.write(tx).await?;
+    if small.len() > 1 {
+        for seq in small {
+            sqlx::query("DELETE FROM usage_event_blocks WHERE seq = ?1")
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+        }
+        merged.sort_by_key(|e| (e.timestamp_ms, e.id));
+        append(tx, &encode_blocks(&merged)).await?;
+        last = sqlx::query_scalar("SELECT MAX(seq) FROM usage_event_blocks")
+            .fetch_one(&mut **tx)
+            .await?;
+    }
     sqlx::query("UPDATE usage_fold_state SET folded_seq = ?1")
         .bind(last)
         .execute(&mut **tx)

@@ -617,3 +617,71 @@ async fn clickhouse_migrations_are_idempotent() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn embedded_small_blocks_merge_when_folded() {
+    use tollgate_analytics::record::{RecordEncoder, SpooledRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let store = UsageStore::Embedded(open_embedded(&path).await);
+    // A quiet gateway: the spool writes a record of one or two events per
+    // sync interval, and the shipper sends each segment as it comes.
+    let events: Vec<_> = (0..300)
+        .map(|i| {
+            event(
+                i,
+                "weather",
+                if i % 3 == 0 { 404 } else { 200 },
+                1000 + i as u32,
+            )
+        })
+        .collect();
+    let record = |events: &[UsageEvent]| {
+        let mut encoder = RecordEncoder::new();
+        for e in events {
+            encoder.push(e);
+        }
+        let mut bytes = Vec::new();
+        encoder.finish(&mut bytes);
+        SpooledRecord::read(bytes).unwrap().unwrap()
+    };
+    for pair in events.chunks(2) {
+        let inserted = store
+            .insert_spooled("", &[record(pair)], &[], false)
+            .await
+            .unwrap();
+        assert_eq!(inserted, pair.len());
+    }
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let blocks = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM usage_event_blocks")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(blocks().await, 150);
+    // The fold (here, before a rollup query) merges them.
+    assert_eq!(daily_calls(&store).await, [300]);
+    assert_eq!(blocks().await, 1);
+    assert_eq!(queued(&path).await, 0, "the merged block is folded");
+    assert_eq!(daily_calls(&store).await, [300], "and not folded again");
+    let summary = store.summary(&day()).await.unwrap();
+    assert_eq!((summary.total_calls, summary.by_api[0].errors), (300, 100));
+    // A replay of a record finds its events in the merged block.
+    let again = store
+        .insert_spooled("", &[record(&events[10..12])], &[], true)
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+    assert_eq!(store.summary(&day()).await.unwrap().total_calls, 300);
+    let UsageStore::Embedded(embedded) = &store else {
+        unreachable!()
+    };
+    let back = embedded.events(0, i64::MAX).await.unwrap();
+    assert_eq!(
+        back.iter().map(|e| e.id).collect::<Vec<_>>(),
+        events.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+}
