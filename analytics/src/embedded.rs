@@ -400,25 +400,10 @@ impl EmbeddedStore {
     /// bounded range.
     pub async fn events(&self, from_ms: i64, to_ms: i64) -> Result<Vec<UsageEvent>, UsageError> {
         let mut out = Vec::new();
-        let mut rows = sqlx::query(
-            "SELECT record FROM usage_event_blocks WHERE last_ms >= ?1 AND first_ms < ?2",
-        )
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch(&self.pool);
-        while let Some(row) = rows.try_next().await? {
-            let before = out.len();
-            record::decode(row.try_get(0)?, &mut out).map_err(corrupt)?;
-            let mut kept = before;
-            for i in before..out.len() {
-                let t = out[i].timestamp_ms as i64;
-                if t >= from_ms && t < to_ms {
-                    out.swap(kept, i);
-                    kept += 1;
-                }
-            }
-            out.truncate(kept);
-        }
+        self.scan(from_ms, to_ms, &UsageFilter::default(), |texts, e| {
+            out.push(e.event(texts));
+        })
+        .await?;
         out.sort_by_key(|e| (e.timestamp_ms, e.id));
         Ok(out)
     }

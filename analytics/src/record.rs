@@ -322,45 +322,7 @@ pub fn decode(record: &[u8], out: &mut Vec<UsageEvent>) -> Result<(), DecodeErro
 }
 
 fn decode_into(record: &[u8], out: &mut Vec<UsageEvent>) -> Result<(), DecodeError> {
-    for_each_event(record, |texts, f| {
-        let [
-            node,
-            api_id,
-            api_slug,
-            route,
-            method,
-            app_id,
-            key_prefix,
-            developer_id,
-            plan_id,
-            subscription_id,
-            client_ip,
-            error_code,
-        ] = f.texts.map(|i| texts[i as usize].clone());
-        out.push(UsageEvent {
-            id: f.id,
-            timestamp_ms: f.timestamp_ms,
-            node,
-            api_id,
-            api_slug,
-            route,
-            method,
-            status: f.status,
-            latency_us: f.latency_us,
-            upstream_latency_us: f.upstream_latency_us,
-            bytes_in: f.bytes_in,
-            bytes_out: f.bytes_out,
-            app_id,
-            key_prefix,
-            developer_id,
-            plan_id,
-            subscription_id,
-            client_ip,
-            error_code,
-            overage: f.overage,
-        });
-    })
-    .map(drop)
+    for_each_event(record, |texts, f| out.push(f.event(texts))).map(drop)
 }
 
 /// Index of each text field in [`EventFields::texts`].
@@ -414,6 +376,48 @@ pub struct EventFields {
     pub overage: bool,
     /// Indexes into the record's texts.
     pub texts: [u32; TEXTS],
+}
+
+impl EventFields {
+    /// The event, its texts taken from `texts` (its record's table).
+    pub fn event(&self, texts: &[Text]) -> UsageEvent {
+        let [
+            node,
+            api_id,
+            api_slug,
+            route,
+            method,
+            app_id,
+            key_prefix,
+            developer_id,
+            plan_id,
+            subscription_id,
+            client_ip,
+            error_code,
+        ] = self.texts.map(|i| texts[i as usize].clone());
+        UsageEvent {
+            id: self.id,
+            timestamp_ms: self.timestamp_ms,
+            node,
+            api_id,
+            api_slug,
+            route,
+            method,
+            status: self.status,
+            latency_us: self.latency_us,
+            upstream_latency_us: self.upstream_latency_us,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            app_id,
+            key_prefix,
+            developer_id,
+            plan_id,
+            subscription_id,
+            client_ip,
+            error_code,
+            overage: self.overage,
+        }
+    }
 }
 
 /// Reads a record event by event without building [`UsageEvent`]s: `each`
