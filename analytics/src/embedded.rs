@@ -143,17 +143,27 @@ impl EmbeddedStore {
     /// Applies the schema, and moves the events of a store written by an
     /// earlier version into blocks.
     pub async fn migrate(&self) -> Result<(), UsageError> {
+        // sqlx takes no lock around SQLite migrations: processes starting
+        // together on one file take turns through a lock on a file beside it
+        // (released when `lock` is dropped).
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".migrate-lock");
+        let lock_path = self.path.with_file_name(name);
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         MIGRATIONS.run(&self.pool).await?;
-        let legacy: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_event_rows'",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        if legacy.is_some() {
-            self.backfill_rollups().await?;
-            self.convert_legacy().await?;
-        }
-        Ok(())
+        let converted = self.convert_legacy().await;
+        drop(lock);
+        converted
     }
 
     /// Starts a transaction holding the write lock, so that what it reads
@@ -214,36 +224,42 @@ impl EmbeddedStore {
             .map_err(UsageError::from)
     }
 
-    /// Rolls up the events stored before the rollups existed (0003), once,
-    /// in one transaction with clearing the migration's marker.
-    async fn backfill_rollups(&self) -> Result<(), UsageError> {
-        let mut tx = self.pool.begin().await?;
+    /// Rolls up the events stored before the rollups existed (0003), when
+    /// the migration's marker says so.
+    async fn backfill_rollups(tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), UsageError> {
         let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_rollup_backfill")
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
         if pending == 0 {
             return Ok(());
         }
         let mut after = (i64::MIN, Vec::<u8>::new());
         loop {
-            let rows = Self::legacy_events(&mut tx, &after, 50_000).await?;
+            let rows = Self::legacy_events(tx, &after, 50_000).await?;
             let Some((id, last)) = rows.last() else { break };
             after = (last.timestamp_ms as i64, id.clone());
             let events: Vec<UsageEvent> = rows.into_iter().map(|(_, e)| e).collect();
-            write_rollups(&mut tx, &events).await?;
+            write_rollups(tx, &events).await?;
         }
-        sqlx::query("DELETE FROM usage_rollup_backfill")
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         Ok(())
     }
 
     /// Moves the events of the tables before 0006 into blocks, all already
-    /// in the rollups (the ones still queued for them are folded first), and
-    /// drops those tables: once, in one transaction.
+    /// in the rollups (those stored before the rollups existed are rolled up,
+    /// the ones still queued for them folded, first), and drops those
+    /// tables: once, in one transaction holding the write lock, so a second
+    /// process starting at the same time finds the work done.
     async fn convert_legacy(&self) -> Result<(), UsageError> {
         let mut tx = self.begin_write().await?;
+        let legacy: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_event_rows'",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if legacy.is_none() {
+            return Ok(());
+        }
+        Self::backfill_rollups(&mut tx).await?;
         let queued: Vec<Vec<u8>> =
             sqlx::query_scalar("DELETE FROM usage_rollup_pending RETURNING record")
                 .fetch_all(&mut *tx)

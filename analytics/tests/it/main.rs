@@ -435,7 +435,14 @@ async fn embedded_store_with_queued_events_upgrades_folding_them_once() {
     .await
     .unwrap();
     db.close().await;
-    let store = UsageStore::Embedded(open_embedded(&path).await);
+    // Two processes start on it at once: one moves the events, the other
+    // finds that done.
+    let open = || tollgate_analytics::embedded::EmbeddedStore::open(&path);
+    let (a, b) = (open().await.unwrap(), open().await.unwrap());
+    let (ma, mb) = tokio::join!(a.migrate(), b.migrate());
+    ma.unwrap();
+    mb.unwrap();
+    let store = UsageStore::Embedded(a);
     assert_eq!(daily_calls(&store).await, [10]);
     assert_eq!(store.summary(&day()).await.unwrap().total_calls, 10);
     // A replayed batch with the old events and new ones stores the new ones.
