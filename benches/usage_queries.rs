@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tollgate_analytics::event::Text;
-use tollgate_analytics::record::{RecordEncoder, SpooledRecord};
+use tollgate_analytics::record::encode_records;
 use tollgate_analytics::{
     SummaryQuery, TimeSeriesParams, TimeSeriesQuery, TopQuery, UsageEvent, UsageStore,
 };
@@ -86,34 +86,16 @@ fn event(rng: &mut StdRng, apis: &[(Text, Text)], routes: &[Vec<Text>]) -> Usage
     e
 }
 
-/// The batch as the spool would hold it: records of the spool's encoding,
-/// read through as the shipper reads them, and the events when the store
-/// takes them decoded.
-fn spooled(batch: &[UsageEvent], store: &UsageStore) -> (Vec<SpooledRecord>, Vec<UsageEvent>) {
-    let mut encoder = RecordEncoder::new();
-    let mut records = Vec::new();
-    let mut events = Vec::new();
-    for e in batch {
-        if encoder.is_full() {
-            let mut bytes = Vec::new();
-            encoder.finish(&mut bytes);
-            records.extend(SpooledRecord::read(bytes).expect("a record"));
-        }
-        encoder.push(e);
-    }
-    let mut bytes = Vec::new();
-    encoder.finish(&mut bytes);
-    records.extend(SpooledRecord::read(bytes).expect("a record"));
-    if store.takes_events() {
-        events = batch.to_vec();
-    }
-    (records, events)
-}
-
 /// Inserts the batch as the shipper inserts a new segment's; returns how long
 /// the insert took.
 async fn ship(store: &UsageStore, batch: &[UsageEvent]) -> Duration {
-    let (records, events) = spooled(batch, store);
+    // As the spool holds it, and decoded when the store takes events.
+    let records = encode_records(batch);
+    let events = if store.takes_events() {
+        batch.to_vec()
+    } else {
+        Vec::new()
+    };
     let batch_id = batch[0].id.simple().to_string();
     let t = Instant::now();
     store

@@ -29,7 +29,7 @@ use crate::query::{
     ApiUsage, Bucket, BucketRow, LatencyMs, SummaryQuery, TimeSeries, TimeSeriesQuery, TopList,
     TopQuery, UsageFilter, UsageSummary,
 };
-use crate::record::{self, DecodeError, EventFields, RecordEncoder, SpooledRecord, field};
+use crate::record::{self, DecodeError, EventFields, SpooledRecord, encode_records, field};
 use crate::rollup::{self, FilterValue, ROLLUPS, Source};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/embedded-usage");
@@ -62,46 +62,6 @@ fn statement_rows(mut n: usize) -> impl Iterator<Item = usize> {
         n -= rows;
         Some(rows)
     })
-}
-
-/// A record to store as a block, with its events' time span.
-struct Block<'a> {
-    first_ms: i64,
-    last_ms: i64,
-    events: usize,
-    record: std::borrow::Cow<'a, [u8]>,
-}
-
-impl<'a> Block<'a> {
-    /// The block of `record`, which holds exactly `events`.
-    fn new(events: &[UsageEvent], record: std::borrow::Cow<'a, [u8]>) -> Self {
-        let times = events.iter().map(|e| e.timestamp_ms as i64);
-        Block {
-            first_ms: times.clone().min().unwrap_or(0),
-            last_ms: times.max().unwrap_or(0),
-            events: events.len(),
-            record,
-        }
-    }
-}
-
-/// The events encoded as records of up to the spool's record size, as blocks.
-fn encode_blocks(events: &[UsageEvent]) -> Vec<Block<'static>> {
-    let mut encoder = RecordEncoder::new();
-    let mut blocks = Vec::new();
-    let mut rest = events;
-    while !rest.is_empty() {
-        let mut n = 0;
-        while n < rest.len() && !encoder.is_full() {
-            encoder.push(&rest[n]);
-            n += 1;
-        }
-        let mut bytes = Vec::new();
-        encoder.finish(&mut bytes);
-        blocks.push(Block::new(&rest[..n], bytes.into()));
-        rest = &rest[n..];
-    }
-    blocks
 }
 
 /// A stored record that does not decode: the store's file was damaged or
@@ -166,14 +126,11 @@ impl EmbeddedStore {
         converted
     }
 
-    /// Starts a transaction holding the write lock, so that what it reads
-    /// stays true until it commits (another process's write waits for it).
+    /// Starts a transaction holding the write lock (`BEGIN IMMEDIATE`), so
+    /// that what it reads stays true until it commits (another process's
+    /// write waits for it).
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, UsageError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE usage_fold_state SET folded_seq = folded_seq")
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// Events of the tables before 0006 (the view `usage_events`), in
@@ -285,7 +242,7 @@ impl EmbeddedStore {
             let Some((id, last)) = rows.last() else { break };
             after = (last.timestamp_ms as i64, id.clone());
             let events: Vec<UsageEvent> = rows.into_iter().map(|(_, e)| e).collect();
-            append(&mut tx, &encode_blocks(&events)).await?;
+            append(&mut tx, &encode_records(&events)).await?;
             moved += events.len();
         }
         sqlx::query(
@@ -320,7 +277,7 @@ impl EmbeddedStore {
         }
         let mut tx = self.begin_write().await?;
         let new = unseen(&mut tx, events).await?;
-        append(&mut tx, &encode_blocks(&new)).await?;
+        append(&mut tx, &encode_records(&new)).await?;
         tx.commit().await?;
         self.fold_if_due().await?;
         Ok(new.len())
@@ -342,17 +299,6 @@ impl EmbeddedStore {
         if records.is_empty() {
             return Ok(0);
         }
-        let as_they_are = || -> Vec<Block<'_>> {
-            records
-                .iter()
-                .map(|r| Block {
-                    first_ms: r.first_ms as i64,
-                    last_ms: r.last_ms as i64,
-                    events: r.events,
-                    record: r.bytes.as_slice().into(),
-                })
-                .collect()
-        };
         let mut tx = self.begin_write().await?;
         let inserted = if may_be_stored {
             let mut events = Vec::new();
@@ -361,13 +307,13 @@ impl EmbeddedStore {
             }
             let new = unseen(&mut tx, &events).await?;
             if new.len() == events.len() {
-                append(&mut tx, &as_they_are()).await?;
+                append(&mut tx, records).await?;
             } else {
-                append(&mut tx, &encode_blocks(&new)).await?;
+                append(&mut tx, &encode_records(&new)).await?;
             }
             new.len()
         } else {
-            append(&mut tx, &as_they_are()).await?;
+            append(&mut tx, records).await?;
             records.iter().map(|r| r.events).sum()
         };
         tx.commit().await?;
@@ -386,7 +332,9 @@ impl EmbeddedStore {
         .await?;
         let waited = oldest.is_some_and(|t| now_ms() - t >= FOLD_AFTER_MS);
         if events >= FOLD_EVENTS || waited {
-            self.fold().await?;
+            let mut tx = self.begin_write().await?;
+            fold_in(&mut tx).await?;
+            tx.commit().await?;
         }
         Ok(())
     }
@@ -434,22 +382,13 @@ impl EmbeddedStore {
         mut each: impl FnMut(&[Text], &EventFields),
     ) -> Result<(), UsageError> {
         let keeps = RawFilter::new(f);
-        let mut rows = sqlx::query(
-            "SELECT record FROM usage_event_blocks WHERE last_ms >= ?1 AND first_ms < ?2",
-        )
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch(&self.pool);
-        while let Some(row) = rows.try_next().await? {
-            record::for_each_event(row.try_get(0)?, |texts, e| {
-                let t = e.timestamp_ms as i64;
-                if t >= from_ms && t < to_ms && keeps.keeps(texts, e) {
-                    each(texts, e);
-                }
-            })
-            .map_err(corrupt)?;
-        }
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        each_stored_event(&mut conn, from_ms, to_ms, |texts, e| {
+            if keeps.keeps(texts, e) {
+                each(texts, e);
+            }
+        })
+        .await
     }
 
     /// Totals with exact nearest-rank latency percentiles per API, from the
@@ -573,24 +512,49 @@ fn field_of(column: &str) -> usize {
     }
 }
 
-/// Stores the blocks.
+/// Stores each record as a block.
 async fn append(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
-    blocks: &[Block<'_>],
+    records: &[SpooledRecord],
 ) -> Result<(), UsageError> {
     let now = now_ms();
-    for b in blocks {
+    for r in records {
         sqlx::query(
             "INSERT INTO usage_event_blocks (first_ms, last_ms, events, written_ms, record) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )
-        .bind(b.first_ms)
-        .bind(b.last_ms)
-        .bind(b.events as i64)
+        .bind(r.first_ms as i64)
+        .bind(r.last_ms as i64)
+        .bind(r.events as i64)
         .bind(now)
-        .bind(&*b.record)
+        .bind(r.bytes.as_slice())
         .execute(&mut **tx)
         .await?;
+    }
+    Ok(())
+}
+
+/// Calls `each` with every stored event from `from_ms` (inclusive) to
+/// `to_ms` (exclusive) and the texts of its record, reading the blocks whose
+/// span meets the range.
+async fn each_stored_event(
+    conn: &mut sqlx::SqliteConnection,
+    from_ms: i64,
+    to_ms: i64,
+    mut each: impl FnMut(&[Text], &EventFields),
+) -> Result<(), UsageError> {
+    let mut rows =
+        sqlx::query("SELECT record FROM usage_event_blocks WHERE last_ms >= ?1 AND first_ms < ?2")
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await? {
+        record::for_each_event(row.try_get(0)?, |texts, e| {
+            if (from_ms..to_ms).contains(&(e.timestamp_ms as i64)) {
+                each(texts, e);
+            }
+        })
+        .map_err(corrupt)?;
     }
     Ok(())
 }
@@ -605,20 +569,10 @@ async fn unseen(
     let times = events.iter().map(|e| e.timestamp_ms as i64);
     let (from, to) = (times.clone().min().unwrap_or(0), times.max().unwrap_or(0));
     let mut stored = HashSet::new();
-    let mut rows =
-        sqlx::query("SELECT record FROM usage_event_blocks WHERE last_ms >= ?1 AND first_ms <= ?2")
-            .bind(from)
-            .bind(to)
-            .fetch(&mut **tx);
-    while let Some(row) = rows.try_next().await? {
-        record::for_each_event(row.try_get(0)?, |_, e| {
-            if (from..=to).contains(&(e.timestamp_ms as i64)) {
-                stored.insert(e.id);
-            }
-        })
-        .map_err(corrupt)?;
-    }
-    drop(rows);
+    each_stored_event(tx, from, to.saturating_add(1), |_, e| {
+        stored.insert(e.id);
+    })
+    .await?;
     Ok(events
         .iter()
         .filter(|e| stored.insert(e.id))
@@ -671,7 +625,7 @@ async fn fold_in(tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), UsageErro
                 .await?;
         }
         merged.sort_by_key(|e| (e.timestamp_ms, e.id));
-        append(tx, &encode_blocks(&merged)).await?;
+        append(tx, &encode_records(&merged)).await?;
         last = sqlx::query_scalar("SELECT MAX(seq) FROM usage_event_blocks")
             .fetch_one(&mut **tx)
             .await?;
@@ -886,7 +840,7 @@ impl EmbeddedStore {
             // A subset of a record's events encodes as one record; should
             // it not, the rest become blocks of their own, marked folded
             // below like the one they came from.
-            let blocks = encode_blocks(&events);
+            let blocks = encode_records(&events);
             let Some((block, rest)) = blocks.split_first() else {
                 sqlx::query("DELETE FROM usage_event_blocks WHERE seq = ?1")
                     .bind(seq)
@@ -898,10 +852,10 @@ impl EmbeddedStore {
                 "UPDATE usage_event_blocks SET first_ms = ?1, last_ms = ?2, events = ?3, \
                  record = ?4 WHERE seq = ?5",
             )
-            .bind(block.first_ms)
-            .bind(block.last_ms)
+            .bind(block.first_ms as i64)
+            .bind(block.last_ms as i64)
             .bind(block.events as i64)
-            .bind(&*block.record)
+            .bind(block.bytes.as_slice())
             .bind(seq)
             .execute(&mut *tx)
             .await?;

@@ -50,8 +50,9 @@ pub enum DecodeError {
     Malformed(&'static str),
 }
 
-/// A record as read back from the spool and checked to decode, with what the
-/// stores need to know of its events without decoding them again.
+/// A record of the spool's encoding, known to decode (read back from the
+/// spool and checked, or just encoded), with what the stores need to know of
+/// its events without decoding them again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpooledRecord {
     /// The record's bytes (the payload of a spool record).
@@ -103,6 +104,26 @@ impl SpooledRecord {
             last_ms: times.max().unwrap_or(0),
         })
     }
+}
+
+/// The events encoded as records of the spool's size (see
+/// [`RecordEncoder::is_full`]), in order, each as the shipper reads one back.
+pub fn encode_records(events: &[UsageEvent]) -> Vec<SpooledRecord> {
+    let mut encoder = RecordEncoder::new();
+    let mut records = Vec::new();
+    let mut rest = events;
+    while !rest.is_empty() {
+        let mut n = 0;
+        while n < rest.len() && !encoder.is_full() {
+            encoder.push(&rest[n]);
+            n += 1;
+        }
+        let mut bytes = Vec::new();
+        encoder.finish(&mut bytes);
+        records.extend(SpooledRecord::of_events(bytes, &rest[..n]));
+        rest = &rest[n..];
+    }
+    records
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
