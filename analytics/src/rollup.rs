@@ -254,6 +254,7 @@ mod tests {
     use super::*;
 
     const H: i64 = 3_600_000;
+    const D: i64 = 86_400_000;
 
     #[test]
     fn quota_refusals_are_the_codes_the_sql_leaves_out() {
@@ -263,7 +264,6 @@ mod tests {
             format!("error_code NOT IN ({})", listed.join(", "))
         );
     }
-    const D: i64 = 86_400_000;
 
     fn app(a: &str) -> UsageFilter {
         UsageFilter {
