@@ -19,20 +19,16 @@ pub mod policy;
 pub mod proxy;
 mod reload;
 pub mod routing;
+pub mod server;
 pub mod snapshot;
 pub mod tunnel;
 pub mod upstream_pool;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tollgate_analytics::UsageRecorder;
 use tollgate_core::{Settings, Store, StoreError};
@@ -188,10 +184,12 @@ impl Gateway {
     }
 
     /// Serves calls on `listener` until `shutdown` resolves, then stops
-    /// accepting and waits (up to 30 s) for calls in flight.
+    /// accepting and waits (up to 30 s) for calls in flight; idle connections
+    /// close at once.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
+        // Every connection holds a receiver: the sender's `closed` is the end
+        // of the last one.
+        let (closing, _) = tokio::sync::watch::channel(());
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -206,28 +204,15 @@ impl Gateway {
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let gateway = self.clone();
                     let peer = Arc::new(proxy::Peer::new(peer));
-                    let service = service_fn(move |req| {
-                        let gateway = gateway.clone();
-                        let peer = peer.clone();
-                        async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
-                    });
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                    });
+                    tokio::spawn(server::serve(self.clone(), stream, peer, closing.subscribe()));
                 }
                 () = &mut shutdown => break,
             }
         }
         drop(listener);
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        let _ = closing.send(());
+        if tokio::time::timeout(DRAIN_TIMEOUT, closing.closed())
             .await
             .is_err()
         {

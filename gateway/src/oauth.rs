@@ -14,7 +14,6 @@ use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tollgate_core::key::KeyHash;
@@ -141,7 +140,7 @@ impl TokenIssuer {
         snapshot: &Snapshot,
         method: &Method,
         headers: &HeaderMap,
-        body: Incoming,
+        body: crate::proxy::RequestBody,
     ) -> (Response<Full<Bytes>>, Option<String>) {
         if method != Method::POST {
             return (

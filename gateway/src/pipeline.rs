@@ -29,7 +29,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version, header};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use tollgate_analytics::UsageEvent;
 use tollgate_analytics::event::{Text, empty_text};
 use tollgate_core::key::KeyHash;
@@ -49,7 +48,7 @@ use crate::policy::body as json_body;
 use crate::policy::quota::QuotaOutcome;
 use crate::policy::rate_limit::{Budget, Decision};
 use crate::policy::{access, cache, jwt, transform};
-use crate::proxy::{self, Identity, Peer, ProxiedBody};
+use crate::proxy::{self, Identity, Peer, ProxiedBody, RequestBody};
 use crate::routing::OperationMatch;
 use crate::snapshot::{Access, ApiRoute, AppGrant, KeyGrant, Snapshot};
 use hyper::upgrade::OnUpgrade;
@@ -137,7 +136,7 @@ impl Gateway {
     /// Answers one call.
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         client: Arc<Peer>,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
@@ -198,7 +197,7 @@ impl Gateway {
     async fn run_phases(
         &self,
         snapshot: &Snapshot,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         call: &mut Call,
     ) -> Result<Response<ProxiedBody>, GatewayError> {
         let event = &mut call.event;
@@ -490,7 +489,7 @@ impl Gateway {
             body_counted = counted;
             b
         } else {
-            Either::Left(body)
+            body
         };
 
         // Only idempotent calls without a body are sent again after a target fails.
@@ -723,7 +722,7 @@ fn budget_id(plan_id: &str, index: usize, counted: &str) -> String {
 
 /// The request's host name, lowercase and without a port: from the URI
 /// (HTTP/2 `:authority`, absolute-form) or the `Host` header.
-fn request_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
+fn request_host(req: &Request<RequestBody>) -> Option<Cow<'_, str>> {
     let raw = req.uri().host().or_else(|| {
         req.headers()
             .get(header::HOST)

@@ -26,9 +26,13 @@ use crate::metering::CountingBody;
 use crate::snapshot::Target;
 use crate::upstream_pool::{Http1Pool, PoolError, PooledStream, Reply, SMALL_BODY};
 
+/// A call's body as the listener hands it over: streamed by hyper's server,
+/// or read whole (see [`crate::server`]).
+pub type RequestBody = Either<Incoming, Full<Bytes>>;
+
 /// The body sent upstream: the client's, counted, or one the gateway made
 /// (a mapped JSON body; empty on a retry of a call without a body).
-pub type UpstreamBody = CountingBody<Either<Incoming, Full<Bytes>>>;
+pub type UpstreamBody = CountingBody<RequestBody>;
 
 /// Pooled HTTP/1.1 and HTTP/2 client for http and https upstreams.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;

@@ -1170,3 +1170,215 @@ async fn answers_of_every_framing_reach_the_client_whole() {
     app.expect_usage(None, 10).await;
     app.stop().await;
 }
+
+/// Reads one HTTP/1.1 answer off `conn`: its head (lowercased) and its body,
+/// framed by `Content-Length` or chunks (none for a bodiless answer).
+async fn read_answer(
+    conn: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    bodiless: bool,
+) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    async fn more(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed mid-answer: {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        more(conn, buf).await;
+    };
+    let head = String::from_utf8(buf.drain(..end + 4).collect())
+        .unwrap()
+        .to_ascii_lowercase();
+    if bodiless {
+        return (head, Vec::new());
+    }
+    let length = head.lines().find_map(|l| {
+        l.strip_prefix("content-length: ")
+            .map(|n| n.trim().parse::<usize>().unwrap())
+    });
+    let mut body = Vec::new();
+    if let Some(n) = length {
+        while buf.len() < n {
+            more(conn, buf).await;
+        }
+        body.extend(buf.drain(..n));
+    } else {
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        loop {
+            let line = loop {
+                if let Some(at) = buf.windows(2).position(|w| w == b"\r\n") {
+                    break at;
+                }
+                more(conn, buf).await;
+            };
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&buf[..line]).unwrap(), 16).unwrap();
+            while buf.len() < line + 2 + size + 2 {
+                more(conn, buf).await;
+            }
+            body.extend_from_slice(&buf[line + 2..line + 2 + size]);
+            assert_eq!(&buf[line + 2 + size..line + 4 + size], b"\r\n");
+            buf.drain(..line + 4 + size);
+            if size == 0 {
+                break;
+            }
+        }
+    }
+    (head, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_answers_http1_and_hands_the_rest_to_hyper() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (upstream, _) = framing_upstream().await;
+    let app = TestApp::start(Stack::Embedded).await;
+    let p = app.provision("f", &upstream).await;
+    let addr = app.running.gateway_addr.unwrap();
+    let key = &p.key;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+
+    // Pipelined calls, one write: answered in order on the one connection.
+    let pipelined = format!(
+        "GET /f/chunked HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\n\r\n\
+         POST /f/echo HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\ncontent-length: 5\r\n\r\nhello\
+         GET /f/big HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\n\r\n"
+    );
+    conn.write_all(pipelined.as_bytes()).await.unwrap();
+    let (head, body) = read_answer(&mut conn, &mut buf, false).await;
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("\r\ndate: "), "{head}");
+    assert!(head.contains("\r\nx-request-id: "), "{head}");
+    assert_eq!(body, b"abcdefg");
+    let (head, body) = read_answer(&mut conn, &mut buf, false).await;
+    assert!(head.contains("x-method: post"), "{head}");
+    assert_eq!(body, b"hello");
+    let (head, body) = read_answer(&mut conn, &mut buf, false).await;
+    assert!(head.contains("content-length: 100000"), "{head}");
+    assert_eq!(body.len(), 100_000);
+
+    // A body that comes in pieces is waited for.
+    let head = format!(
+        "POST /f/echo HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\ncontent-length: 10\r\n\r\n12345"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn.write_all(b"67890").await.unwrap();
+    assert_eq!(
+        read_answer(&mut conn, &mut buf, false).await.1,
+        b"1234567890"
+    );
+
+    // The gateway's own answers: a refusal, and a HEAD answer's head alone.
+    conn.write_all(b"GET /f/chunked HTTP/1.1\r\nHost: g\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_answer(&mut conn, &mut buf, false).await;
+    assert!(head.starts_with("http/1.1 401 unauthorized\r\n"), "{head}");
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "missing_key", "{body}");
+    let call = format!("HEAD /f/head HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\n\r\n");
+    conn.write_all(call.as_bytes()).await.unwrap();
+    let (head, _) = read_answer(&mut conn, &mut buf, true).await;
+    assert!(head.contains("content-length: 50000"), "{head}");
+
+    // An upload too large to read whole hands the connection to hyper, which
+    // streams it up and answers the calls after it.
+    let mut calls = format!(
+        "POST /f/echo HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\ncontent-length: 70000\r\n\r\n"
+    )
+    .into_bytes();
+    calls.extend(std::iter::repeat_n(b'u', 70_000));
+    calls.extend_from_slice(
+        format!("GET /f/chunked HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\n\r\n").as_bytes(),
+    );
+    conn.write_all(&calls).await.unwrap();
+    assert_eq!(
+        read_answer(&mut conn, &mut buf, false).await.1,
+        vec![b'u'; 70_000]
+    );
+    assert_eq!(read_answer(&mut conn, &mut buf, false).await.1, b"abcdefg");
+    assert!(buf.is_empty());
+
+    // `Connection: close`: answered, then closed.
+    let mut closing = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let call = format!(
+        "GET /f/chunked HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n"
+    );
+    closing.write_all(call.as_bytes()).await.unwrap();
+    let mut closing_buf = Vec::new();
+    assert_eq!(
+        read_answer(&mut closing, &mut closing_buf, false).await.1,
+        b"abcdefg"
+    );
+    let mut rest = Vec::new();
+    closing.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty() && closing_buf.is_empty());
+
+    // HTTP/1.0 and malformed heads go to hyper.
+    let mut old = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let call = format!("GET /f/chunked HTTP/1.0\r\nx-api-key: {key}\r\n\r\n");
+    old.write_all(call.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    old.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with("abcdefg"), "{answer}");
+    let mut bad = tokio::net::TcpStream::connect(addr).await.unwrap();
+    bad.write_all(b"GET /f/chunked HTTP/1.1\r\nno colon here\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    bad.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 400"), "{answer:?}");
+
+    // HTTP/2 with prior knowledge goes to hyper.
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let (mut sender, h2) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(h2);
+    let req = http::Request::get(format!("http://{addr}/f/chunked"))
+        .header("x-api-key", key.as_str())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, "abcdefg");
+
+    // Every answered call is metered once (the 400 never reached the pipeline).
+    app.expect_usage(None, 11).await;
+
+    // At shutdown an idle kept-alive connection is closed, not waited for.
+    let call = format!("GET /f/chunked HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\n\r\n");
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(call.as_bytes()).await.unwrap();
+    let mut idle_buf = Vec::new();
+    read_answer(&mut idle, &mut idle_buf, false).await;
+    let stopped = std::time::Instant::now();
+    app.stop().await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(20),
+        "stopping waited for an idle connection"
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+}

@@ -19,13 +19,13 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use tollgate_core::model::{BodyOps, DEFAULT_MAPPED_BODY_BYTES};
 
 use crate::error::GatewayError;
 use crate::metering::{BodyLimitExceeded, CountingBody};
 use crate::proxy::ProxiedBody;
+use crate::proxy::RequestBody;
 
 /// True when the `Content-Type` is JSON: `application/json` or a
 /// `+json` structured syntax such as `application/problem+json`.
@@ -223,11 +223,11 @@ where
 /// counted.
 pub async fn request_phase(
     headers: &mut HeaderMap,
-    body: Incoming,
+    body: RequestBody,
     ops: Option<&BodyOps>,
     bytes_in: &Arc<AtomicU64>,
     max_body_bytes: Option<u64>,
-) -> Result<(Either<Incoming, Full<Bytes>>, bool), GatewayError> {
+) -> Result<(RequestBody, bool), GatewayError> {
     match ops {
         Some(ops) if is_json(headers) => {
             // Boxed so calls that map nothing carry no buffering state in their future.
@@ -241,7 +241,7 @@ pub async fn request_phase(
             .await?;
             Ok((Either::Right(Full::new(mapped)), true))
         }
-        _ => Ok((Either::Left(body), false)),
+        _ => Ok((body, false)),
     }
 }
 
