@@ -66,7 +66,7 @@ impl UsageEvent {
     /// An event with a fresh id at `timestamp_ms` and every other field empty.
     pub fn new(timestamp_ms: u64) -> Self {
         Self {
-            id: Uuid::now_v7(),
+            id: event_id(timestamp_ms),
             timestamp_ms,
             node: empty_text(),
             api_id: empty_text(),
@@ -87,5 +87,38 @@ impl UsageEvent {
             error_code: empty_text(),
             overage: false,
         }
+    }
+}
+
+/// A UUID v7 timed by the event's own clock reading (one reading per call,
+/// not two). Ids made in one process increase with their calls, within a
+/// millisecond too (a counter, as `Uuid::now_v7` keeps), so events sorted by
+/// time and id are in the order they were made.
+fn event_id(timestamp_ms: u64) -> Uuid {
+    static CONTEXT: std::sync::Mutex<uuid::ContextV7> =
+        std::sync::Mutex::new(uuid::ContextV7::new());
+    let context = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());
+    Uuid::new_v7(uuid::Timestamp::from_unix(
+        &*context,
+        timestamp_ms / 1000,
+        (timestamp_ms % 1000) as u32 * 1_000_000,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_carry_the_event_time_and_increase_within_a_millisecond() {
+        let at = 1_796_000_000_123;
+        let ids: Vec<Uuid> = (0..1000).map(|_| UsageEvent::new(at).id).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in the order made");
+        let (secs, nanos) = ids[0].get_timestamp().unwrap().to_unix();
+        assert_eq!(secs * 1000 + u64::from(nanos) / 1_000_000, at);
+        // An earlier time after a later one (the clock stepped back) still
+        // makes a larger id: the order of making is kept.
+        let later = UsageEvent::new(at + 5).id;
+        assert!(UsageEvent::new(at).id > later);
     }
 }

@@ -11,6 +11,7 @@
 //! A balancer's health state survives configuration reloads as long as the
 //! API's targets and upstream policy stay the same.
 
+use std::cell::OnceCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -129,8 +130,9 @@ impl Balancer {
     }
 
     /// Whether a target may take a call now: closed, or half-open with no trial
-    /// in flight (this call becomes the trial).
-    fn available(&self, t: &TargetHealth, now: u64, claim_trial: bool) -> bool {
+    /// in flight (this call becomes the trial). The clock is read only for a
+    /// target whose circuit has opened, once per pick.
+    fn available(&self, t: &TargetHealth, now: &OnceCell<u64>, claim_trial: bool) -> bool {
         if t.probe_down.load(Ordering::Relaxed) {
             return false;
         }
@@ -138,7 +140,7 @@ impl Balancer {
         if open_until == 0 {
             return true;
         }
-        if now < open_until {
+        if *now.get_or_init(|| self.now()) < open_until {
             return false;
         }
         if claim_trial {
@@ -153,19 +155,19 @@ impl Balancer {
     /// Picks a target for a call, skipping `tried` ones; `hash_key` feeds
     /// consistent hashing. `None` when no target is in rotation.
     pub fn pick(&self, hash_key: Option<&str>, tried: &[usize]) -> Option<Pick<'_>> {
-        let now = self.now();
+        let now = OnceCell::new();
         let n = self.targets.len();
         let candidates = || {
             (0..n)
                 .filter(|i| !tried.contains(i))
-                .filter(|&i| self.available(&self.targets[i], now, false))
+                .filter(|&i| self.available(&self.targets[i], &now, false))
         };
         let chosen = match self.policy.balance {
             Balance::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
                 (0..n)
                     .map(|k| (start + k) % n)
-                    .find(|i| !tried.contains(i) && self.available(&self.targets[*i], now, false))
+                    .find(|i| !tried.contains(i) && self.available(&self.targets[*i], &now, false))
             }
             Balance::LeastConnections => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -183,7 +185,7 @@ impl Balancer {
             }
         }?;
         let t = &self.targets[chosen];
-        if t.open_until.load(Ordering::Relaxed) != 0 && !self.available(t, now, true) {
+        if t.open_until.load(Ordering::Relaxed) != 0 && !self.available(t, &now, true) {
             // Another call took the half-open trial meanwhile: try the others.
             let mut tried = tried.to_vec();
             tried.push(chosen);

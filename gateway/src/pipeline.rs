@@ -40,6 +40,7 @@ use crate::balancer::Outcome;
 use crate::error::GatewayError;
 use crate::headers::{
     APIKEY, RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, X_API_KEY, X_REQUEST_ID,
+    number_value,
 };
 use crate::metering::{CountingBody, Meter, MeteredBody};
 use crate::metrics::RouteMetrics;
@@ -757,9 +758,9 @@ fn ceil_secs(d: std::time::Duration) -> u64 {
 /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds) of
 /// the tightest budget.
 fn rate_limit_headers(headers: &mut HeaderMap, d: &Decision) {
-    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(d.limit));
-    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
-    headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(d.reset)));
+    headers.insert(RATELIMIT_LIMIT, number_value(d.limit.into()));
+    headers.insert(RATELIMIT_REMAINING, number_value(d.remaining.into()));
+    headers.insert(RATELIMIT_RESET, number_value(ceil_secs(d.reset)));
 }
 
 /// Who a call is made for, from an API key or a bearer token.

@@ -102,17 +102,20 @@ pub fn client(
         .build(https))
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) that never cross a proxy.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    KEEP_ALIVE,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// True for the hop-by-hop headers (RFC 9110 §7.6.1) that never cross a
+/// proxy (besides those a `Connection` header names).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    match *name {
+        header::CONNECTION
+        | header::PROXY_AUTHENTICATE
+        | header::PROXY_AUTHORIZATION
+        | header::TE
+        | header::TRAILER
+        | header::TRANSFER_ENCODING
+        | header::UPGRADE => true,
+        _ => *name == KEEP_ALIVE,
+    }
+}
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -122,20 +125,34 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Adds to `doomed` the hop-by-hop headers present, including those the
-/// `Connection` header names. Names are compared, not hashed: a removal hashes
-/// its name, so only headers that are there get removed.
+/// `Connection` header names. Names are compared, not hashed or parsed: only
+/// headers that are there get removed, and a `Connection` token costs no
+/// allocation.
 fn find_hop_by_hop(headers: &HeaderMap, doomed: &mut Vec<HeaderName>) {
-    let before = doomed.len();
-    doomed.extend(headers.keys().filter(|k| HOP_BY_HOP.contains(k)).cloned());
-    if doomed[before..].contains(&header::CONNECTION) {
-        doomed.extend(
-            headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
-        );
+    let mut connection = false;
+    for name in headers.keys() {
+        if is_hop_by_hop(name) {
+            connection |= *name == header::CONNECTION;
+            doomed.push(name.clone());
+        }
+    }
+    if !connection {
+        return;
+    }
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty() {
+                continue;
+            }
+            if let Some(name) = headers
+                .keys()
+                .find(|k| k.as_str().as_bytes().eq_ignore_ascii_case(token))
+                && !doomed.contains(name)
+            {
+                doomed.push(name.clone());
+            }
+        }
     }
 }
 
@@ -372,7 +389,9 @@ pub async fn forward(
             upstream_latency,
         })
     };
-    match tokio::time::timeout(timeout, exchange).await {
+    // The deadline from `sent`: no second clock reading.
+    let deadline = tokio::time::Instant::from_std(sent) + timeout;
+    match tokio::time::timeout_at(deadline, exchange).await {
         Ok(Ok(proxied)) => Ok(proxied),
         Err(_) => {
             tracing::warn!(request_id, upstream = %target, timeout_ms = timeout.as_millis() as u64, "upstream timed out");
@@ -700,6 +719,29 @@ mod tests {
         }
         let odd_rid = HeaderValue::from_static("my-request-1");
         assert_eq!(traceparent(None, &odd_rid).to_str().unwrap().len(), 55);
+    }
+
+    #[test]
+    fn answers_lose_hop_by_hop_headers_and_those_connection_names() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, X-Private,, close"),
+        );
+        h.append(header::CONNECTION, HeaderValue::from_static("x-other"));
+        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("2"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-public", HeaderValue::from_static("3"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-public"]);
     }
 
     #[test]

@@ -136,6 +136,7 @@ async fn hand_off(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(Rewind { read, io }), service);
     tokio::pin!(conn);
     let ended = tokio::select! {
+        biased;
         ended = conn.as_mut() => ended,
         _ = closing.changed() => {
             conn.as_mut().graceful_shutdown();
@@ -212,6 +213,9 @@ impl Connection {
             let read = if self.rbuf.is_empty() {
                 // Idle between calls: a shutdown closes the connection.
                 tokio::select! {
+                    // The read first: a call already waiting costs no
+                    // wake-up registration on `closing`.
+                    biased;
                     read = self.fill() => read?,
                     _ = closing.changed() => return Ok(Next::Closed),
                 }
@@ -276,7 +280,7 @@ impl Connection {
         let mut close = false;
         self.headers.clear();
         for h in req.headers.iter() {
-            let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            let Ok(name) = crate::headers::parse_name(h.name.as_bytes()) else {
                 return Parsed::HandOff;
             };
             match name {

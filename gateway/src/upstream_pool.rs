@@ -33,6 +33,7 @@
 //! a new connection; any other is not sent twice, and fails.
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -239,14 +240,13 @@ impl Http1Pool {
 
 /// Returns a connection whose answer was read to its end to the idle list.
 fn checkin(idle: &Mutex<Vec<Conn>>, mut conn: Conn) {
-    conn.idle_since = Instant::now();
+    let now = Instant::now();
+    conn.idle_since = now;
     conn.reused = true;
     let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
-    if idle
-        .first()
-        .is_some_and(|oldest| oldest.idle_since.elapsed() > IDLE_TIMEOUT)
-    {
-        idle.retain(|c| c.idle_since.elapsed() <= IDLE_TIMEOUT);
+    let fresh = |c: &Conn| now.saturating_duration_since(c.idle_since) <= IDLE_TIMEOUT;
+    if idle.first().is_some_and(|oldest| !fresh(oldest)) {
+        idle.retain(fresh);
     }
     if idle.len() < MAX_KEPT {
         idle.push(conn);
@@ -264,6 +264,8 @@ struct Conn {
     /// Has carried a call before (so the upstream may have closed it meanwhile).
     reused: bool,
     idle_since: Instant,
+    /// The last head's header names and where their values are, reused.
+    found: Vec<(HeaderName, Range<usize>)>,
 }
 
 /// How an exchange failed.
@@ -336,6 +338,7 @@ impl Conn {
             rbuf: BytesMut::with_capacity(READ_ROOM),
             reused: false,
             idle_since: Instant::now(),
+            found: Vec::new(),
         })
     }
 
@@ -444,24 +447,39 @@ impl Conn {
             // Where each header's name and value sit, so the values can share
             // the buffer's bytes once it is frozen.
             let base = self.rbuf.as_ptr() as usize;
-            let mut found = Vec::with_capacity(parsed.headers.len());
+            let mut found = std::mem::take(&mut self.found);
+            found.clear();
+            // The framing headers are read on the way.
+            let mut said = FramingHeaders::default();
             for h in parsed.headers.iter() {
-                let name = HeaderName::from_bytes(h.name.as_bytes())
+                let name = crate::headers::parse_name(h.name.as_bytes())
                     .map_err(|_| PoolError::Protocol("invalid header name"))?;
+                match name {
+                    header::CONNECTION => said.connection(h.value),
+                    header::TRANSFER_ENCODING => said.transfer_encoding(h.value),
+                    header::CONTENT_LENGTH => said.content_length(h.value),
+                    _ => {}
+                }
                 let start = h.value.as_ptr() as usize - base;
-                found.push((name, start, start + h.value.len()));
+                found.push((name, start..start + h.value.len()));
             }
             let head = self.rbuf.split_to(len).freeze();
             // Room for what the gateway adds to the answer (request id,
             // rate-limit headers, CORS), so adding them does not grow the
             // map, which rehashes every entry.
             let mut headers = HeaderMap::with_capacity(found.len() + ANSWER_ROOM);
-            for (name, start, end) in found {
-                let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-                    .map_err(|_| PoolError::Protocol("invalid header value"))?;
-                headers.append(name, value);
+            let mut values = Ok(());
+            for (name, at) in found.drain(..) {
+                match HeaderValue::from_maybe_shared(head.slice(at)) {
+                    Ok(value) => {
+                        headers.append(name, value);
+                    }
+                    Err(_) => values = Err(PoolError::Protocol("invalid header value")),
+                }
             }
-            let (framing, keep_alive) = framing(status, version, &mut headers, head_only)?;
+            self.found = found;
+            values?;
+            let (framing, keep_alive) = framing(status, version, &said, &mut headers, head_only)?;
             let mut response = Response::new(());
             *response.status_mut() = status;
             *response.version_mut() = version;
@@ -475,39 +493,102 @@ impl Conn {
     }
 }
 
+/// What an answer's `Connection`, `Transfer-Encoding` and `Content-Length`
+/// headers say, gathered while its head is read. Values that are not
+/// visible ASCII are taken as `HeaderValue::to_str` takes them: not at all
+/// (`Connection`, `Transfer-Encoding`) or as an invalid length.
+struct FramingHeaders {
+    close: bool,
+    keep_alive: bool,
+    /// Whether the last `Transfer-Encoding` ends in `chunked`; `None` without one.
+    chunked: Option<bool>,
+    content_length_seen: bool,
+    /// The one length stated, or what was wrong with the lengths.
+    content_length: Result<Option<u64>, &'static str>,
+}
+
+impl Default for FramingHeaders {
+    fn default() -> Self {
+        Self {
+            close: false,
+            keep_alive: false,
+            chunked: None,
+            content_length_seen: false,
+            content_length: Ok(None),
+        }
+    }
+}
+
+/// True for what `HeaderValue::to_str` accepts.
+fn visible(value: &[u8]) -> bool {
+    value.iter().all(|&b| b == b'\t' || (32..127).contains(&b))
+}
+
+impl FramingHeaders {
+    fn connection(&mut self, value: &[u8]) {
+        if !visible(value) {
+            return;
+        }
+        for token in value.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            self.close |= token.eq_ignore_ascii_case(b"close");
+            self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+
+    fn transfer_encoding(&mut self, value: &[u8]) {
+        let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+        self.chunked = Some(visible(value) && last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    }
+
+    fn content_length(&mut self, value: &[u8]) {
+        self.content_length_seen = true;
+        let Ok(mut length) = self.content_length else {
+            return;
+        };
+        if !visible(value) {
+            self.content_length = Err("invalid Content-Length");
+            return;
+        }
+        for part in value.split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                self.content_length = Err("invalid Content-Length");
+                return;
+            }
+            let Some(n) = part.iter().try_fold(0u64, |n, &d| {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            }) else {
+                self.content_length = Err("invalid Content-Length");
+                return;
+            };
+            if length.is_some_and(|l| l != n) {
+                self.content_length = Err("conflicting Content-Length values");
+                return;
+            }
+            length = Some(n);
+        }
+        self.content_length = Ok(length);
+    }
+}
+
 /// How the answer's body is framed (RFC 9112 §6.3) and whether the
 /// connection can carry another call after it.
 fn framing(
     status: StatusCode,
     version: Version,
+    said: &FramingHeaders,
     headers: &mut HeaderMap,
     head_only: bool,
 ) -> Result<(Framing, bool), PoolError> {
-    let (mut close, mut keep) = (false, false);
-    for token in headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-    {
-        let token = token.trim();
-        close |= token.eq_ignore_ascii_case("close");
-        keep |= token.eq_ignore_ascii_case("keep-alive");
-    }
-    let mut keep_alive = !close && (version == Version::HTTP_11 || keep);
+    let mut keep_alive = !said.close && (version == Version::HTTP_11 || said.keep_alive);
     if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Length(0), keep_alive));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let chunked = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        if headers.remove(header::CONTENT_LENGTH).is_some() {
+    if let Some(chunked) = said.chunked {
+        if said.content_length_seen {
             // Both: the length is ignored, and the connection not trusted after.
+            headers.remove(header::CONTENT_LENGTH);
             keep_alive = false;
         }
         return Ok(if chunked {
@@ -516,26 +597,7 @@ fn framing(
             (Framing::Close, false)
         });
     }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value
-            .to_str()
-            .map_err(|_| PoolError::Protocol("invalid Content-Length"))?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(PoolError::Protocol("invalid Content-Length"));
-            }
-            let n: u64 = part
-                .parse()
-                .map_err(|_| PoolError::Protocol("invalid Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(PoolError::Protocol("conflicting Content-Length values"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
+    Ok(match said.content_length.map_err(PoolError::Protocol)? {
         Some(n) => (Framing::Length(n), keep_alive),
         None => (Framing::Close, false),
     })
@@ -1162,6 +1224,111 @@ mod tests {
             up.accepted.load(Ordering::SeqCst),
             1,
             "one connection for all three"
+        );
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        fn frame(
+            version: Version,
+            status: u16,
+            fields: &[(&str, &str)],
+            head_only: bool,
+        ) -> (Result<(Framing, bool), String>, HeaderMap) {
+            let mut said = FramingHeaders::default();
+            let mut headers = HeaderMap::new();
+            for (name, value) in fields {
+                let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+                match name {
+                    header::CONNECTION => said.connection(value.as_bytes()),
+                    header::TRANSFER_ENCODING => said.transfer_encoding(value.as_bytes()),
+                    header::CONTENT_LENGTH => said.content_length(value.as_bytes()),
+                    _ => {}
+                }
+                headers.append(name, HeaderValue::from_str(value).unwrap());
+            }
+            let status = StatusCode::from_u16(status).unwrap();
+            let framed =
+                framing(status, version, &said, &mut headers, head_only).map_err(|e| e.to_string());
+            (framed, headers)
+        }
+        let v11 = Version::HTTP_11;
+        let length = |n| Ok((Framing::Length(n), true));
+        assert_eq!(
+            frame(v11, 200, &[("content-length", "5, 5")], false).0,
+            length(5)
+        );
+        assert_eq!(
+            frame(v11, 200, &[("content-length", " 7 ")], false).0,
+            length(7)
+        );
+        for bad in ["5, 6", "99999999999999999999", "5x", "", "+5"] {
+            let (framed, _) = frame(v11, 200, &[("content-length", bad)], false);
+            assert!(framed.unwrap_err().contains("Content-Length"), "{bad}");
+        }
+        let (framed, _) = frame(
+            v11,
+            200,
+            &[("content-length", "2"), ("content-length", "3")],
+            false,
+        );
+        assert!(framed.unwrap_err().contains("conflicting"));
+        // A bodiless answer's lengths are not read.
+        assert_eq!(
+            frame(v11, 200, &[("content-length", "x")], true).0,
+            length(0)
+        );
+        assert_eq!(
+            frame(v11, 304, &[("content-length", "x")], false).0,
+            length(0)
+        );
+        // Chunked when the last coding is; the length is then dropped, and
+        // the connection with it.
+        let (framed, headers) = frame(
+            v11,
+            200,
+            &[
+                ("transfer-encoding", "gzip, Chunked"),
+                ("content-length", "5"),
+            ],
+            false,
+        );
+        assert_eq!(framed, Ok((Framing::Chunked(Chunk::Size), false)));
+        assert!(!headers.contains_key(header::CONTENT_LENGTH));
+        let (framed, _) = frame(
+            v11,
+            200,
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "gzip"),
+            ],
+            false,
+        );
+        assert_eq!(framed, Ok((Framing::Close, false)));
+        // No length: until the upstream closes.
+        assert_eq!(frame(v11, 200, &[], false).0, Ok((Framing::Close, false)));
+        // Keep-alive: HTTP/1.1 unless `close`; HTTP/1.0 only with `keep-alive`.
+        let (framed, _) = frame(
+            v11,
+            200,
+            &[("connection", "Upgrade, Close"), ("content-length", "1")],
+            false,
+        );
+        assert_eq!(framed, Ok((Framing::Length(1), false)));
+        let v10 = Version::HTTP_10;
+        assert_eq!(
+            frame(v10, 200, &[("content-length", "1")], false).0,
+            Ok((Framing::Length(1), false))
+        );
+        assert_eq!(
+            frame(
+                v10,
+                200,
+                &[("connection", "Keep-Alive"), ("content-length", "1")],
+                false
+            )
+            .0,
+            length(1)
         );
     }
 
