@@ -124,6 +124,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         doc: "Longest time for a whole upstream exchange, head and body. Unset: no limit beyond the head and read timeouts (streams may last).",
     },
     SettingSpec {
+        key: "client_timeout_ms",
+        env: "TOLLGATE_CLIENT_TIMEOUT_MS",
+        default: "60000",
+        doc: "Longest a client connection may take to send its next call, from the previous answer (or from connecting) to the call's last byte; past it the gateway closes the connection (idle keep-alive connections and calls sent too slowly).",
+    },
+    SettingSpec {
         key: "upstream_connect_timeout_ms",
         env: "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_MS",
         default: "5000",
@@ -402,6 +408,8 @@ pub struct Settings {
     pub upstream_total_timeout: Option<Duration>,
     /// Upstream connect timeout.
     pub upstream_connect_timeout: Duration,
+    /// Longest wait for a client's next call on an open connection.
+    pub client_timeout: Duration,
     /// Configuration poll interval.
     pub config_poll_interval: Duration,
     /// Usage writer flush interval.
@@ -816,6 +824,7 @@ impl Settings {
                 Some(_) => Some(l.millis("upstream_total_timeout_ms")?),
             },
             upstream_connect_timeout: l.millis("upstream_connect_timeout_ms")?,
+            client_timeout: l.millis("client_timeout_ms")?,
             config_poll_interval: l.millis("config_poll_interval_ms")?,
             usage_flush_interval: l.millis("usage_flush_interval_ms")?,
             usage_batch_size: l.count("usage_batch_size")?,

@@ -22,7 +22,9 @@
 //! `1xx`, `204` and `304` (a `HEAD` answer keeps the upstream's
 //! `Content-Length`); a `Date` header unless the answer has one. A connection
 //! is kept alive unless the client or the answer says `Connection: close`, a
-//! body failed half-way, or the gateway is shutting down (then idle
+//! body failed half-way, the client takes longer than the client timeout to
+//! send a whole call (counted from the start of the wait for it, so idle and
+//! dribbling connections alike), or the gateway is shutting down (then idle
 //! connections close at once and busy ones after their call).
 
 use std::io;
@@ -31,7 +33,7 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -40,11 +42,12 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use crate::Gateway;
 use crate::pipeline::ResponseBody;
@@ -80,11 +83,21 @@ pub(crate) async fn serve(
         rbuf: BytesMut::with_capacity(READ_ROOM),
         wbuf: Vec::with_capacity(1024),
         headers: Vec::new(),
+        timeout: gateway.client_timeout,
+        timer: None,
     };
     loop {
         let call = match conn.read_request(&mut closing).await {
             Ok(Next::Call(call)) => call,
             Ok(Next::Closed) => return,
+            Ok(Next::TimedOut) => {
+                tracing::debug!(
+                    timeout_ms = conn.timeout.as_millis() as u64,
+                    "client sent no whole call in time; closing the connection"
+                );
+                let _ = conn.io.shutdown().await;
+                return;
+            }
             Ok(Next::HandOff(taken)) => {
                 let read = if taken.is_empty() {
                     conn.rbuf.split().freeze()
@@ -125,6 +138,7 @@ async fn hand_off(
     peer: Arc<Peer>,
     mut closing: watch::Receiver<()>,
 ) {
+    let timeout = gateway.client_timeout;
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
         let gateway = gateway.clone();
         let peer = peer.clone();
@@ -132,7 +146,12 @@ async fn hand_off(
             Ok::<_, std::convert::Infallible>(gateway.handle(req.map(Either::Left), peer).await)
         }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A call's head must arrive within the client timeout here too.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(Rewind { read, io }), service);
     tokio::pin!(conn);
     let ended = tokio::select! {
@@ -160,6 +179,8 @@ enum Next {
     /// The client closed the connection between calls (or the gateway is
     /// shutting down and it was idle).
     Closed,
+    /// The client took longer than the client timeout to send its call.
+    TimedOut,
 }
 
 /// A request read whole.
@@ -186,12 +207,19 @@ struct Connection {
     wbuf: Vec<u8>,
     /// The last head's header names and where their values are, reused.
     headers: Vec<(HeaderName, Range<usize>)>,
+    /// How long a call may take to arrive, from the start of the wait for it.
+    timeout: Duration,
+    /// The connection's one timer, made at its first wait and re-armed only
+    /// when it fires early (not per call: re-arming costs a timer-wheel
+    /// update).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Connection {
     /// Reads until the buffer holds a whole call (head and body), the
     /// connection must go to hyper, or the client closes it.
     async fn read_request(&mut self, closing: &mut watch::Receiver<()>) -> io::Result<Next> {
+        let mut waiting_since: Option<Instant> = None;
         loop {
             if !self.rbuf.is_empty() {
                 match self.parse_head() {
@@ -210,38 +238,48 @@ impl Connection {
                     Parsed::Head(_) => {}
                 }
             }
-            let read = if self.rbuf.is_empty() {
+            let idle = self.rbuf.is_empty();
+            let Self {
+                io,
+                rbuf,
+                timer,
+                timeout,
+                ..
+            } = self;
+            // Reads, or waits for the socket bounded by the client timeout:
+            // the wait for this call starts at its first empty read.
+            let wait = std::future::poll_fn(|cx| {
+                if let Poll::Ready(read) = poll_fill(io, rbuf, cx) {
+                    return Poll::Ready(Some(read));
+                }
+                let deadline = *waiting_since.get_or_insert_with(Instant::now) + *timeout;
+                if expired(timer, deadline, cx) {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            });
+            let waited = if idle {
                 // Idle between calls: a shutdown closes the connection.
                 tokio::select! {
                     // The read first: a call already waiting costs no
                     // wake-up registration on `closing`.
                     biased;
-                    read = self.fill() => read?,
+                    waited = wait => waited,
                     _ = closing.changed() => return Ok(Next::Closed),
                 }
             } else {
-                self.fill().await?
+                wait.await
             };
+            let Some(read) = waited else {
+                return Ok(Next::TimedOut);
+            };
+            let read = read?;
             if read == 0 {
                 // Closed between calls, or half-way through a head or body
                 // (nothing to answer: the client is gone).
                 return Ok(Next::Closed);
             }
         }
-    }
-
-    /// Reads what the socket has into the buffer; 0 at the end of the stream.
-    async fn fill(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
-    }
-
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_ROOM / 4 {
-            self.rbuf.reserve(READ_ROOM);
-        }
-        // Through `AsyncRead`: a short read tells the runtime the socket is
-        // drained, so the next wait does not ask it in vain.
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
     }
 
     /// Parses the head at the front of the buffer, noting its headers in
@@ -481,6 +519,36 @@ impl Connection {
         }
         Ok(keep_alive)
     }
+}
+
+/// Reads what the socket has into `rbuf`; 0 at the end of the stream.
+fn poll_fill(
+    io: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if rbuf.capacity() - rbuf.len() < READ_ROOM / 4 {
+        rbuf.reserve(READ_ROOM);
+    }
+    // Through `AsyncRead`: a short read tells the runtime the socket is
+    // drained, so the next wait does not ask it in vain.
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, rbuf)
+}
+
+/// True once `deadline` has passed; otherwise the connection's timer wakes
+/// the task then. The timer is made once: deadlines only move later, so a
+/// timer set for an earlier wait fires early, is found early and is set
+/// again (once per timeout, not once per call: setting it costs a
+/// timer-wheel update).
+fn expired(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant, cx: &mut Context<'_>) -> bool {
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+    while timer.as_mut().poll(cx).is_ready() {
+        if Instant::now() >= deadline {
+            return true;
+        }
+        timer.as_mut().reset(deadline.into());
+    }
+    false
 }
 
 /// What [`Connection::parse_head`] found.

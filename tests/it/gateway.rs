@@ -1095,6 +1095,10 @@ async fn framing_upstream() -> (String, std::sync::Arc<std::sync::atomic::Atomic
                             a
                         }
                         "/head" => b"HTTP/1.1 200 OK\r\ncontent-length: 50000\r\n\r\n".to_vec(),
+                        "/slow" => {
+                            tokio::time::sleep(Duration::from_millis(400)).await;
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow".to_vec()
+                        }
                         "/conflict" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok".to_vec(),
                         _ => {
                             // Until close: no length, no chunks.
@@ -1381,4 +1385,84 @@ async fn the_listener_answers_http1_and_hands_the_rest_to_hyper() {
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_send_no_whole_call_in_time_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// True when the gateway closes `conn` without answering (within a
+    /// bound far above the client timeout).
+    async fn closed_unanswered(conn: &mut tokio::net::TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(10), conn.read(&mut byte)).await {
+            Ok(Ok(0) | Err(_)) => true,
+            Ok(Ok(_)) | Err(_) => false,
+        }
+    }
+    let (upstream, _) = framing_upstream().await;
+    let (mut settings, db, clickhouse) = crate::support::test_settings(Stack::Embedded).await;
+    settings.client_timeout = Duration::from_millis(300);
+    let app = TestApp::start_with(settings, db, clickhouse).await;
+    let p = app.provision("f", &upstream).await;
+    let addr = app.running.gateway_addr.unwrap();
+    let slow = format!(
+        "GET /f/slow HTTP/1.1\r\nHost: g\r\nx-api-key: {}\r\n\r\n",
+        p.key
+    );
+
+    // Only the wait for a call is bounded: calls that take longer upstream
+    // than the client timeout are answered, and the connection kept.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        conn.write_all(slow.as_bytes()).await.unwrap();
+        let (head, body) = read_answer(&mut conn, &mut buf, false).await;
+        assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+        assert_eq!(body, b"slow");
+    }
+    // Then idle past the timeout: closed.
+    assert!(
+        closed_unanswered(&mut conn).await,
+        "an idle connection is closed"
+    );
+
+    // A connection that never sends a call.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_unanswered(&mut conn).await,
+        "a silent connection is closed"
+    );
+
+    // A head sent one byte at a time, each well within the timeout but the
+    // whole not: the bound is on the whole call, so it is never answered.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for byte in b"GET /f/ HTTP/1.1\r\nHost: g\r\n\r\n" {
+        if conn.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        closed_unanswered(&mut conn).await,
+        "a dribbled head is not answered"
+    );
+
+    // A connection handed to hyper (HTTP/1.0, kept alive) is bounded the
+    // same way while it waits for a head.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let call = format!(
+        "GET /f/echo HTTP/1.0\r\nHost: g\r\nConnection: keep-alive\r\nx-api-key: {}\r\n\r\n",
+        p.key
+    );
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        conn.write_all(call.as_bytes()).await.unwrap();
+        let (head, _) = read_answer(&mut conn, &mut buf, false).await;
+        assert!(head.starts_with("http/1.0 200 ok\r\n"), "{head}");
+    }
+    assert!(
+        closed_unanswered(&mut conn).await,
+        "an idle handed-off connection is closed"
+    );
+    app.stop().await;
 }
