@@ -32,7 +32,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -65,6 +65,11 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// How much room a read asks for.
 const READ_ROOM: usize = 8 * 1024;
+
+/// How long a connection waits for its next call before it gives its read
+/// and write buffers back (they are made again when the call comes), so an
+/// idle connection holds little more than its task.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// Body data up to this size is copied behind the head and written with it;
 /// larger data is written as it is.
@@ -242,21 +247,39 @@ impl Connection {
             let Self {
                 io,
                 rbuf,
+                wbuf,
+                headers,
                 timer,
                 timeout,
-                ..
             } = self;
             // Reads, or waits for the socket bounded by the client timeout:
-            // the wait for this call starts at its first empty read.
+            // the wait for this call starts at its first empty read. An idle
+            // connection gives its buffers back after IDLE_RELEASE.
             let wait = std::future::poll_fn(|cx| {
-                if let Poll::Ready(read) = poll_fill(io, rbuf, cx) {
-                    return Poll::Ready(Some(read));
+                loop {
+                    if let Poll::Ready(read) = poll_fill(io, rbuf, cx) {
+                        return Poll::Ready(Some(read));
+                    }
+                    let since = *waiting_since.get_or_insert_with(Instant::now);
+                    let deadline = since + *timeout;
+                    let release = since + IDLE_RELEASE;
+                    let holding = idle && rbuf.capacity() + wbuf.capacity() > 0;
+                    if holding && release < deadline {
+                        if !reached(timer, release, cx) {
+                            return Poll::Pending;
+                        }
+                        tracing::trace!("idle connection gives its buffers back");
+                        *rbuf = BytesMut::new();
+                        *wbuf = Vec::new();
+                        *headers = Vec::new();
+                        // Now wait for the deadline.
+                        continue;
+                    }
+                    if reached(timer, deadline, cx) {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Pending;
                 }
-                let deadline = *waiting_since.get_or_insert_with(Instant::now) + *timeout;
-                if expired(timer, deadline, cx) {
-                    return Poll::Ready(None);
-                }
-                Poll::Pending
             });
             let waited = if idle {
                 // Idle between calls: a shutdown closes the connection.
@@ -405,6 +428,8 @@ impl Connection {
 
         let wbuf = &mut self.wbuf;
         wbuf.clear();
+        // Given back while the connection was idle: made again at once.
+        wbuf.reserve(1024);
         status_line(wbuf, status);
         let mut keep_alive = true;
         let mut dated = false;
@@ -527,6 +552,9 @@ fn poll_fill(
     rbuf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
+    // Room is made only once there is something to read: an idle
+    // connection's released buffer stays released.
+    ready!(io.poll_read_ready(cx))?;
     if rbuf.capacity() - rbuf.len() < READ_ROOM / 4 {
         rbuf.reserve(READ_ROOM);
     }
@@ -535,18 +563,23 @@ fn poll_fill(
     tokio_util::io::poll_read_buf(Pin::new(io), cx, rbuf)
 }
 
-/// True once `deadline` has passed; otherwise the connection's timer wakes
-/// the task then. The timer is made once: deadlines only move later, so a
-/// timer set for an earlier wait fires early, is found early and is set
-/// again (once per timeout, not once per call: setting it costs a
-/// timer-wheel update).
-fn expired(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant, cx: &mut Context<'_>) -> bool {
-    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+/// True once `at` has passed; otherwise the connection's timer wakes the
+/// task by then. The timer is made once. The times waited for move later
+/// call by call, so a timer set for an earlier wait fires early, is found
+/// early and is set again: once per period, not once per call (setting it
+/// costs a timer-wheel update). It is set earlier only when it would fire
+/// too late (the first wait after a release of the buffers).
+fn reached(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant, cx: &mut Context<'_>) -> bool {
+    let at = tokio::time::Instant::from_std(at);
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+    if timer.deadline() > at {
+        timer.as_mut().reset(at);
+    }
     while timer.as_mut().poll(cx).is_ready() {
-        if Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= at {
             return true;
         }
-        timer.as_mut().reset(deadline.into());
+        timer.as_mut().reset(at);
     }
     false
 }

@@ -1298,6 +1298,17 @@ async fn the_listener_answers_http1_and_hands_the_rest_to_hyper() {
     let (head, _) = read_answer(&mut conn, &mut buf, true).await;
     assert!(head.contains("content-length: 50000"), "{head}");
 
+    // Idle for longer than a connection keeps its buffers (1 s): they are made
+    // again for the next calls.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let two = format!(
+        "POST /f/echo HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\ncontent-length: 3\r\n\r\nabc\
+         GET /f/chunked HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\n\r\n"
+    );
+    conn.write_all(two.as_bytes()).await.unwrap();
+    assert_eq!(read_answer(&mut conn, &mut buf, false).await.1, b"abc");
+    assert_eq!(read_answer(&mut conn, &mut buf, false).await.1, b"abcdefg");
+
     // An upload too large to read whole hands the connection to hyper, which
     // streams it up and answers the calls after it.
     let mut calls = format!(
@@ -1368,7 +1379,7 @@ async fn the_listener_answers_http1_and_hands_the_rest_to_hyper() {
     assert_eq!(body, "abcdefg");
 
     // Every answered call is metered once (the 400 never reached the pipeline).
-    app.expect_usage(None, 11).await;
+    app.expect_usage(None, 13).await;
 
     // At shutdown an idle kept-alive connection is closed, not waited for.
     let call = format!("GET /f/chunked HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\n\r\n");
