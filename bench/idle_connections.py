@@ -53,7 +53,9 @@ def main():
         status = read_answer(conn)
         if " 200 " not in status:
             raise SystemExit(f"{name}: {status}")
-    time.sleep(1)
+    # Past the gateway's 1 s before an idle connection is parked, and its
+    # allocator's delay before freed memory goes back to the system.
+    time.sleep(3)
     after = rss_kib(pid)
     print(f"{name:<28} {before:>12} {after:>12} {(after - before) / n:>10.1f}")
     for conn in conns:

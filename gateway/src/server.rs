@@ -26,6 +26,10 @@
 //! send a whole call (counted from the start of the wait for it, so idle and
 //! dribbling connections alike), or the gateway is shutting down (then idle
 //! connections close at once and busy ones after their call).
+//!
+//! A connection that has waited [`IDLE_RELEASE`] for its next call gives its
+//! buffers back and is parked in a small task of its own until the client
+//! sends again: the serving task holds room for a whole call's pipeline.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -77,30 +81,46 @@ const COPIED_DATA: usize = 16 * 1024;
 
 /// Serves one accepted connection until it closes, the client asks to close
 /// it, or `closing` changes (the gateway shuts down).
-pub(crate) async fn serve(
+pub(crate) fn serve(
     gateway: Arc<Gateway>,
     io: TcpStream,
     peer: Arc<Peer>,
-    mut closing: watch::Receiver<()>,
-) {
-    let mut conn = Connection {
+    closing: watch::Receiver<()>,
+) -> impl Future<Output = ()> + Send {
+    let conn = Connection {
         io,
         rbuf: BytesMut::with_capacity(READ_ROOM),
         wbuf: Vec::with_capacity(1024),
         headers: Vec::new(),
         timeout: gateway.client_timeout,
         timer: None,
+        waiting_since: None,
     };
+    serve_connection(gateway, conn, peer, closing)
+}
+
+/// The connection's task while it reads and answers calls. When it has
+/// waited [`IDLE_RELEASE`] for a call, it gives its buffers back and hands
+/// the connection to a small task of its own ([`park`]), so an idle
+/// connection does not keep this one, which holds room for a whole call's
+/// pipeline.
+async fn serve_connection(
+    gateway: Arc<Gateway>,
+    mut conn: Connection,
+    peer: Arc<Peer>,
+    mut closing: watch::Receiver<()>,
+) {
     loop {
         let call = match conn.read_request(&mut closing).await {
             Ok(Next::Call(call)) => call,
             Ok(Next::Closed) => return,
-            Ok(Next::TimedOut) => {
-                tracing::debug!(
-                    timeout_ms = conn.timeout.as_millis() as u64,
-                    "client sent no whole call in time; closing the connection"
-                );
-                let _ = conn.io.shutdown().await;
+            Ok(Next::TimedOut) => return conn.timed_out().await,
+            Ok(Next::Idle(since)) => {
+                tracing::trace!("idle connection parked without its buffers");
+                conn.rbuf = BytesMut::new();
+                conn.wbuf = Vec::new();
+                conn.headers = Vec::new();
+                tokio::spawn(park(gateway, conn, peer, closing, since));
                 return;
             }
             Ok(Next::HandOff(taken)) => {
@@ -132,6 +152,43 @@ pub(crate) async fn serve(
             }
         }
     }
+}
+
+/// An idle connection, without buffers, in a task that holds little more
+/// than the connection: it waits until the client sends something (then
+/// the connection goes back to a [`serve_connection`] task), the wait for
+/// the call started at `since` runs past the client timeout, or the gateway
+/// shuts down. Boxed: the two tasks start each other.
+fn park(
+    gateway: Arc<Gateway>,
+    mut conn: Connection,
+    peer: Arc<Peer>,
+    mut closing: watch::Receiver<()>,
+    since: Instant,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let deadline = since + conn.timeout;
+        let woken = std::future::poll_fn(|cx| {
+            // Readable, closed or failed: the serving task reads and sees.
+            if conn.io.poll_read_ready(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            if reached(&mut conn.timer, deadline, cx) {
+                return Poll::Ready(false);
+            }
+            Poll::Pending
+        });
+        let readable = tokio::select! {
+            biased;
+            readable = woken => readable,
+            _ = closing.changed() => return,
+        };
+        if !readable {
+            return conn.timed_out().await;
+        }
+        conn.waiting_since = Some(since);
+        tokio::spawn(serve_connection(gateway, conn, peer, closing));
+    })
 }
 
 /// Hands the connection to hyper's server (HTTP/1 and HTTP/2, upgrades),
@@ -186,6 +243,8 @@ enum Next {
     Closed,
     /// The client took longer than the client timeout to send its call.
     TimedOut,
+    /// No call for [`IDLE_RELEASE`] since the wait for it started (then).
+    Idle(Instant),
 }
 
 /// A request read whole.
@@ -218,13 +277,25 @@ struct Connection {
     /// when it fires early (not per call: re-arming costs a timer-wheel
     /// update).
     timer: Option<Pin<Box<Sleep>>>,
+    /// When the wait for the next call started, for a connection coming
+    /// back from [`park`].
+    waiting_since: Option<Instant>,
 }
 
 impl Connection {
+    /// Closes a connection that sent no whole call within the client timeout.
+    async fn timed_out(mut self) {
+        tracing::debug!(
+            timeout_ms = self.timeout.as_millis() as u64,
+            "client sent no whole call in time; closing the connection"
+        );
+        let _ = self.io.shutdown().await;
+    }
+
     /// Reads until the buffer holds a whole call (head and body), the
     /// connection must go to hyper, or the client closes it.
     async fn read_request(&mut self, closing: &mut watch::Receiver<()>) -> io::Result<Next> {
-        let mut waiting_since: Option<Instant> = None;
+        let mut waiting_since = self.waiting_since.take();
         loop {
             if !self.rbuf.is_empty() {
                 match self.parse_head() {
@@ -247,39 +318,28 @@ impl Connection {
             let Self {
                 io,
                 rbuf,
-                wbuf,
-                headers,
                 timer,
                 timeout,
+                ..
             } = self;
             // Reads, or waits for the socket bounded by the client timeout:
             // the wait for this call starts at its first empty read. An idle
-            // connection gives its buffers back after IDLE_RELEASE.
+            // connection is parked after IDLE_RELEASE.
             let wait = std::future::poll_fn(|cx| {
-                loop {
-                    if let Poll::Ready(read) = poll_fill(io, rbuf, cx) {
-                        return Poll::Ready(Some(read));
-                    }
-                    let since = *waiting_since.get_or_insert_with(Instant::now);
-                    let deadline = since + *timeout;
-                    let release = since + IDLE_RELEASE;
-                    let holding = idle && rbuf.capacity() + wbuf.capacity() > 0;
-                    if holding && release < deadline {
-                        if !reached(timer, release, cx) {
-                            return Poll::Pending;
-                        }
-                        tracing::trace!("idle connection gives its buffers back");
-                        *rbuf = BytesMut::new();
-                        *wbuf = Vec::new();
-                        *headers = Vec::new();
-                        // Now wait for the deadline.
-                        continue;
-                    }
-                    if reached(timer, deadline, cx) {
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Pending;
+                if let Poll::Ready(read) = poll_fill(io, rbuf, cx) {
+                    return Poll::Ready(Waited::Read(read));
                 }
+                let since = *waiting_since.get_or_insert_with(Instant::now);
+                let deadline = since + *timeout;
+                let release = since + IDLE_RELEASE;
+                if idle && release < deadline {
+                    if reached(timer, release, cx) {
+                        return Poll::Ready(Waited::Idle(since));
+                    }
+                } else if reached(timer, deadline, cx) {
+                    return Poll::Ready(Waited::TimedOut);
+                }
+                Poll::Pending
             });
             let waited = if idle {
                 // Idle between calls: a shutdown closes the connection.
@@ -293,10 +353,11 @@ impl Connection {
             } else {
                 wait.await
             };
-            let Some(read) = waited else {
-                return Ok(Next::TimedOut);
+            let read = match waited {
+                Waited::Read(read) => read?,
+                Waited::Idle(since) => return Ok(Next::Idle(since)),
+                Waited::TimedOut => return Ok(Next::TimedOut),
             };
-            let read = read?;
             if read == 0 {
                 // Closed between calls, or half-way through a head or body
                 // (nothing to answer: the client is gone).
@@ -582,6 +643,14 @@ fn reached(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant, cx: &mut Context<'_
         timer.as_mut().reset(at);
     }
     false
+}
+
+/// How a wait for the socket ended.
+enum Waited {
+    Read(io::Result<usize>),
+    /// Idle since then for [`IDLE_RELEASE`].
+    Idle(Instant),
+    TimedOut,
 }
 
 /// What [`Connection::parse_head`] found.

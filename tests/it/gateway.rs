@@ -1298,8 +1298,14 @@ async fn the_listener_answers_http1_and_hands_the_rest_to_hyper() {
     let (head, _) = read_answer(&mut conn, &mut buf, true).await;
     assert!(head.contains("content-length: 50000"), "{head}");
 
-    // Idle for longer than a connection keeps its buffers (1 s): they are made
-    // again for the next calls.
+    // Idle for longer than a connection keeps its buffers (1 s): it is
+    // parked, and served again for the next calls. (`parked` stays parked
+    // until the gateway stops, below.)
+    let mut parked = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let call = format!("GET /f/chunked HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\n\r\n");
+    parked.write_all(call.as_bytes()).await.unwrap();
+    let mut parked_buf = Vec::new();
+    read_answer(&mut parked, &mut parked_buf, false).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let two = format!(
         "POST /f/echo HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\ncontent-length: 3\r\n\r\nabc\
@@ -1379,9 +1385,10 @@ async fn the_listener_answers_http1_and_hands_the_rest_to_hyper() {
     assert_eq!(body, "abcdefg");
 
     // Every answered call is metered once (the 400 never reached the pipeline).
-    app.expect_usage(None, 13).await;
+    app.expect_usage(None, 14).await;
 
-    // At shutdown an idle kept-alive connection is closed, not waited for.
+    // At shutdown idle kept-alive connections, parked or not, are closed,
+    // not waited for.
     let call = format!("GET /f/chunked HTTP/1.1\r\nHost: g\r\nx-api-key: {key}\r\n\r\n");
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     idle.write_all(call.as_bytes()).await.unwrap();
@@ -1393,9 +1400,11 @@ async fn the_listener_answers_http1_and_hands_the_rest_to_hyper() {
         stopped.elapsed() < Duration::from_secs(20),
         "stopping waited for an idle connection"
     );
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    for conn in [&mut idle, &mut parked] {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1412,7 +1421,9 @@ async fn connections_that_send_no_whole_call_in_time_are_closed() {
     }
     let (upstream, _) = framing_upstream().await;
     let (mut settings, db, clickhouse) = crate::support::test_settings(Stack::Embedded).await;
-    settings.client_timeout = Duration::from_millis(300);
+    // Longer than a connection waits before it is parked (1 s), so the idle
+    // connections below time out parked and the dribbled head unparked.
+    settings.client_timeout = Duration::from_millis(1200);
     let app = TestApp::start_with(settings, db, clickhouse).await;
     let p = app.provision("f", &upstream).await;
     let addr = app.running.gateway_addr.unwrap();
@@ -1451,7 +1462,7 @@ async fn connections_that_send_no_whole_call_in_time_are_closed() {
         if conn.write_all(&[*byte]).await.is_err() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
         closed_unanswered(&mut conn).await,
