@@ -655,13 +655,13 @@ fn write_head(
 }
 
 /// A number's decimal digits, written without the formatter.
-struct Digits {
+pub(crate) struct Digits {
     buf: [u8; 20],
     start: usize,
 }
 
 impl Digits {
-    fn of(mut n: u64) -> Self {
+    pub(crate) fn of(mut n: u64) -> Self {
         let mut buf = [0u8; 20];
         let mut start = buf.len();
         loop {
@@ -674,7 +674,7 @@ impl Digits {
         }
     }
 
-    fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.buf[self.start..]
     }
 }
