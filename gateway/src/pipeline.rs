@@ -22,7 +22,6 @@
 //! [`crate::policy::quota`]).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -34,7 +33,6 @@ use tollgate_analytics::event::{Text, empty_text};
 use tollgate_core::key::KeyHash;
 use tollgate_core::model::{ApiPolicies, RateScope, SubscriptionStatus};
 
-use crate::Gateway;
 use crate::aggregate;
 use crate::balancer::Outcome;
 use crate::error::GatewayError;
@@ -52,6 +50,7 @@ use crate::policy::{access, cache, jwt, transform};
 use crate::proxy::{self, Identity, Peer, ProxiedBody, RequestBody};
 use crate::routing::OperationMatch;
 use crate::snapshot::{Access, ApiRoute, AppGrant, KeyGrant, Snapshot};
+use crate::{FastMap, Gateway};
 use hyper::upgrade::OnUpgrade;
 use tollgate_core::model::UpstreamProtocol;
 
@@ -774,7 +773,7 @@ struct Principal<'s> {
     key_id: Option<&'s str>,
     /// The key's visible prefix; none for tokens.
     key_prefix: Option<&'s Text>,
-    access: &'s HashMap<String, Access>,
+    access: &'s FastMap<String, Access>,
     /// The key's last-use mark.
     used: Option<&'s std::sync::atomic::AtomicBool>,
 }
@@ -847,7 +846,7 @@ fn presented_key(headers: &HeaderMap) -> Option<(&str, bool)> {
 /// Authorize phase: the key's app must hold an active subscription to a plan
 /// that covers the routed API.
 fn authorize<'g>(
-    access: &'g HashMap<String, Access>,
+    access: &'g FastMap<String, Access>,
     route: &ApiRoute,
 ) -> Result<&'g Access, GatewayError> {
     let access = access.get(&*route.id).ok_or(GatewayError::NoSubscription)?;

@@ -26,6 +26,7 @@ use tollgate_core::store::{
     AppRecord, AppSlice, GatewayConfig, KeyRecord, QuotaRule, SubscriptionRecord,
 };
 
+use crate::FastMap;
 use crate::balancer::Balancer;
 use crate::metrics::{GatewayMetrics, RouteMetrics};
 use crate::policy::cache::{self, ResponseCache};
@@ -127,7 +128,7 @@ pub struct KeyGrant {
     /// Expiry, milliseconds since the epoch.
     pub expires_at_ms: Option<i64>,
     /// Access by API id, shared by every key of the app.
-    pub access: Arc<HashMap<String, Access>>,
+    pub access: Arc<FastMap<String, Access>>,
     /// Set when the gateway accepts the key; collected for `last_used_at`.
     pub used: AtomicBool,
 }
@@ -143,7 +144,7 @@ pub struct AppGrant {
     pub app_header: Option<HeaderValue>,
     pub developer_header: Option<HeaderValue>,
     /// Access by API id.
-    pub access: Arc<HashMap<String, Access>>,
+    pub access: Arc<FastMap<String, Access>>,
     /// SHA-256 of the app's OAuth2 client secret.
     pub client_secret_hash: Option<KeyHash>,
     /// Hashes of the app's active keys, so a change to the app replaces them.
@@ -186,17 +187,17 @@ impl ShardOf for String {
 /// shards it touches.
 #[derive(Debug)]
 struct Sharded<K, V> {
-    shards: Vec<Arc<HashMap<K, V>>>,
+    shards: Vec<Arc<FastMap<K, V>>>,
     len: usize,
 }
 
 impl<K: Hash + Eq + ShardOf + Clone, V: Clone> Sharded<K, V> {
     fn new(entries: impl IntoIterator<Item = (K, V)>) -> Self {
-        let mut shards: Vec<HashMap<K, V>> = (0..SHARDS).map(|_| HashMap::new()).collect();
+        let mut shards: Vec<FastMap<K, V>> = (0..SHARDS).map(|_| FastMap::default()).collect();
         for (k, v) in entries {
             shards[k.shard()].insert(k, v);
         }
-        let len = shards.iter().map(HashMap::len).sum();
+        let len = shards.iter().map(FastMap::len).sum();
         Self {
             shards: shards.into_iter().map(Arc::new).collect(),
             len,
@@ -245,7 +246,7 @@ impl<K: Hash + Eq + ShardOf + Clone, V: Clone> Sharded<K, V> {
 impl<K, V> Default for Sharded<K, V> {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Arc::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Arc::new(FastMap::default())).collect(),
             len: 0,
         }
     }
@@ -283,8 +284,8 @@ fn rank(status: SubscriptionStatus) -> u8 {
 }
 
 /// What an app's subscriptions grant, by API id: the best subscription for each.
-fn access_of<'a>(subs: impl Iterator<Item = &'a SubscriptionRecord>) -> HashMap<String, Access> {
-    let mut access: HashMap<String, Access> = HashMap::new();
+fn access_of<'a>(subs: impl Iterator<Item = &'a SubscriptionRecord>) -> FastMap<String, Access> {
+    let mut access: FastMap<String, Access> = FastMap::default();
     for sub in subs {
         for api_id in &sub.api_ids {
             let better = access
@@ -314,7 +315,7 @@ fn access_of<'a>(subs: impl Iterator<Item = &'a SubscriptionRecord>) -> HashMap<
 fn app_grants(
     app: &AppRecord,
     keys: &[&KeyRecord],
-    access: Arc<HashMap<String, Access>>,
+    access: Arc<FastMap<String, Access>>,
     was_used: impl Fn(&KeyHash) -> bool,
 ) -> (Arc<AppGrant>, Vec<(KeyHash, Arc<KeyGrant>)>) {
     let app_id: Text = app.id.as_str().into();

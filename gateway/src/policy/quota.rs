@@ -16,13 +16,14 @@
 //! reached, calls are admitted (`Unknown`), the counter is asked again at most
 //! once a second, and a warning is logged at most once a minute.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tollgate_core::quota::period;
 use tollgate_core::store::QuotaRule;
+
+use crate::FastMap;
 
 pub use super::quota_counter::QuotaCounter;
 
@@ -112,7 +113,7 @@ fn next_lease(min: i64, current: i64, last: Option<Instant>, rule: &QuotaRule) -
 pub struct QuotaKeeper {
     counter: QuotaCounter,
     lease_size: i64,
-    blocks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Block>>>>,
+    blocks: Mutex<FastMap<String, Arc<tokio::sync::Mutex<Block>>>>,
     /// Until when the counter is not asked after a failure.
     unavailable_until: Mutex<Option<Instant>>,
     last_warning: Mutex<Option<Instant>>,
@@ -126,7 +127,7 @@ impl QuotaKeeper {
         Self {
             counter,
             lease_size: i64::from(lease_size.max(1)),
-            blocks: Mutex::new(HashMap::new()),
+            blocks: Mutex::new(FastMap::default()),
             unavailable_until: Mutex::new(None),
             last_warning: Mutex::new(None),
             stats: QuotaStats::default(),

@@ -13,7 +13,6 @@
 //! fails or is slower than the timeout, the configured failure mode applies:
 //! `open` decides on this node's own limiter, `closed` refuses with 503.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +20,7 @@ use std::time::{Duration, Instant};
 use tollgate_core::model::RateLimit;
 
 use super::redis_link::RedisLink;
+use crate::FastMap;
 
 /// Shards of the local limiter's table, to keep lock contention low.
 const SHARDS: usize = 32;
@@ -81,14 +81,16 @@ pub struct Unavailable;
 #[derive(Debug)]
 pub struct LocalLimiter {
     epoch: Instant,
-    shards: Vec<Mutex<HashMap<String, u64>>>,
+    shards: Vec<Mutex<FastMap<String, u64>>>,
 }
 
 impl Default for LocalLimiter {
     fn default() -> Self {
         Self {
             epoch: Instant::now(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(FastMap::default()))
+                .collect(),
         }
     }
 }
