@@ -74,6 +74,10 @@ pub struct QuotaStats {
 #[derive(Debug, Default)]
 struct Block {
     period_start: i64,
+    /// The end of that period under `rule`: a call before it, under the same
+    /// rule, is in the same period (periods tile time), so the calendar is
+    /// not worked out again per call.
+    period_end: i64,
     next: i64,
     end: i64,
     rule: Option<QuotaRule>,
@@ -153,7 +157,6 @@ impl QuotaKeeper {
     }
 
     async fn decide(&self, subscription_id: &str, rule: &QuotaRule, now_ms: i64) -> QuotaOutcome {
-        let (period_start, period_end) = period(rule, now_ms);
         let cell = {
             let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
             match blocks.get(subscription_id) {
@@ -165,6 +168,13 @@ impl QuotaKeeper {
             }
         };
         let mut block = cell.lock().await;
+        let (period_start, period_end) = if block.rule.as_ref() == Some(rule)
+            && (block.period_start..block.period_end).contains(&now_ms)
+        {
+            (block.period_start, block.period_end)
+        } else {
+            period(rule, now_ms)
+        };
         if block.period_start != period_start {
             self.give_back(subscription_id, &mut block);
             *block = Block {
@@ -172,6 +182,7 @@ impl QuotaKeeper {
                 ..Block::default()
             };
         }
+        block.period_end = period_end;
         if block.rule.as_ref() != Some(rule) {
             // A plan change (an upgrade, a new limit) is tried at once.
             block.exhausted_until = None;
@@ -353,6 +364,49 @@ mod tests {
         assert_eq!(keeper.stats.within.load(Ordering::Relaxed), 7);
         assert_eq!(keeper.stats.exceeded.load(Ordering::Relaxed), 2);
         assert_eq!(keeper.stats.leases.load(Ordering::Relaxed), 4);
+        cleanup(&redis).await;
+    }
+
+    #[tokio::test]
+    async fn a_new_period_starts_with_the_whole_quota() {
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_millis()
+        };
+        let redis = counter(&prefix()).await;
+        let keeper = QuotaKeeper::new(QuotaCounter::Redis(redis.clone()), 2);
+        let three = rule(3, false);
+        // Periods to come: the counter lets a past period's count expire.
+        let last_of_january = at("2030-01-31T23:59:59.999Z");
+        for _ in 0..3 {
+            assert_eq!(
+                keeper.check("sub", &three, last_of_january).await,
+                QuotaOutcome::Within
+            );
+        }
+        assert_eq!(
+            keeper.check("sub", &three, last_of_january).await,
+            QuotaOutcome::Exceeded {
+                reset_at_ms: at("2030-02-01T00:00:00Z"),
+                included: 3
+            }
+        );
+        // One millisecond later: February's quota, whole.
+        let first_of_february = last_of_january + 1;
+        for _ in 0..3 {
+            assert_eq!(
+                keeper.check("sub", &three, first_of_february).await,
+                QuotaOutcome::Within
+            );
+        }
+        assert_eq!(
+            keeper.check("sub", &three, first_of_february).await,
+            QuotaOutcome::Exceeded {
+                reset_at_ms: at("2030-03-01T00:00:00Z"),
+                included: 3
+            }
+        );
         cleanup(&redis).await;
     }
 
