@@ -252,9 +252,45 @@ impl Chrome {
 
 /// Whether a WebDriver error says the element left the page.
 fn is_stale(e: &fantoccini::error::CmdError) -> bool {
-    matches!(
-        e,
-        fantoccini::error::CmdError::Standard(w)
-            if w.error == fantoccini::error::ErrorStatus::StaleElementReference
-    )
+    use fantoccini::error::{CmdError, ErrorStatus};
+    match e {
+        CmdError::Standard(w) => {
+            w.error == ErrorStatus::StaleElementReference
+                // Chromium's word for the same, when the page is replaced
+                // while the element is read: "unhandled inspector error:
+                // Node with given id does not belong to the document".
+                || (w.error == ErrorStatus::UnknownError
+                    && w.message.contains("does not belong to the document"))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fantoccini::error::{CmdError, ErrorStatus, WebDriver};
+
+    use super::is_stale;
+
+    #[test]
+    fn elements_gone_from_a_replaced_page_are_stale_in_either_words() {
+        let error =
+            |status, message: &'static str| CmdError::Standard(WebDriver::new(status, message));
+        assert!(is_stale(&error(
+            ErrorStatus::StaleElementReference,
+            "stale"
+        )));
+        assert!(is_stale(&error(
+            ErrorStatus::UnknownError,
+            "unknown error: unhandled inspector error: {\"code\":-32000,\"message\":\"Node with given id does not belong to the document\"}"
+        )));
+        assert!(!is_stale(&error(
+            ErrorStatus::UnknownError,
+            "chrome not reachable"
+        )));
+        assert!(!is_stale(&error(
+            ErrorStatus::NoSuchElement,
+            "no such element"
+        )));
+    }
 }
