@@ -391,6 +391,10 @@ pub async fn forward(
     };
     // The deadline from `sent`: no second clock reading.
     let deadline = tokio::time::Instant::from_std(sent) + timeout;
+    // Pinned where it was made: the timeout holds a reference, not the
+    // exchange's 2 KB state, which it would otherwise copy at every move
+    // (five per call).
+    let exchange = std::pin::pin!(exchange);
     match tokio::time::timeout_at(deadline, exchange).await {
         Ok(Ok(proxied)) => Ok(proxied),
         Err(_) => {
