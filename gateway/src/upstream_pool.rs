@@ -143,7 +143,9 @@ impl Http1Pool {
                 .map_err(PoolError::RequestBody)?
                 .to_bytes()
         };
-        let mut wire = Vec::with_capacity(256 + body.len());
+        // Room for a typical head with the gateway's headers (identity,
+        // forwarding, tracing: about 600 bytes), so it is not grown twice.
+        let mut wire = Vec::with_capacity(1024 + body.len());
         write_head(
             &mut wire,
             &parts.method,
