@@ -62,6 +62,30 @@ pub fn parse_name(bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeade
     }
 }
 
+/// The items of a comma-separated header value (`Connection`,
+/// `Transfer-Encoding`, a repeated `Content-Length`), trimmed; empty items
+/// included.
+pub fn list_items(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
+/// True when a comma-separated header value lists `item` (in any case).
+pub fn lists(value: &[u8], item: &[u8]) -> bool {
+    list_items(value).any(|t| t.eq_ignore_ascii_case(item))
+}
+
+/// A number written in decimal digits only (no sign, no spaces); `None` for
+/// anything else or one past `u64`.
+pub fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let d = d.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
 /// Numbers below this come from [`number_value`]'s table.
 const TABLED: u64 = 10_000;
 
@@ -114,6 +138,26 @@ mod tests {
         );
         assert!(parse_name(b"bad name").is_err());
         assert!(parse_name(b"").is_err());
+    }
+
+    #[test]
+    fn lists_and_decimals_are_read_as_http_writes_them() {
+        let items: Vec<&[u8]> = list_items(b" close ,, Keep-Alive").collect();
+        assert_eq!(items, [&b"close"[..], b"", b"Keep-Alive"]);
+        assert!(lists(b"Upgrade, Close", b"close"));
+        assert!(!lists(b"closed", b"close"));
+        assert_eq!(decimal(b"0"), Some(0));
+        assert_eq!(decimal(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"18446744073709551616",
+            b"+5",
+            b"5 ",
+            b"-1",
+            b"1a",
+        ] {
+            assert_eq!(decimal(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -140,8 +140,7 @@ fn find_hop_by_hop(headers: &HeaderMap, doomed: &mut Vec<HeaderName>) {
         return;
     }
     for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',') {
-            let token = token.trim_ascii();
+        for token in crate::headers::list_items(value.as_bytes()) {
             if token.is_empty() {
                 continue;
             }

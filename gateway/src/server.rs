@@ -54,6 +54,7 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use crate::Gateway;
+use crate::headers::{decimal, lists};
 use crate::pipeline::ResponseBody;
 use crate::proxy::{Peer, RequestBody};
 use crate::upstream_pool::Digits;
@@ -274,9 +275,9 @@ struct Connection {
     headers: Vec<(HeaderName, Range<usize>)>,
     /// How long a call may take to arrive, from the start of the wait for it.
     timeout: Duration,
-    /// The connection's one timer, made at its first wait and re-armed only
-    /// when it fires early (not per call: re-arming costs a timer-wheel
-    /// update).
+    /// The connection's one timer, made at its first wait and set again
+    /// only when it fires early or would fire too late (see [`reached`]), not
+    /// per call: setting it costs a timer-wheel update.
     timer: Option<Pin<Box<Sleep>>>,
     /// When the wait for the next call started, for a connection coming
     /// back from [`park`].
@@ -661,27 +662,17 @@ enum Parsed {
     HandOff,
 }
 
-/// True when a `Connection` value lists `token`.
-fn lists(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
 fn lists_close(value: &[u8]) -> bool {
     lists(value, b"close")
 }
 
-/// A `Content-Length` value: digits only.
+/// A `Content-Length` value: digits only, at most 18 of them (longer ones go
+/// to hyper, which refuses them).
 fn content_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+    if value.len() > 18 {
         return None;
     }
-    Some(
-        value
-            .iter()
-            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
-    )
+    decimal(value)
 }
 
 fn status_line(buf: &mut Vec<u8>, status: StatusCode) {

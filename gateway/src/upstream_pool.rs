@@ -48,6 +48,7 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::headers::{decimal, list_items};
 use crate::proxy::{Forwarded, UpstreamBody};
 
 /// Idle connections kept per target.
@@ -531,16 +532,16 @@ impl FramingHeaders {
         if !visible(value) {
             return;
         }
-        for token in value.split(|&b| b == b',') {
-            let token = token.trim_ascii();
+        for token in list_items(value) {
             self.close |= token.eq_ignore_ascii_case(b"close");
             self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
         }
     }
 
     fn transfer_encoding(&mut self, value: &[u8]) {
-        let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-        self.chunked = Some(visible(value) && last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        let last = list_items(value).next_back();
+        self.chunked =
+            Some(visible(value) && last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
     }
 
     fn content_length(&mut self, value: &[u8]) {
@@ -552,15 +553,8 @@ impl FramingHeaders {
             self.content_length = Err("invalid Content-Length");
             return;
         }
-        for part in value.split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                self.content_length = Err("invalid Content-Length");
-                return;
-            }
-            let Some(n) = part.iter().try_fold(0u64, |n, &d| {
-                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-            }) else {
+        for part in list_items(value) {
+            let Some(n) = decimal(part) else {
                 self.content_length = Err("invalid Content-Length");
                 return;
             };

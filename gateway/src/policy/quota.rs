@@ -377,36 +377,24 @@ mod tests {
         let redis = counter(&prefix()).await;
         let keeper = QuotaKeeper::new(QuotaCounter::Redis(redis.clone()), 2);
         let three = rule(3, false);
+        // Three calls admitted at `now`, the fourth refused until `reset`.
+        let uses_up = async |now: i64, reset: &str| {
+            for _ in 0..3 {
+                assert_eq!(keeper.check("sub", &three, now).await, QuotaOutcome::Within);
+            }
+            assert_eq!(
+                keeper.check("sub", &three, now).await,
+                QuotaOutcome::Exceeded {
+                    reset_at_ms: at(reset),
+                    included: 3
+                }
+            );
+        };
         // Periods to come: the counter lets a past period's count expire.
         let last_of_january = at("2030-01-31T23:59:59.999Z");
-        for _ in 0..3 {
-            assert_eq!(
-                keeper.check("sub", &three, last_of_january).await,
-                QuotaOutcome::Within
-            );
-        }
-        assert_eq!(
-            keeper.check("sub", &three, last_of_january).await,
-            QuotaOutcome::Exceeded {
-                reset_at_ms: at("2030-02-01T00:00:00Z"),
-                included: 3
-            }
-        );
+        uses_up(last_of_january, "2030-02-01T00:00:00Z").await;
         // One millisecond later: February's quota, whole.
-        let first_of_february = last_of_january + 1;
-        for _ in 0..3 {
-            assert_eq!(
-                keeper.check("sub", &three, first_of_february).await,
-                QuotaOutcome::Within
-            );
-        }
-        assert_eq!(
-            keeper.check("sub", &three, first_of_february).await,
-            QuotaOutcome::Exceeded {
-                reset_at_ms: at("2030-03-01T00:00:00Z"),
-                included: 3
-            }
-        );
+        uses_up(last_of_january + 1, "2030-03-01T00:00:00Z").await;
         cleanup(&redis).await;
     }
 
