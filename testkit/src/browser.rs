@@ -14,7 +14,7 @@ use std::time::Duration;
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A headless Chromium session.
@@ -38,33 +38,73 @@ pub fn artifacts_dir() -> PathBuf {
     base.join("browser")
 }
 
+/// A started chromedriver and the port it listens on, or why it did not
+/// start.
+async fn start_driver() -> Result<(Child, u16), String> {
+    let mut driver = Command::new("chromedriver")
+        .arg("--port=0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chromedriver (install Debian's chromium and chromium-driver; scripts/test.sh does)");
+    let stdout = driver.stdout.take().expect("piped stdout");
+    let mut stderr = driver.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stdout).lines();
+    let port = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                return rest.trim_end_matches('.').trim().parse::<u16>().ok();
+            }
+        }
+        None
+    })
+    .await;
+    match port {
+        Ok(Some(port)) => {
+            // Keep draining its output so it never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+            });
+            Ok((driver, port))
+        }
+        Ok(None) => {
+            let mut said = String::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), stderr.read_to_string(&mut said))
+                .await;
+            let status = driver
+                .wait()
+                .await
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            Err(format!(
+                "it exited ({status}) without saying its port: {}",
+                said.trim()
+            ))
+        }
+        Err(_) => Err("it did not say its port within 30 s".to_owned()),
+    }
+}
+
 impl Chrome {
     /// Starts chromedriver and a headless browser whose viewport is `width`
     /// x `height` (below 500 px wide, a phone is emulated).
     pub async fn start(width: u32, height: u32) -> Self {
-        let mut driver = Command::new("chromedriver")
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start chromedriver (install Debian's chromium and chromium-driver; scripts/test.sh does)");
-        let stdout = driver.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let port = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.expect("read chromedriver") {
-                if let Some(rest) = line.split("started successfully on port ").nth(1) {
-                    return rest.trim_end_matches('.').trim().parse::<u16>().ok();
+        // chromedriver now and then exits before it says its port (seen once
+        // in CI-like runs, with nothing else wrong): started again, twice at
+        // most, with what it said on stderr kept for the failure message.
+        let mut failures = Vec::new();
+        let (driver, port) = loop {
+            match start_driver().await {
+                Ok(started) => break started,
+                Err(why) if failures.len() < 2 => failures.push(why),
+                Err(why) => {
+                    failures.push(why);
+                    panic!("chromedriver did not start: {}", failures.join("; "));
                 }
             }
-            None
-        })
-        .await
-        .expect("chromedriver did not start within 30 s")
-        .expect("chromedriver did not say its port");
-        // Keep draining its output so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
+        };
         let profile = tempfile::tempdir().expect("profile dir");
         let mut caps = serde_json::Map::new();
         let mut options = serde_json::json!({
