@@ -6,7 +6,8 @@
 
 use std::sync::LazyLock;
 
-use http::{HeaderName, HeaderValue};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The call's request id, sent upstream and back.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -106,6 +107,157 @@ pub fn number_value(n: u64) -> HeaderValue {
     HeaderValue::from_static(&table[start as usize..(start + width) as usize])
 }
 
+/// An upstream answer's headers as they go on to the client: `name: value`
+/// lines (CRLF-ended, names lowercased) in the upstream's order, hop-by-hop
+/// ones already left out. A target's own connections read answers into
+/// these instead of a `HeaderMap`, which hashes every name on insert and is
+/// hashed and walked again to remove the hop-by-hop ones: the own HTTP/1.1
+/// listener copies the lines to the client as they are. They travel in the
+/// answer's extensions, beside the (at first empty) header map into which
+/// the gateway inserts its own headers; a step that reads or edits the
+/// answer's headers (transforms, the cache, CORS, hyper's server) first
+/// merges them into the map ([`merge_raw_headers`]). Either way a name the
+/// map holds replaces the upstream's lines of that name, as an insert into
+/// a map of the upstream's headers would.
+#[derive(Debug, Clone, Default)]
+pub struct RawHeaders {
+    lines: Bytes,
+}
+
+/// One of [`RawHeaders`]' lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawLine<'a> {
+    /// The name, lowercase.
+    pub name: &'a [u8],
+    /// The value.
+    pub value: &'a [u8],
+    /// The whole line, with its CRLF.
+    pub line: &'a [u8],
+}
+
+impl RawHeaders {
+    /// Room for `len` bytes of lines.
+    pub fn builder(len: usize) -> RawHeadersBuilder {
+        RawHeadersBuilder {
+            lines: BytesMut::with_capacity(len),
+        }
+    }
+
+    /// The lines, in order.
+    pub fn lines(&self) -> impl Iterator<Item = RawLine<'_>> {
+        let mut rest: &[u8] = &self.lines;
+        std::iter::from_fn(move || {
+            // Every line was written by the builder: `name: value\r\n`.
+            let end = memchr::memchr(b'\n', rest)? + 1;
+            let (line, after) = rest.split_at(end);
+            rest = after;
+            let colon = memchr::memchr(b':', line)?;
+            Some(RawLine {
+                name: &line[..colon],
+                value: &line[colon + 2..end - 2],
+                line,
+            })
+        })
+    }
+
+    /// True when there are no lines.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Appends the lines to `map`, less those of a name `map` already holds
+    /// (its entries replace them). The values share the lines' bytes.
+    pub fn merge_into(self, map: &mut HeaderMap) {
+        let held: Vec<HeaderName> = map.keys().cloned().collect();
+        let base = self.lines.as_ptr() as usize;
+        for line in self.lines() {
+            if held.iter().any(|h| h.as_str().as_bytes() == line.name) {
+                continue;
+            }
+            let start = line.value.as_ptr() as usize - base;
+            let value = self.lines.slice(start..start + line.value.len());
+            // The builder took only valid names and values.
+            if let (Ok(name), Ok(value)) =
+                (parse_name(line.name), HeaderValue::from_maybe_shared(value))
+            {
+                map.append(name, value);
+            }
+        }
+    }
+}
+
+/// The bytes of an HTTP token (RFC 9110 §5.6.2), a header name's.
+static TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
+
+/// Writes [`RawHeaders`]' lines.
+#[derive(Debug)]
+pub struct RawHeadersBuilder {
+    lines: BytesMut,
+}
+
+impl RawHeadersBuilder {
+    /// Adds a header `httparse` parsed. It took only names that are HTTP
+    /// tokens and values of tab, visible ASCII, space and obs-text bytes (the
+    /// same rules as `HeaderName` and `HeaderValue`), so nothing is checked
+    /// again here.
+    pub fn push(&mut self, header: &httparse::Header<'_>) {
+        let (name, value) = (header.name.as_bytes(), header.value);
+        debug_assert!(!name.is_empty() && name.iter().all(|&b| TOKEN[usize::from(b)]));
+        debug_assert!(
+            value
+                .iter()
+                .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f))
+        );
+        let start = self.lines.len();
+        self.lines.extend_from_slice(name);
+        self.lines[start..].make_ascii_lowercase();
+        self.lines.extend_from_slice(b": ");
+        self.lines.extend_from_slice(value);
+        self.lines.extend_from_slice(b"\r\n");
+    }
+
+    /// The lines written.
+    pub fn finish(self) -> RawHeaders {
+        RawHeaders {
+            lines: self.lines.freeze(),
+        }
+    }
+}
+
+/// Merges the answer's [`RawHeaders`], if it has any, into its header map:
+/// for a step that reads or edits the answer's headers.
+pub fn merge_raw_headers<B>(response: &mut http::Response<B>) {
+    if let Some(raw) = response.extensions_mut().remove::<RawHeaders>() {
+        raw.merge_into(response.headers_mut());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +310,46 @@ mod tests {
         ] {
             assert_eq!(decimal(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn raw_lines_are_read_back_and_give_way_to_the_map() {
+        let mut slots = [httparse::EMPTY_HEADER; 8];
+        let mut parsed = httparse::Response::new(&mut slots);
+        let head = b"HTTP/1.1 200 OK\r\nX-One: a\r\nSet-Cookie: x=1\r\nX-Request-Id: up\r\n\
+                     Set-Cookie: y=2\r\nX-Empty:\r\n\r\n";
+        parsed.parse(head).unwrap();
+        let mut builder = RawHeaders::builder(64);
+        for h in parsed.headers.iter() {
+            builder.push(h);
+        }
+        let raw = builder.finish();
+        let lines: Vec<(&[u8], &[u8])> = raw.lines().map(|l| (l.name, l.value)).collect();
+        assert_eq!(
+            lines,
+            [
+                (&b"x-one"[..], &b"a"[..]),
+                (b"set-cookie", b"x=1"),
+                (b"x-request-id", b"up"),
+                (b"set-cookie", b"y=2"),
+                (b"x-empty", b""),
+            ]
+        );
+        assert_eq!(raw.lines().next().unwrap().line, b"x-one: a\r\n");
+
+        // The map's own entries stay; every other line is appended, repeats too.
+        let mut map = HeaderMap::new();
+        map.insert(X_REQUEST_ID, HeaderValue::from_static("gw"));
+        raw.merge_into(&mut map);
+        assert_eq!(map.get_all(X_REQUEST_ID).iter().collect::<Vec<_>>(), ["gw"]);
+        assert_eq!(
+            map.get_all("set-cookie").iter().collect::<Vec<_>>(),
+            ["x=1", "y=2"]
+        );
+        assert_eq!(map["x-one"], "a");
+        assert_eq!(map["x-empty"], "");
+        assert!(RawHeaders::default().is_empty());
+        assert_eq!(RawHeaders::default().lines().count(), 0);
     }
 
     #[test]

@@ -169,6 +169,8 @@ impl Gateway {
         if let Some((policies, origin)) = call.cors
             && let Some(cors) = &policies.cors
         {
+            // `Vary` is added to the upstream's, not put in its place.
+            crate::headers::merge_raw_headers(&mut response);
             access::add_cors_headers(cors, origin, response.headers_mut());
         }
         call.event.status = response.status().as_u16();
@@ -526,6 +528,10 @@ impl Gateway {
                 .map(ms)
                 .or(self.upstream_total_timeout),
         };
+        // The answer's headers may stay as the upstream's lines unless a step
+        // below reads or edits them (the rate-limit headers are inserted,
+        // which the lines allow).
+        let raw_headers = policies.transform.is_none() && route.cache.is_none();
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = None;
         let proxied = loop {
@@ -587,6 +593,7 @@ impl Gateway {
                 attempt_forwarded,
                 timeouts,
                 rid,
+                raw_headers,
             )
             .await
             {

@@ -20,7 +20,7 @@ use crate::error::GatewayError;
 use crate::headers::{
     APIKEY, KEEP_ALIVE, TRACEPARENT, X_API_KEY, X_FORWARDED_FOR, X_FORWARDED_HOST,
     X_FORWARDED_PROTO, X_REQUEST_ID, X_TOLLGATE_APP_ID, X_TOLLGATE_DEVELOPER_ID,
-    X_TOLLGATE_PLAN_ID, X_TOLLGATE_SUBSCRIPTION_ID,
+    X_TOLLGATE_PLAN_ID, X_TOLLGATE_SUBSCRIPTION_ID, merge_raw_headers,
 };
 use crate::metering::CountingBody;
 use crate::snapshot::Target;
@@ -322,6 +322,11 @@ pub enum Route<'a> {
 /// Sends the prepared request upstream and waits at most the head timeout (or
 /// what is left of the total) for the head and, when small, the body; a
 /// streamed body then runs under the read and total timeouts.
+///
+/// With `raw_headers`, an answer from a target's pool keeps its headers as
+/// [`crate::headers::RawHeaders`] lines in its extensions (for a caller that only inserts
+/// headers into the answer); without, they are in its
+/// header map, as every other route's answers are.
 pub async fn forward(
     client: &UpstreamClient,
     route: Route<'_>,
@@ -329,6 +334,7 @@ pub async fn forward(
     mut forwarded: Forwarded,
     timeouts: Timeouts,
     request_id: &str,
+    raw_headers: bool,
 ) -> Result<Proxied, GatewayError> {
     let sent = Instant::now();
     let timeout = timeouts
@@ -364,6 +370,10 @@ pub async fn forward(
             Route::H2c(h2c) => hyper_reply(h2c.request(req).await.map_err(Failed::Request)?),
         };
         let upstream_latency = sent.elapsed();
+        // The pool's lines come without hop-by-hop headers.
+        if !raw_headers {
+            merge_raw_headers(&mut response);
+        }
         strip_hop_by_hop(response.headers_mut());
         // A small body announced by Content-Length is read whole, so the
         // response goes out in one write instead of a head and a body.
@@ -472,17 +482,22 @@ pub struct Identity<'a> {
 
 /// What the gateway changes in a call's headers on the way up, kept beside
 /// the client's header map rather than applied to it. The target's pool
-/// writes the map's headers less [`Self::skips`], then [`Self::added`], so a
+/// writes the map's headers less [`Self::skips`], then [`Self::lines`], so a
 /// call inserts nothing into the map (each insert hashes its name, and the
-/// first grows the map, rehashing every entry); the other routes, and every
-/// step that edits the map itself (transforms, upgrades), [`Self::apply`] it first.
+/// first grows the map, rehashing every entry) and the added headers are
+/// written once, as lines, not made into header values first; the other
+/// routes, and every step that edits the map itself (transforms, upgrades),
+/// [`Self::apply`] it first.
 #[derive(Debug, Clone, Default)]
 pub struct Forwarded {
     /// Names of the client's headers that do not go up: hop-by-hop and
-    /// credential headers, any `x-tollgate-*`, and those `add` replaces.
+    /// credential headers, any `x-tollgate-*`, and those the lines replace.
     skip: Vec<HeaderName>,
-    /// Headers the gateway sets: identity, `Host`, forwarding and tracing.
-    add: Vec<(HeaderName, HeaderValue)>,
+    /// The headers the gateway sets (identity, `Host`, forwarding and
+    /// tracing) as `name: value` lines, each ended by CRLF: the `Host` line
+    /// first, up to `host_end`.
+    lines: Vec<u8>,
+    host_end: usize,
 }
 
 impl Forwarded {
@@ -492,18 +507,41 @@ impl Forwarded {
         for name in self.skip.drain(..) {
             headers.remove(name);
         }
-        headers.reserve(self.add.len());
-        for (name, value) in self.add.drain(..) {
-            headers.insert(name, value);
+        let lines = std::mem::take(&mut self.lines);
+        self.host_end = 0;
+        for line in lines.split_inclusive(|&b| b == b'\n') {
+            let line = &line[..line.len() - 2];
+            let Some(colon) = memchr::memchr(b':', line) else {
+                continue;
+            };
+            // Every line was written from a header name and value.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&line[..colon]),
+                HeaderValue::from_bytes(&line[colon + 2..]),
+            ) {
+                headers.insert(name, value);
+            }
         }
     }
 
     /// Sets the `Host` sent up (a retry goes to another target), replacing
     /// the client's.
     pub fn set_host(&mut self, host: &HeaderValue) {
-        match self.add.iter_mut().find(|(n, _)| n == header::HOST) {
-            Some((_, v)) => *v = host.clone(),
-            None => self.add.insert(0, (header::HOST, host.clone())),
+        let host = host.as_bytes();
+        if self.host_end == 0 {
+            // The first: the lines start with it.
+            let rest = std::mem::take(&mut self.lines);
+            self.lines.reserve(host.len() + 8 + rest.len().max(504));
+            push_line(&mut self.lines, b"host", host);
+            self.host_end = self.lines.len();
+            self.lines.extend_from_slice(&rest);
+        } else if self.lines.get(6..self.host_end - 2) != Some(host) {
+            let mut lines = Vec::with_capacity(self.lines.len() + host.len());
+            push_line(&mut lines, b"host", host);
+            let end = lines.len();
+            lines.extend_from_slice(&self.lines[self.host_end..]);
+            self.lines = lines;
+            self.host_end = end;
         }
         if !self.skip.contains(&header::HOST) {
             self.skip.push(header::HOST);
@@ -515,18 +553,28 @@ impl Forwarded {
         self.skip.contains(name)
     }
 
-    /// The headers the gateway adds, in order.
-    pub fn added(&self) -> &[(HeaderName, HeaderValue)] {
-        &self.add
+    /// The headers the gateway adds, as CRLF-ended lines, in order (`Host`
+    /// first).
+    pub fn lines(&self) -> &[u8] {
+        &self.lines
     }
 
     /// Adds `name` (replacing the client's).
-    fn set(&mut self, name: HeaderName, value: HeaderValue, sent: bool) {
+    fn set(&mut self, name: HeaderName, value: &[u8], sent: bool) {
+        push_line(&mut self.lines, name.as_str().as_bytes(), value);
         if sent && !self.skip.contains(&name) {
-            self.skip.push(name.clone());
+            self.skip.push(name);
         }
-        self.add.push((name, value));
     }
+}
+
+/// Writes `name: value` and CRLF.
+fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The request-header changes for the upstream: hop-by-hop and credential
@@ -573,7 +621,9 @@ pub fn prepare_headers(
     }
     let mut out = Forwarded {
         skip,
-        add: Vec::with_capacity(10),
+        // Made with room for a typical call's lines (about 400 bytes).
+        lines: Vec::new(),
+        host_end: 0,
     };
     out.set_host(&target.host);
     if let Some(id) = identity {
@@ -586,28 +636,35 @@ pub fn prepare_headers(
         for (name, value) in names.into_iter().zip(id.headers) {
             if let Some(v) = value {
                 // Any the client sent are skipped above (`x-tollgate-*`).
-                out.add.push((name, v.clone()));
+                push_line(&mut out.lines, name.as_str().as_bytes(), v.as_bytes());
             }
         }
     }
     let forwarded_for_sent = forwarded_for.is_some();
-    let forwarded_for = match forwarded_for.and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", client.text)).ok(),
-        None => Some(client.header.clone()),
-    };
-    if let Some(v) = forwarded_for {
-        out.set(X_FORWARDED_FOR, v, forwarded_for_sent);
+    match forwarded_for.and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            let mut chain = Vec::with_capacity(prev.len() + 2 + client.text.len());
+            chain.extend_from_slice(prev.as_bytes());
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(client.text.as_bytes());
+            out.set(X_FORWARDED_FOR, &chain, forwarded_for_sent);
+        }
+        None => out.set(
+            X_FORWARDED_FOR,
+            client.header.as_bytes(),
+            forwarded_for_sent,
+        ),
+    }
+    out.set(X_FORWARDED_PROTO, b"http", proto_sent);
+    if let Some(h) = host {
+        out.set(X_FORWARDED_HOST, h.as_bytes(), host_sent);
     }
     out.set(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static("http"),
-        proto_sent,
+        TRACEPARENT,
+        &traceparent_bytes(trace, request_id),
+        trace.is_some(),
     );
-    if let Some(h) = host {
-        out.set(X_FORWARDED_HOST, h.clone(), host_sent);
-    }
-    out.set(TRACEPARENT, traceparent(trace, request_id), trace.is_some());
-    out.set(X_REQUEST_ID, request_id.clone(), rid_sent);
+    out.set(X_REQUEST_ID, request_id.as_bytes(), rid_sent);
     out
 }
 
@@ -621,6 +678,12 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
 /// gateway as the parent span; a call without (or with a malformed) one starts a
 /// trace whose id is the request id when that is 32 hex characters.
 pub fn traceparent(incoming: Option<&HeaderValue>, request_id: &HeaderValue) -> HeaderValue {
+    HeaderValue::from_bytes(&traceparent_bytes(incoming, request_id))
+        .expect("hex is a valid header value")
+}
+
+/// [`traceparent`]'s bytes.
+fn traceparent_bytes(incoming: Option<&HeaderValue>, request_id: &HeaderValue) -> [u8; 55] {
     // "00-" trace (32) "-" span (16) "-" flags (2), written in place.
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
     let span = uuid::Uuid::new_v4().as_u64_pair().0 | 1;
@@ -652,7 +715,7 @@ pub fn traceparent(incoming: Option<&HeaderValue>, request_id: &HeaderValue) -> 
             None => hex_into(&mut out[3..35], uuid::Uuid::new_v4().as_bytes()),
         },
     }
-    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
+    out
 }
 
 /// Writes `bytes` as lowercase hex into `out` (twice as long).

@@ -54,7 +54,7 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use crate::Gateway;
-use crate::headers::{decimal, lists};
+use crate::headers::{RawHeaders, decimal, lists};
 use crate::pipeline::ResponseBody;
 use crate::proxy::{Peer, RequestBody};
 use crate::upstream_pool::Digits;
@@ -207,7 +207,10 @@ async fn hand_off(
         let gateway = gateway.clone();
         let peer = peer.clone();
         async move {
-            Ok::<_, std::convert::Infallible>(gateway.handle(req.map(Either::Left), peer).await)
+            let mut response = gateway.handle(req.map(Either::Left), peer).await;
+            // hyper writes the header map only.
+            crate::headers::merge_raw_headers(&mut response);
+            Ok::<_, std::convert::Infallible>(response)
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -497,6 +500,28 @@ impl Connection {
         let mut keep_alive = true;
         let mut dated = false;
         let mut stated_length = None;
+        // An upstream's header lines as they came (hop-by-hop ones already
+        // left out), less those the gateway's own headers replace.
+        if let Some(raw) = parts.extensions.get::<RawHeaders>() {
+            for line in raw.lines() {
+                if parts
+                    .headers
+                    .keys()
+                    .any(|k| k.as_str().as_bytes() == line.name)
+                {
+                    continue;
+                }
+                match line.name {
+                    b"content-length" => {
+                        stated_length = stated_length.or(content_length(line.value));
+                        continue;
+                    }
+                    b"date" => dated = true,
+                    _ => {}
+                }
+                wbuf.extend_from_slice(line.line);
+            }
+        }
         for (name, value) in &parts.headers {
             match *name {
                 // Framing is written below, from the body.

@@ -33,7 +33,6 @@
 //! a new connection; any other is not sent twice, and fails.
 
 use std::mem::MaybeUninit;
-use std::ops::Range;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -48,7 +47,7 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::headers::{decimal, list_items};
+use crate::headers::{RawHeaders, decimal, list_items};
 use crate::proxy::{Forwarded, UpstreamBody};
 
 /// Idle connections kept per target.
@@ -256,9 +255,6 @@ fn checkin(idle: &Mutex<Vec<Conn>>, mut conn: Conn) {
     }
 }
 
-/// Headers the gateway may add to an answer besides the upstream's.
-const ANSWER_ROOM: usize = 8;
-
 /// One TCP connection and what has been read off it.
 #[derive(Debug)]
 struct Conn {
@@ -267,8 +263,6 @@ struct Conn {
     /// Has carried a call before (so the upstream may have closed it meanwhile).
     reused: bool,
     idle_since: Instant,
-    /// The last head's header names and where their values are, reused.
-    found: Vec<(HeaderName, Range<usize>)>,
 }
 
 /// How an exchange failed.
@@ -341,7 +335,6 @@ impl Conn {
             rbuf: BytesMut::with_capacity(READ_ROOM),
             reused: false,
             idle_since: Instant::now(),
-            found: Vec::new(),
         })
     }
 
@@ -447,51 +440,91 @@ impl Conn {
             } else {
                 Version::HTTP_11
             };
-            // Where each header's name and value sit, so the values can share
-            // the buffer's bytes once it is frozen.
-            let base = self.rbuf.as_ptr() as usize;
-            let mut found = std::mem::take(&mut self.found);
-            found.clear();
-            // The framing headers are read on the way.
+            // One pass reads the framing headers and writes the others'
+            // lines, less the hop-by-hop ones.
             let mut said = FramingHeaders::default();
+            let size = parsed
+                .headers
+                .iter()
+                .map(|h| h.name.len() + h.value.len() + 4)
+                .sum();
+            let mut raw = RawHeaders::builder(size);
             for h in parsed.headers.iter() {
-                let name = crate::headers::parse_name(h.name.as_bytes())
-                    .map_err(|_| PoolError::Protocol("invalid header name"))?;
-                match name {
-                    header::CONNECTION => said.connection(h.value),
-                    header::TRANSFER_ENCODING => said.transfer_encoding(h.value),
-                    header::CONTENT_LENGTH => said.content_length(h.value),
-                    _ => {}
-                }
-                let start = h.value.as_ptr() as usize - base;
-                found.push((name, start..start + h.value.len()));
-            }
-            let head = self.rbuf.split_to(len).freeze();
-            // Room for what the gateway adds to the answer (request id,
-            // rate-limit headers, CORS), so adding them does not grow the
-            // map, which rehashes every entry.
-            let mut headers = HeaderMap::with_capacity(found.len() + ANSWER_ROOM);
-            let mut values = Ok(());
-            for (name, at) in found.drain(..) {
-                match HeaderValue::from_maybe_shared(head.slice(at)) {
-                    Ok(value) => {
-                        headers.append(name, value);
+                match Hop::of(h.name.as_bytes()) {
+                    None => raw.push(h),
+                    Some(Hop::ContentLength) => {
+                        said.content_length(h.value);
+                        raw.push(h);
                     }
-                    Err(_) => values = Err(PoolError::Protocol("invalid header value")),
+                    Some(Hop::Connection) => said.connection(h.value),
+                    Some(Hop::TransferEncoding) => said.transfer_encoding(h.value),
+                    Some(Hop::Other) => {}
                 }
             }
-            self.found = found;
-            values?;
-            let (framing, keep_alive) = framing(status, version, &said, &mut headers, head_only)?;
+            let (framing, keep_alive) = framing(status, version, &said, head_only)?;
+            // Seldom: `Connection` names other headers (hop-by-hop for this
+            // connection only), or a length came beside chunks (not passed
+            // on). The lines are written again without them.
+            let drop_length = said.chunked.is_some() && said.content_length_seen;
+            if said.names_others || drop_length {
+                let named = |name: &[u8]| {
+                    parsed.headers.iter().any(|h| {
+                        Hop::of(h.name.as_bytes()) == Some(Hop::Connection)
+                            && crate::headers::lists(h.value, name)
+                    })
+                };
+                raw = RawHeaders::builder(size);
+                for h in parsed.headers.iter() {
+                    let name = h.name.as_bytes();
+                    match Hop::of(name) {
+                        Some(Hop::ContentLength) if !drop_length && !named(name) => {}
+                        Some(_) => continue,
+                        None if named(name) => continue,
+                        None => {}
+                    }
+                    raw.push(h);
+                }
+            }
+            self.rbuf.advance(len);
             let mut response = Response::new(());
             *response.status_mut() = status;
             *response.version_mut() = version;
-            *response.headers_mut() = headers;
+            response.extensions_mut().insert(raw.finish());
             return Ok(Some(Head {
                 response,
                 framing,
                 keep_alive,
             }));
+        }
+    }
+}
+
+/// The answer headers the target's pool does not pass on as they came:
+/// the hop-by-hop ones (RFC 9110 §7.6.1; a `Connection` header may name
+/// more), and `Content-Length`, which frames the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    Connection,
+    TransferEncoding,
+    ContentLength,
+    /// `Keep-Alive`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`,
+    /// `Trailer`, `Upgrade`.
+    Other,
+}
+
+impl Hop {
+    fn of(name: &[u8]) -> Option<Self> {
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        match name.len() {
+            2 if is("te") => Some(Self::Other),
+            7 if is("trailer") || is("upgrade") => Some(Self::Other),
+            10 if is("connection") => Some(Self::Connection),
+            10 if is("keep-alive") => Some(Self::Other),
+            14 if is("content-length") => Some(Self::ContentLength),
+            17 if is("transfer-encoding") => Some(Self::TransferEncoding),
+            18 if is("proxy-authenticate") => Some(Self::Other),
+            19 if is("proxy-authorization") => Some(Self::Other),
+            _ => None,
         }
     }
 }
@@ -508,6 +541,8 @@ struct FramingHeaders {
     content_length_seen: bool,
     /// The one length stated, or what was wrong with the lengths.
     content_length: Result<Option<u64>, &'static str>,
+    /// `Connection` lists names besides `close` and `keep-alive`.
+    names_others: bool,
 }
 
 impl Default for FramingHeaders {
@@ -518,6 +553,7 @@ impl Default for FramingHeaders {
             chunked: None,
             content_length_seen: false,
             content_length: Ok(None),
+            names_others: false,
         }
     }
 }
@@ -529,12 +565,14 @@ fn visible(value: &[u8]) -> bool {
 
 impl FramingHeaders {
     fn connection(&mut self, value: &[u8]) {
-        if !visible(value) {
-            return;
-        }
         for token in list_items(value) {
-            self.close |= token.eq_ignore_ascii_case(b"close");
-            self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            let close = token.eq_ignore_ascii_case(b"close");
+            let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+            self.names_others |= !(close || keep_alive || token.is_empty());
+            if visible(value) {
+                self.close |= close;
+                self.keep_alive |= keep_alive;
+            }
         }
     }
 
@@ -574,7 +612,6 @@ fn framing(
     status: StatusCode,
     version: Version,
     said: &FramingHeaders,
-    headers: &mut HeaderMap,
     head_only: bool,
 ) -> Result<(Framing, bool), PoolError> {
     let mut keep_alive = !said.close && (version == Version::HTTP_11 || said.keep_alive);
@@ -583,8 +620,8 @@ fn framing(
     }
     if let Some(chunked) = said.chunked {
         if said.content_length_seen {
-            // Both: the length is ignored, and the connection not trusted after.
-            headers.remove(header::CONTENT_LENGTH);
+            // Both: the length is ignored (and not passed on), and the
+            // connection not trusted after.
             keep_alive = false;
         }
         return Ok(if chunked {
@@ -618,16 +655,14 @@ fn write_head(
         target.as_bytes()
     });
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    // The gateway's headers first (Host leads), then the client's it keeps.
+    out.extend_from_slice(forwarded.lines());
     let mut line = |name: &HeaderName, value: &HeaderValue| {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     };
-    // The gateway's headers first (Host leads), then the client's it keeps.
-    for (name, value) in forwarded.added() {
-        line(name, value);
-    }
     for (name, value) in headers {
         if name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
@@ -965,6 +1000,8 @@ mod tests {
                 Duration::from_secs(5),
             )
             .await?;
+        let mut response = response;
+        crate::headers::merge_raw_headers(&mut response);
         let (parts, reply) = response.into_parts();
         let body = match reply {
             Reply::Whole(b) => b,
@@ -1078,7 +1115,11 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(response.headers()["content-type"], "text/plain");
+        let raw = response.extensions().get::<RawHeaders>().unwrap();
+        assert!(
+            raw.lines()
+                .any(|l| l.line == b"content-type: text/plain\r\n")
+        );
         let requests = up.requests.lock().unwrap();
         let get = String::from_utf8(requests[0].clone()).unwrap();
         assert!(get.starts_with("GET /x?y=1 HTTP/1.1\r\n"), "{get}");
@@ -1173,9 +1214,61 @@ mod tests {
             let (status, headers, body) = send(&pool, &up.authority, Method::GET).await.unwrap();
             assert_eq!(status, 200);
             assert_eq!(body, "hello, world");
-            assert!(headers.contains_key(header::TRANSFER_ENCODING));
+            // Hop-by-hop: not passed on.
+            assert!(!headers.contains_key(header::TRANSFER_ENCODING));
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn answer_headers_come_as_lines_less_hop_by_hop_ones() {
+        // Both a length and chunks: the first connection is not kept.
+        let up = scripted(|conn, _| match conn {
+            0 => Act::Answer(
+                b"HTTP/1.1 200 OK\r\nX-Upper: A b\r\nConnection: keep-alive, X-Secret\r\n\
+                  X-Secret: s\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\n\
+                  TE: trailers\r\nTrailer: x-sum\r\nUpgrade: h2c\r\nSet-Cookie: a=1\r\n\
+                  Transfer-Encoding: chunked\r\nContent-Length: 5\r\nSet-Cookie: b=2\r\n\r\n\
+                  5\r\nhello\r\n0\r\n\r\n",
+            ),
+            _ => Act::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDate: x\r\n\r\nok"),
+        })
+        .await;
+        let pool = Http1Pool::default();
+        let lines = |response: &Response<Reply>| -> Vec<String> {
+            let raw = response.extensions().get::<RawHeaders>().unwrap();
+            assert!(response.headers().is_empty());
+            raw.lines()
+                .map(|l| String::from_utf8(l.line.to_vec()).unwrap())
+                .collect()
+        };
+        let forwarded = Forwarded::default();
+        let call = |method| {
+            pool.send(
+                &up.authority,
+                request(&up.authority, method, b""),
+                &forwarded,
+                Duration::from_secs(5),
+            )
+        };
+        // Names lowercased, order and repeats kept; hop-by-hop ones, those
+        // `Connection` names, and a length beside chunks left out.
+        let response = call(Method::GET).await.unwrap();
+        assert_eq!(
+            lines(&response),
+            [
+                "x-upper: A b\r\n",
+                "set-cookie: a=1\r\n",
+                "set-cookie: b=2\r\n"
+            ]
+        );
+        let Reply::Stream(body) = response.into_body() else {
+            panic!("a chunked body is streamed");
+        };
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+        // A length alone stays (a HEAD answer passes it on).
+        let response = call(Method::GET).await.unwrap();
+        assert_eq!(lines(&response), ["content-length: 2\r\n", "date: x\r\n"]);
     }
 
     #[tokio::test]
@@ -1230,23 +1323,19 @@ mod tests {
             status: u16,
             fields: &[(&str, &str)],
             head_only: bool,
-        ) -> (Result<(Framing, bool), String>, HeaderMap) {
+        ) -> (Result<(Framing, bool), String>, ()) {
             let mut said = FramingHeaders::default();
-            let mut headers = HeaderMap::new();
             for (name, value) in fields {
-                let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
-                match name {
-                    header::CONNECTION => said.connection(value.as_bytes()),
-                    header::TRANSFER_ENCODING => said.transfer_encoding(value.as_bytes()),
-                    header::CONTENT_LENGTH => said.content_length(value.as_bytes()),
+                match Hop::of(name.as_bytes()) {
+                    Some(Hop::Connection) => said.connection(value.as_bytes()),
+                    Some(Hop::TransferEncoding) => said.transfer_encoding(value.as_bytes()),
+                    Some(Hop::ContentLength) => said.content_length(value.as_bytes()),
                     _ => {}
                 }
-                headers.append(name, HeaderValue::from_str(value).unwrap());
             }
             let status = StatusCode::from_u16(status).unwrap();
-            let framed =
-                framing(status, version, &said, &mut headers, head_only).map_err(|e| e.to_string());
-            (framed, headers)
+            let framed = framing(status, version, &said, head_only).map_err(|e| e.to_string());
+            (framed, ())
         }
         let v11 = Version::HTTP_11;
         let length = |n| Ok((Framing::Length(n), true));
@@ -1278,9 +1367,9 @@ mod tests {
             frame(v11, 304, &[("content-length", "x")], false).0,
             length(0)
         );
-        // Chunked when the last coding is; the length is then dropped, and
+        // Chunked when the last coding is; the length is then ignored, and
         // the connection with it.
-        let (framed, headers) = frame(
+        let (framed, ()) = frame(
             v11,
             200,
             &[
@@ -1290,7 +1379,6 @@ mod tests {
             false,
         );
         assert_eq!(framed, Ok((Framing::Chunked(Chunk::Size), false)));
-        assert!(!headers.contains_key(header::CONTENT_LENGTH));
         let (framed, _) = frame(
             v11,
             200,

@@ -1100,6 +1100,7 @@ async fn framing_upstream() -> (String, std::sync::Arc<std::sync::atomic::Atomic
                             b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow".to_vec()
                         }
                         "/conflict" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok".to_vec(),
+                        "/headers" => b"HTTP/1.1 200 OK\r\nX-Upper: A b\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nSet-Cookie: a=1\r\nX-Request-Id: from-upstream\r\nVary: Accept-Encoding\r\nSet-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok".to_vec(),
                         _ => {
                             // Until close: no length, no chunks.
                             let _ = conn.write_all(b"HTTP/1.1 200 OK\r\n\r\nto the end").await;
@@ -1172,6 +1173,107 @@ async fn answers_of_every_framing_reach_the_client_whole() {
     assert_eq!((status, code.as_str()), (502, "upstream_unreachable"));
     // Every call is metered once.
     app.expect_usage(None, 10).await;
+    app.stop().await;
+}
+
+/// A GET over a new HTTP/2 (prior knowledge) connection, with the key.
+async fn h2_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    key: &str,
+) -> http::Response<hyper::body::Incoming> {
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let (mut sender, h2) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(h2);
+    let req = http::Request::get(format!("http://{addr}{path}"))
+        .header("x-api-key", key)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    sender.send_request(req).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_headers_pass_through_less_hop_by_hop_ones() {
+    use tokio::io::AsyncWriteExt;
+    let (upstream, _) = framing_upstream().await;
+    let app = TestApp::start(Stack::Embedded).await;
+    let p = app.provision("f", &upstream).await;
+    app.create(
+        "/admin/apis",
+        json!({"name": "c", "slug": "c", "base_path": "/c", "upstreams": [upstream],
+               "policies": {"keyless": true, "cors": {"allow_origins": ["https://app.example"]}}}),
+    )
+    .await;
+    app.synced().await;
+    let addr = app.running.gateway_addr.unwrap();
+    // What every path must give: the upstream's headers in order, less the
+    // hop-by-hop ones and those its `Connection` names; the gateway's
+    // request id in place of the upstream's.
+    let check = |head: &str| {
+        let lines: Vec<&str> = head.split("\r\n").collect();
+        let has = |l: &str| lines.contains(&l);
+        assert!(has("x-upper: a b"), "{head}");
+        assert!(
+            !head.contains("x-secret") && !head.contains("keep-alive"),
+            "{head}"
+        );
+        let cookies: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("set-cookie"))
+            .collect();
+        assert_eq!(cookies, [&"set-cookie: a=1", &"set-cookie: b=2"], "{head}");
+        let ids: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("x-request-id"))
+            .collect();
+        assert_eq!(ids.len(), 1, "{head}");
+        assert!(!ids[0].contains("from-upstream"), "{head}");
+        assert!(has("vary: accept-encoding"), "{head}");
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("date: ")).count(),
+            1,
+            "{head}"
+        );
+    };
+
+    // The listener's own HTTP/1.1 path copies the lines.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    let call = format!(
+        "GET /f/headers HTTP/1.1\r\nHost: g\r\nx-api-key: {}\r\n\r\n",
+        p.key
+    );
+    conn.write_all(call.as_bytes()).await.unwrap();
+    let (head, body) = read_answer(&mut conn, &mut buf, false).await;
+    check(&head);
+    assert!(head.contains("\r\ncontent-length: 2\r\n"), "{head}");
+    assert_eq!(body, b"ok");
+
+    // CORS adds `Vary: Origin` beside the upstream's `Vary`.
+    let call = "GET /c/headers HTTP/1.1\r\nHost: g\r\nOrigin: https://app.example\r\n\r\n";
+    conn.write_all(call.as_bytes()).await.unwrap();
+    let (head, _) = read_answer(&mut conn, &mut buf, false).await;
+    check(&head);
+    assert!(head.contains("\r\nvary: origin\r\n"), "{head}");
+    assert!(
+        head.contains("\r\naccess-control-allow-origin: https://app.example\r\n"),
+        "{head}"
+    );
+
+    // hyper's server (HTTP/2 here) writes the same headers.
+    let resp = h2_get(addr, "/f/headers", &p.key).await;
+    assert_eq!(resp.status(), 200);
+    let mut head = String::new();
+    for (name, value) in resp.headers() {
+        head.push_str(&format!(
+            "{name}: {}\r\n",
+            value.to_str().unwrap().to_ascii_lowercase()
+        ));
+    }
+    check(&head);
     app.stop().await;
 }
 
@@ -1366,17 +1468,7 @@ async fn the_listener_answers_http1_and_hands_the_rest_to_hyper() {
     assert!(answer.starts_with(b"HTTP/1.1 400"), "{answer:?}");
 
     // HTTP/2 with prior knowledge goes to hyper.
-    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
-    let (mut sender, h2) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    tokio::spawn(h2);
-    let req = http::Request::get(format!("http://{addr}/f/chunked"))
-        .header("x-api-key", key.as_str())
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
+    let resp = h2_get(addr, "/f/chunked", key).await;
     assert_eq!(resp.status(), 200);
     let body = http_body_util::BodyExt::collect(resp.into_body())
         .await
