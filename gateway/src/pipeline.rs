@@ -234,10 +234,9 @@ impl Gateway {
 
         // 2. operation, when the API documents its paths. A CORS preflight is
         // matched by the method it asks about.
-        let asked = req
-            .headers()
-            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
-            .filter(|_| req.method() == Method::OPTIONS)
+        let asked = (req.method() == Method::OPTIONS)
+            .then(|| req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD))
+            .flatten()
             .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
         let mut policies = &route.policies;
         match route
@@ -546,12 +545,10 @@ impl Gateway {
                     tracing::warn!(error = %e, api = %route.slug, "cannot build the upstream URI");
                     GatewayError::UpstreamUnreachable
                 })?;
-            let mut attempt = http::request::Builder::new()
-                .method(parts.method.clone())
-                .uri(target_uri)
-                .version(parts.version)
-                .body(())
-                .expect("method, URI and version are valid");
+            let mut attempt = Request::new(());
+            *attempt.method_mut() = parts.method.clone();
+            *attempt.uri_mut() = target_uri;
+            *attempt.version_mut() = parts.version;
             let mut attempt_forwarded = if retries > tried.len() {
                 *attempt.headers_mut() = parts.headers.clone();
                 forwarded.clone()

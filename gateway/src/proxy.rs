@@ -178,11 +178,13 @@ pub fn upstream_uri(target: &Target, rest: &str, query: Option<&str>) -> Result<
         path_and_query.push('?');
         path_and_query.push_str(q);
     }
-    Uri::builder()
-        .scheme(target.scheme.clone())
-        .authority(target.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(target.scheme.clone());
+    parts.authority = Some(target.authority.clone());
+    parts.path_and_query = Some(http::uri::PathAndQuery::from_maybe_shared(
+        bytes::Bytes::from(path_and_query),
+    )?);
+    Ok(Uri::from_parts(parts)?)
 }
 
 /// The body passed back to the client: streamed (under the read and total

@@ -195,6 +195,11 @@ fn park(
 
 /// Hands the connection to hyper's server (HTTP/1 and HTTP/2, upgrades),
 /// `read` being what was read from it and not answered.
+///
+/// hyper bounds the wait for an HTTP/1 head (its header read timeout), but
+/// keeps an HTTP/2 connection without streams open for as long as the
+/// client likes; so the connection is also shut down gracefully (HTTP/2:
+/// `GOAWAY`) once it has had no call in progress for the client timeout.
 async fn hand_off(
     gateway: Arc<Gateway>,
     io: TcpStream,
@@ -203,14 +208,18 @@ async fn hand_off(
     mut closing: watch::Receiver<()>,
 ) {
     let timeout = gateway.client_timeout;
+    let activity = Arc::new(Activity::new());
+    let calls = activity.clone();
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
         let gateway = gateway.clone();
         let peer = peer.clone();
+        // In progress until the answer's body has been sent or dropped.
+        let call = InProgress::start(&calls);
         async move {
             let mut response = gateway.handle(req.map(Either::Left), peer).await;
             // hyper writes the header map only.
             crate::headers::merge_raw_headers(&mut response);
-            Ok::<_, std::convert::Infallible>(response)
+            Ok::<_, std::convert::Infallible>(response.map(|body| Tracked { body, _call: call }))
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -221,16 +230,114 @@ async fn hand_off(
         .header_read_timeout(timeout);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(Rewind { read, io }), service);
     tokio::pin!(conn);
-    let ended = tokio::select! {
-        biased;
-        ended = conn.as_mut() => ended,
-        _ = closing.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let idle_check = tokio::time::sleep(timeout);
+    tokio::pin!(idle_check);
+    let mut shutting_down = false;
+    let ended = loop {
+        tokio::select! {
+            biased;
+            ended = conn.as_mut() => break ended,
+            _ = closing.changed(), if !shutting_down => {
+                conn.as_mut().graceful_shutdown();
+                shutting_down = true;
+            }
+            () = idle_check.as_mut(), if !shutting_down => match activity.idle_for() {
+                Some(idle) if idle >= timeout => {
+                    tracing::debug!(
+                        timeout_ms = timeout.as_millis() as u64,
+                        "no call on the connection for the client timeout; closing it"
+                    );
+                    conn.as_mut().graceful_shutdown();
+                    shutting_down = true;
+                }
+                // Looked at again when it would have been idle long enough.
+                idle => {
+                    let wait = timeout.saturating_sub(idle.unwrap_or_default());
+                    idle_check.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
+            },
         }
     };
     if let Err(e) = ended {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The calls in progress on a connection handed to hyper, and when the
+/// last one ended.
+struct Activity {
+    in_progress: std::sync::atomic::AtomicUsize,
+    last_end: std::sync::Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_progress: std::sync::atomic::AtomicUsize::new(0),
+            last_end: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// How long the connection has had no call in progress; `None` while
+    /// one is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_progress.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(
+            self.last_end
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed(),
+        )
+    }
+}
+
+/// One call in progress on a connection handed to hyper; it ends when
+/// dropped (with the answer's body, or with the call if the client gave up).
+struct InProgress(Arc<Activity>);
+
+impl InProgress {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity
+            .in_progress
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        *self.0.last_end.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0
+            .in_progress
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// An answer's body that holds its call [`InProgress`].
+struct Tracked {
+    body: ResponseBody,
+    _call: InProgress,
+}
+
+impl Body for Tracked {
+    type Data = <ResponseBody as Body>::Data;
+    type Error = <ResponseBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

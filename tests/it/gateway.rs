@@ -1578,5 +1578,29 @@ async fn connections_that_send_no_whole_call_in_time_are_closed() {
         closed_unanswered(&mut conn).await,
         "an idle handed-off connection is closed"
     );
+
+    // HTTP/2 (hyper keeps a connection without streams open): calls apart
+    // by less than the timeout keep it, however long it lives; then idle,
+    // it is shut down.
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let (mut sender, h2) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    let h2 = tokio::spawn(h2);
+    for _ in 0..3 {
+        let req = http::Request::get(format!("http://{addr}/f/echo"))
+            .header("x-api-key", p.key.as_str())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), h2).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "an idle HTTP/2 connection is shut down: {ended:?}"
+    );
     app.stop().await;
 }

@@ -149,7 +149,9 @@ impl LocalLimiter {
     /// Decides a call against every budget; updates them only if all admit.
     pub fn check(&self, budgets: &[Budget]) -> Decision {
         let now = self.now();
-        let mut taken: Vec<(usize, u64)> = Vec::with_capacity(budgets.len());
+        // What each budget took, to give back if a later one refuses: none
+        // to keep with one budget.
+        let mut taken: Vec<(usize, u64)> = Vec::new();
         let mut result: Option<Decision> = None;
         for (i, b) in budgets.iter().enumerate() {
             let mut shard = self.shards[shard_of(&b.id)]
@@ -167,7 +169,9 @@ impl LocalLimiter {
                             shard.insert(b.id.clone(), nt);
                         }
                     }
-                    taken.push((i, tat));
+                    if i + 1 < budgets.len() {
+                        taken.push((i, tat));
+                    }
                     result = Some(result.map_or(d, |r| tighter(r, d)));
                 }
                 None => {
