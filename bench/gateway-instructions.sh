@@ -4,7 +4,7 @@
 # so the figure repeats from run to run whatever else the machine is doing.
 # Kernel work (socket syscalls, loopback TCP) is not counted.
 #
-# Starts the peers' nginx upstream on 127.0.0.1:9101, a release `tollgate up`
+# Starts the peers' nginx upstream on 127.0.0.1:9101, a production-profile `tollgate up`
 # under `valgrind --tool=callgrind` with the benchmark's full policy set (key
 # auth, rate limit, quota, metering into the embedded store), and for each
 # connection count sends exactly CALLS calls with curl (keep-alive) between

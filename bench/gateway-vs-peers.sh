@@ -2,7 +2,7 @@
 # Measures the Tollgate gateway against nginx and haproxy with ../shared/bench/peers.sh:
 # same fixed upstream (127.0.0.1:9101), same wrk rounds, one run.
 #
-# Starts a release `tollgate up` on a temporary data dir with key authentication,
+# Starts a production-profile `tollgate up` on a temporary data dir with key authentication,
 # authorization, a rate limit, a quota and usage metering on (embedded usage
 # store; limits high enough never to refuse), provisions an API
 # pointing at the peers' upstream through the admin API, and hands the gateway to

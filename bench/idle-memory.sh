@@ -2,7 +2,7 @@
 # Memory per idle client connection: N connections each make one call (full
 # policy set for Tollgate) and stay open, kept alive; the serving process's
 # resident memory before and after, per connection. For each gateway binary
-# given (default: the release build), and nginx as a reverse proxy (its one
+# given (default: the production-profile build), and nginx as a reverse proxy (its one
 # worker) for comparison. N must stay under `ulimit -n` and nginx's 4,096
 # worker connections.
 #

@@ -1,4 +1,5 @@
-# Shared by the bench scripts (sourced, not run): start a release `tollgate up`
+# Shared by the bench scripts (sourced, not run): start a `tollgate up` built
+# with the production profile (what ships: release with whole-program LTO)
 # on a temporary data dir and provision APIs, plans and keys through the admin API.
 #
 #   start_gateway PORT_BASE [command prefix...]   # sets GW_PID, GW_WORK, GW_TOKEN, GW_ADMIN, GW_URL
@@ -10,10 +11,10 @@
 # (TOLLGATE_WORKERS=1) unless set, like each peer.
 
 UPSTREAM=${UPSTREAM:-http://127.0.0.1:9101}
-TOLLGATE_BIN=${TOLLGATE_BIN:-${CARGO_TARGET_DIR:-target}/release/tollgate}
+TOLLGATE_BIN=${TOLLGATE_BIN:-${CARGO_TARGET_DIR:-target}/production/tollgate}
 
 build_gateway() {
-  cargo build --release --locked --bin tollgate >&2
+  cargo build --profile production --locked --bin tollgate >&2
 }
 
 start_gateway() { # PORT_BASE [prefix...]

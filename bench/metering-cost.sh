@@ -2,7 +2,7 @@
 # What usage metering costs the gateway: throughput (wrk -t1 -c$CONNS) of the same
 # build with metering on and with the usage writer idle, in interleaved rounds.
 #
-# Two release `tollgate up` processes (one worker each) serve the same API with the
+# Two production-profile `tollgate up` processes (one worker each) serve the same API with the
 # full policy set (key auth, rate limit, quota; bench/lib.sh's FULL_PLAN) on the
 # peers' fixed upstream (127.0.0.1:9101, started here):
 #   on     the whole usage path: queue -> spool (encode, append, fdatasync every

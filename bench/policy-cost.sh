@@ -3,7 +3,7 @@
 # latency (wrk -t1 -c1) of the same gateway build with each policy off and on,
 # next to nginx as a reverse proxy, in interleaved rounds.
 #
-# One release `tollgate up` (one worker) serves five APIs on the peers' fixed
+# One production-profile `tollgate up` (one worker) serves five APIs on the peers' fixed
 # upstream (127.0.0.1:9101, started here), each with its own plan and key:
 #   keyless    no key, no limits (usage metering only)
 #   key        key auth + authorization, no rate limit, no quota
