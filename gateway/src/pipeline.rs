@@ -347,12 +347,7 @@ impl Gateway {
                 developer_id: principal.developer_id,
                 plan_id: &access.plan_id,
                 subscription_id: &access.subscription_id,
-                headers: [
-                    principal.app_header,
-                    principal.developer_header,
-                    access.plan_header.as_ref(),
-                    access.subscription_header.as_ref(),
-                ],
+                lines: [principal.identity_lines, &access.identity_lines],
             };
             (Some(identity), via_authorization, limited)
         };
@@ -771,8 +766,7 @@ struct Principal<'s> {
     app_id: &'s Text,
     developer_id: &'s Text,
     /// The two as header values for the upstream.
-    app_header: Option<&'s HeaderValue>,
-    developer_header: Option<&'s HeaderValue>,
+    identity_lines: &'s [u8],
     /// The key, for per-key rate limits (tokens count per app).
     key_id: Option<&'s str>,
     /// The key's visible prefix; none for tokens.
@@ -787,8 +781,7 @@ impl<'s> Principal<'s> {
         Self {
             app_id: &grant.app_id,
             developer_id: &grant.developer_id,
-            app_header: grant.app_header.as_ref(),
-            developer_header: grant.developer_header.as_ref(),
+            identity_lines: &grant.identity_lines,
             key_id: Some(&grant.key_id),
             key_prefix: Some(&grant.prefix),
             access: &grant.access,
@@ -800,8 +793,7 @@ impl<'s> Principal<'s> {
         Self {
             app_id: &app.app_id,
             developer_id: &app.developer_id,
-            app_header: app.app_header.as_ref(),
-            developer_header: app.developer_header.as_ref(),
+            identity_lines: &app.identity_lines,
             key_id: None,
             key_prefix: None,
             access: &app.access,

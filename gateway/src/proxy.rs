@@ -19,8 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::error::GatewayError;
 use crate::headers::{
     APIKEY, KEEP_ALIVE, TRACEPARENT, X_API_KEY, X_FORWARDED_FOR, X_FORWARDED_HOST,
-    X_FORWARDED_PROTO, X_REQUEST_ID, X_TOLLGATE_APP_ID, X_TOLLGATE_DEVELOPER_ID,
-    X_TOLLGATE_PLAN_ID, X_TOLLGATE_SUBSCRIPTION_ID, merge_raw_headers,
+    X_FORWARDED_PROTO, X_REQUEST_ID, merge_raw_headers,
 };
 use crate::metering::CountingBody;
 use crate::snapshot::Target;
@@ -477,9 +476,10 @@ pub struct Identity<'a> {
     pub plan_id: &'a str,
     /// The subscription.
     pub subscription_id: &'a str,
-    /// The app, developer, plan and subscription ids as header values, built
-    /// with the snapshot (`None`: the id cannot be one, and is not sent).
-    pub headers: [Option<&'a HeaderValue>; 4],
+    /// The app and developer ids, then the plan and subscription ids, as
+    /// header lines built with the snapshot (an id that cannot be a header
+    /// value is left out).
+    pub lines: [&'a [u8]; 2],
 }
 
 /// What the gateway changes in a call's headers on the way up, kept beside
@@ -629,17 +629,9 @@ pub fn prepare_headers(
     };
     out.set_host(&target.host);
     if let Some(id) = identity {
-        let names = [
-            X_TOLLGATE_APP_ID,
-            X_TOLLGATE_DEVELOPER_ID,
-            X_TOLLGATE_PLAN_ID,
-            X_TOLLGATE_SUBSCRIPTION_ID,
-        ];
-        for (name, value) in names.into_iter().zip(id.headers) {
-            if let Some(v) = value {
-                // Any the client sent are skipped above (`x-tollgate-*`).
-                push_line(&mut out.lines, name.as_str().as_bytes(), v.as_bytes());
-            }
+        // Any the client sent are skipped above (`x-tollgate-*`).
+        for lines in id.lines {
+            out.lines.extend_from_slice(lines);
         }
     }
     let forwarded_for_sent = forwarded_for.is_some();
@@ -830,17 +822,14 @@ mod tests {
         h.insert("x-keep", HeaderValue::from_static("yes"));
         h.insert("x-tollgate-app-id", HeaderValue::from_static("app_spoofed"));
         h.insert("x-tollgate-admin", HeaderValue::from_static("yes"));
-        let values = ["app_1", "usr_1", "plan_1", "sub_1"].map(HeaderValue::from_static);
         let id = Identity {
             app_id: "app_1",
             developer_id: "usr_1",
             plan_id: "plan_1",
             subscription_id: "sub_1",
-            headers: [
-                Some(&values[0]),
-                Some(&values[1]),
-                Some(&values[2]),
-                Some(&values[3]),
+            lines: [
+                b"x-tollgate-app-id: app_1\r\nx-tollgate-developer-id: usr_1\r\n",
+                b"x-tollgate-plan-id: plan_1\r\nx-tollgate-subscription-id: sub_1\r\n",
             ],
         };
         let mut forwarded = prepare_headers(

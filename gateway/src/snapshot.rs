@@ -18,6 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::HeaderValue;
+
+use crate::headers::{
+    X_TOLLGATE_APP_ID, X_TOLLGATE_DEVELOPER_ID, X_TOLLGATE_PLAN_ID, X_TOLLGATE_SUBSCRIPTION_ID,
+};
 use http::uri::{Authority, Scheme};
 use tollgate_analytics::event::Text;
 use tollgate_core::key::KeyHash;
@@ -86,11 +90,20 @@ pub struct ApiRoute {
 /// An id as a header value for the upstream, built once with the snapshot
 /// (`None` when the text cannot be a header value). Its bytes are shared, so
 /// a call clones it without copying or checking it again.
-fn id_header(id: &str) -> Option<HeaderValue> {
-    let value = HeaderValue::from_str(id).ok()?;
-    // Cloning once makes the bytes shared: later clones only count references.
-    let _shared = value.clone();
-    Some(value)
+/// The trusted identity headers for the upstream, as the lines it is sent
+/// (`name: id` and CRLF each), built once with the snapshot; an id that
+/// cannot be a header value is not sent.
+fn identity_lines(ids: [(&http::HeaderName, &str); 2]) -> Arc<[u8]> {
+    let mut lines = Vec::new();
+    for (name, id) in ids {
+        if HeaderValue::from_str(id).is_ok() {
+            lines.extend_from_slice(name.as_str().as_bytes());
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(id.as_bytes());
+            lines.extend_from_slice(b"\r\n");
+        }
+    }
+    lines.into()
 }
 
 /// What a key's app may call: per API id, the best subscription covering it.
@@ -100,9 +113,8 @@ pub struct Access {
     pub subscription_id: Text,
     /// Plan id.
     pub plan_id: Text,
-    /// The subscription and plan ids as header values for the upstream.
-    pub subscription_header: Option<HeaderValue>,
-    pub plan_header: Option<HeaderValue>,
+    /// The plan and subscription ids as header lines for the upstream.
+    pub identity_lines: Arc<[u8]>,
     /// Its status; only active admits calls.
     pub status: SubscriptionStatus,
     /// The plan's rate limits.
@@ -122,9 +134,9 @@ pub struct KeyGrant {
     pub app_id: Text,
     /// The app's developer.
     pub developer_id: Text,
-    /// The app and developer ids as header values for the upstream.
-    pub app_header: Option<HeaderValue>,
-    pub developer_header: Option<HeaderValue>,
+    /// The app and developer ids as header lines for the upstream, shared
+    /// by every key of the app.
+    pub identity_lines: Arc<[u8]>,
     /// Expiry, milliseconds since the epoch.
     pub expires_at_ms: Option<i64>,
     /// Access by API id, shared by every key of the app.
@@ -140,9 +152,8 @@ pub struct AppGrant {
     pub app_id: Text,
     /// The app's developer.
     pub developer_id: Text,
-    /// The app and developer ids as header values for the upstream.
-    pub app_header: Option<HeaderValue>,
-    pub developer_header: Option<HeaderValue>,
+    /// The app and developer ids as header lines for the upstream.
+    pub identity_lines: Arc<[u8]>,
     /// Access by API id.
     pub access: Arc<FastMap<String, Access>>,
     /// SHA-256 of the app's OAuth2 client secret.
@@ -297,8 +308,10 @@ fn access_of<'a>(subs: impl Iterator<Item = &'a SubscriptionRecord>) -> FastMap<
                     Access {
                         subscription_id: sub.id.as_str().into(),
                         plan_id: sub.plan_id.as_str().into(),
-                        subscription_header: id_header(&sub.id),
-                        plan_header: id_header(&sub.plan_id),
+                        identity_lines: identity_lines([
+                            (&X_TOLLGATE_PLAN_ID, &sub.plan_id),
+                            (&X_TOLLGATE_SUBSCRIPTION_ID, &sub.id),
+                        ]),
                         status: sub.status,
                         rate_limits: sub.rate_limits.clone().into(),
                         quota: sub.quota,
@@ -320,8 +333,10 @@ fn app_grants(
 ) -> (Arc<AppGrant>, Vec<(KeyHash, Arc<KeyGrant>)>) {
     let app_id: Text = app.id.as_str().into();
     let developer_id: Text = app.developer_id.as_str().into();
-    let app_header = id_header(&app.id);
-    let developer_header = id_header(&app.developer_id);
+    let identity = identity_lines([
+        (&X_TOLLGATE_APP_ID, &app.id),
+        (&X_TOLLGATE_DEVELOPER_ID, &app.developer_id),
+    ]);
     let grants = keys
         .iter()
         .map(|k| {
@@ -332,8 +347,7 @@ fn app_grants(
                     prefix: k.prefix.as_str().into(),
                     app_id: app_id.clone(),
                     developer_id: developer_id.clone(),
-                    app_header: app_header.clone(),
-                    developer_header: developer_header.clone(),
+                    identity_lines: identity.clone(),
                     expires_at_ms: k.expires_at.map(|t| t.0),
                     access: access.clone(),
                     used: AtomicBool::new(was_used(&k.hash)),
@@ -344,8 +358,7 @@ fn app_grants(
     let app = Arc::new(AppGrant {
         app_id,
         developer_id,
-        app_header,
-        developer_header,
+        identity_lines: identity,
         access,
         client_secret_hash: app.client_secret_hash,
         key_hashes: keys.iter().map(|k| k.hash).collect(),
