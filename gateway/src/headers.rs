@@ -116,12 +116,69 @@ pub fn number_value(n: u64) -> HeaderValue {
 /// answer's extensions, beside the (at first empty) header map into which
 /// the gateway inserts its own headers; a step that reads or edits the
 /// answer's headers (transforms, the cache, CORS, hyper's server) first
-/// merges them into the map ([`merge_raw_headers`]). Either way a name the
-/// map holds replaces the upstream's lines of that name, as an insert into
-/// a map of the upstream's headers would.
+/// merges them into the map ([`merge_raw_headers`]). The headers the gateway
+/// sets on such an answer (the request id, the rate-limit headers) are kept
+/// as lines too ([`set_answer_header`]). Either way a header the gateway set
+/// replaces the upstream's lines of that name, as an insert into a map of
+/// the upstream's headers would.
 #[derive(Debug, Clone, Default)]
 pub struct RawHeaders {
     lines: Bytes,
+    /// The gateway's own headers, in the order they were set.
+    own: Vec<(HeaderName, OwnValue)>,
+}
+
+/// The value of one of the gateway's own answer headers.
+#[derive(Debug, Clone)]
+pub enum OwnValue {
+    /// A header value.
+    Value(HeaderValue),
+    /// A number, written in decimal when the header is.
+    Number(u64),
+}
+
+impl OwnValue {
+    /// Writes the value.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Value(v) => out.extend_from_slice(v.as_bytes()),
+            Self::Number(n) => {
+                out.extend_from_slice(crate::upstream_pool::Digits::of(*n).as_bytes())
+            }
+        }
+    }
+
+    fn into_value(self) -> HeaderValue {
+        match self {
+            Self::Value(v) => v,
+            Self::Number(n) => number_value(n),
+        }
+    }
+}
+
+/// The `name: value` lines of `bytes`, each ended by CRLF.
+fn parse_lines(mut rest: &[u8]) -> impl Iterator<Item = RawLine<'_>> {
+    std::iter::from_fn(move || {
+        // Every line was written here: `name: value\r\n`.
+        let end = memchr::memchr(b'\n', rest)? + 1;
+        let (line, after) = rest.split_at(end);
+        rest = after;
+        let colon = memchr::memchr(b':', line)?;
+        Some(RawLine {
+            name: &line[..colon],
+            value: &line[colon + 2..end - 2],
+            line,
+        })
+    })
+}
+
+/// Writes `name: value` and CRLF.
+pub(crate) fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// One of [`RawHeaders`]' lines.
@@ -143,31 +200,42 @@ impl RawHeaders {
         }
     }
 
-    /// The lines, in order.
+    /// The upstream's lines, in order.
     pub fn lines(&self) -> impl Iterator<Item = RawLine<'_>> {
-        let mut rest: &[u8] = &self.lines;
-        std::iter::from_fn(move || {
-            // Every line was written by the builder: `name: value\r\n`.
-            let end = memchr::memchr(b'\n', rest)? + 1;
-            let (line, after) = rest.split_at(end);
-            rest = after;
-            let colon = memchr::memchr(b':', line)?;
-            Some(RawLine {
-                name: &line[..colon],
-                value: &line[colon + 2..end - 2],
-                line,
-            })
-        })
+        parse_lines(&self.lines)
     }
 
-    /// True when there are no lines.
+    /// The gateway's own headers, in the order they were set.
+    pub fn own(&self) -> &[(HeaderName, OwnValue)] {
+        &self.own
+    }
+
+    /// True when there are no lines and no headers of the gateway's own.
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
+        self.lines.is_empty() && self.own.is_empty()
     }
 
-    /// Appends the lines to `map`, less those of a name `map` already holds
-    /// (its entries replace them). The values share the lines' bytes.
-    pub fn merge_into(self, map: &mut HeaderMap) {
+    /// Sets one of the gateway's own headers (replacing one set before).
+    fn set_own(&mut self, name: HeaderName, value: OwnValue) {
+        match self.own.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = value,
+            None => {
+                if self.own.capacity() == 0 {
+                    // Room for the rate-limit headers and the request id.
+                    self.own.reserve_exact(4);
+                }
+                self.own.push((name, value));
+            }
+        }
+    }
+
+    /// Merges the lines into `map`: the gateway's own are inserted; the
+    /// upstream's are appended, less those of a name `map` then holds (its
+    /// entries replace them). The upstream's values share the lines' bytes.
+    pub fn merge_into(mut self, map: &mut HeaderMap) {
+        for (name, value) in std::mem::take(&mut self.own) {
+            map.insert(name, value.into_value());
+        }
         let held: Vec<HeaderName> = map.keys().cloned().collect();
         let base = self.lines.as_ptr() as usize;
         for line in self.lines() {
@@ -246,6 +314,34 @@ impl RawHeadersBuilder {
     pub fn finish(self) -> RawHeaders {
         RawHeaders {
             lines: self.lines.freeze(),
+            own: Vec::new(),
+        }
+    }
+}
+
+/// Sets a header of the gateway's own on an answer, replacing any of that
+/// name: among the answer's [`RawHeaders`] lines when it has them, else in
+/// its header map.
+pub fn set_answer_header<B>(
+    response: &mut http::Response<B>,
+    name: HeaderName,
+    value: &HeaderValue,
+) {
+    match response.extensions_mut().get_mut::<RawHeaders>() {
+        Some(raw) => raw.set_own(name, OwnValue::Value(value.clone())),
+        None => {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+}
+
+/// [`set_answer_header`] with a number, written without a header value for
+/// an answer that has [`RawHeaders`].
+pub fn set_answer_number<B>(response: &mut http::Response<B>, name: HeaderName, n: u64) {
+    match response.extensions_mut().get_mut::<RawHeaders>() {
+        Some(raw) => raw.set_own(name, OwnValue::Number(n)),
+        None => {
+            response.headers_mut().insert(name, number_value(n));
         }
     }
 }
@@ -350,6 +446,56 @@ mod tests {
         assert_eq!(map["x-empty"], "");
         assert!(RawHeaders::default().is_empty());
         assert_eq!(RawHeaders::default().lines().count(), 0);
+    }
+
+    #[test]
+    fn the_gateways_own_answer_headers_go_beside_the_lines_or_into_the_map() {
+        let mut slots = [httparse::EMPTY_HEADER; 4];
+        let mut parsed = httparse::Response::new(&mut slots);
+        parsed
+            .parse(b"HTTP/1.1 200 OK\r\nRateLimit-Limit: 5\r\nX-Up: 1\r\n\r\n")
+            .unwrap();
+        let mut builder = RawHeaders::builder(64);
+        for h in parsed.headers.iter() {
+            builder.push(h);
+        }
+        let mut raw = http::Response::new(());
+        raw.extensions_mut().insert(builder.finish());
+        let mut mapped = http::Response::new(());
+        for response in [&mut raw, &mut mapped] {
+            set_answer_number(response, RATELIMIT_LIMIT, 100);
+            set_answer_number(response, RATELIMIT_REMAINING, 123_456);
+            set_answer_header(response, X_REQUEST_ID, &HeaderValue::from_static("a"));
+            // Set again: replaced, not repeated.
+            set_answer_header(response, X_REQUEST_ID, &HeaderValue::from_static("b"));
+        }
+        assert!(raw.headers().is_empty());
+        let lines = raw.extensions().get::<RawHeaders>().unwrap();
+        let mut written = Vec::new();
+        for (name, value) in lines.own() {
+            written.extend_from_slice(name.as_str().as_bytes());
+            written.push(b'=');
+            value.write(&mut written);
+            written.push(b' ');
+        }
+        assert_eq!(
+            written,
+            b"ratelimit-limit=100 ratelimit-remaining=123456 x-request-id=b "
+        );
+        assert_eq!(mapped.headers()["ratelimit-remaining"], "123456");
+        assert_eq!(mapped.headers()["x-request-id"], "b");
+        // Merged, the gateway's replace the upstream's of the same name.
+        merge_raw_headers(&mut raw);
+        assert_eq!(
+            raw.headers()
+                .get_all(RATELIMIT_LIMIT)
+                .iter()
+                .collect::<Vec<_>>(),
+            ["100"]
+        );
+        assert_eq!(raw.headers()["x-up"], "1");
+        assert_eq!(raw.headers()["x-request-id"], "b");
+        assert!(raw.extensions().get::<RawHeaders>().is_none());
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::balancer::Outcome;
 use crate::error::GatewayError;
 use crate::headers::{
     APIKEY, RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, X_API_KEY, X_REQUEST_ID,
-    number_value,
+    set_answer_header, set_answer_number,
 };
 use crate::metering::{CountingBody, Meter, MeteredBody};
 use crate::metrics::RouteMetrics;
@@ -165,7 +165,7 @@ impl Gateway {
             }
         };
         let tunnel_request_id = call.upgraded.is_some().then(|| call.request_id.clone());
-        response.headers_mut().insert(X_REQUEST_ID, call.request_id);
+        set_answer_header(&mut response, X_REQUEST_ID, &call.request_id);
         if let Some((policies, origin)) = call.cors
             && let Some(cors) = &policies.cors
         {
@@ -369,7 +369,7 @@ impl Gateway {
             && let Some(mut hit) = store.lookup(key, req.method())
         {
             if let Some(d) = limited {
-                rate_limit_headers(hit.headers_mut(), &d);
+                rate_limit_headers(&mut hit, &d);
             }
             return Ok(hit);
         }
@@ -417,7 +417,7 @@ impl Gateway {
                 Box::pin(aggregate::answer(aggregated, &parts.method, fanout)).await?;
             event.upstream_latency_us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
             if let Some(d) = limited {
-                rate_limit_headers(response.headers_mut(), &d);
+                rate_limit_headers(&mut response, &d);
             }
             return Ok(response);
         }
@@ -663,7 +663,7 @@ impl Gateway {
             .await?;
         }
         if let Some(d) = limited {
-            rate_limit_headers(response.headers_mut(), &d);
+            rate_limit_headers(&mut response, &d);
         }
         Ok(response)
     }
@@ -755,10 +755,10 @@ fn ceil_secs(d: std::time::Duration) -> u64 {
 
 /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds) of
 /// the tightest budget.
-fn rate_limit_headers(headers: &mut HeaderMap, d: &Decision) {
-    headers.insert(RATELIMIT_LIMIT, number_value(d.limit.into()));
-    headers.insert(RATELIMIT_REMAINING, number_value(d.remaining.into()));
-    headers.insert(RATELIMIT_RESET, number_value(ceil_secs(d.reset)));
+fn rate_limit_headers<B>(response: &mut Response<B>, d: &Decision) {
+    set_answer_number(response, RATELIMIT_LIMIT, d.limit.into());
+    set_answer_number(response, RATELIMIT_REMAINING, d.remaining.into());
+    set_answer_number(response, RATELIMIT_RESET, ceil_secs(d.reset));
 }
 
 /// Who a call is made for, from an API key or a bearer token.

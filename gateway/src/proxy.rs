@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::error::GatewayError;
 use crate::headers::{
     APIKEY, KEEP_ALIVE, TRACEPARENT, X_API_KEY, X_FORWARDED_FOR, X_FORWARDED_HOST,
-    X_FORWARDED_PROTO, X_REQUEST_ID, merge_raw_headers,
+    X_FORWARDED_PROTO, X_REQUEST_ID, merge_raw_headers, push_line,
 };
 use crate::metering::CountingBody;
 use crate::snapshot::Target;
@@ -568,15 +568,6 @@ impl Forwarded {
             self.skip.push(name);
         }
     }
-}
-
-/// Writes `name: value` and CRLF.
-fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.reserve(name.len() + value.len() + 4);
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The request-header changes for the upstream: hop-by-hop and credential

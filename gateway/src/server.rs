@@ -608,13 +608,18 @@ impl Connection {
         let mut dated = false;
         let mut stated_length = None;
         // An upstream's header lines as they came (hop-by-hop ones already
-        // left out), less those the gateway's own headers replace.
+        // left out), less those the gateway's own headers replace; then the
+        // gateway's own.
         if let Some(raw) = parts.extensions.get::<RawHeaders>() {
             for line in raw.lines() {
-                if parts
-                    .headers
-                    .keys()
-                    .any(|k| k.as_str().as_bytes() == line.name)
+                if raw
+                    .own()
+                    .iter()
+                    .any(|(n, _)| n.as_str().as_bytes() == line.name)
+                    || parts
+                        .headers
+                        .keys()
+                        .any(|k| k.as_str().as_bytes() == line.name)
                 {
                     continue;
                 }
@@ -627,6 +632,12 @@ impl Connection {
                     _ => {}
                 }
                 wbuf.extend_from_slice(line.line);
+            }
+            for (name, value) in raw.own() {
+                wbuf.extend_from_slice(name.as_str().as_bytes());
+                wbuf.extend_from_slice(b": ");
+                value.write(wbuf);
+                wbuf.extend_from_slice(b"\r\n");
             }
         }
         for (name, value) in &parts.headers {
