@@ -127,7 +127,7 @@ pub const SETTINGS: &[SettingSpec] = &[
         key: "client_timeout_ms",
         env: "TOLLGATE_CLIENT_TIMEOUT_MS",
         default: "60000",
-        doc: "Longest a client connection may take to send its next call, from the previous answer (or from connecting) to the call's last byte; past it the gateway closes the connection (idle keep-alive connections and calls sent too slowly).",
+        doc: "Longest a client connection may take to send its next call, from the previous answer (or from connecting) to the call's last byte; past it the gateway closes the connection (idle keep-alive connections and calls sent too slowly; an HTTP/2 connection once it has had no call in progress for this long).",
     },
     SettingSpec {
         key: "upstream_connect_timeout_ms",
