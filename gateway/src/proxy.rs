@@ -18,8 +18,8 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::error::GatewayError;
 use crate::headers::{
-    APIKEY, KEEP_ALIVE, TRACEPARENT, X_API_KEY, X_FORWARDED_FOR, X_FORWARDED_HOST,
-    X_FORWARDED_PROTO, X_REQUEST_ID, merge_raw_headers, push_line,
+    APIKEY, Hop, TRACEPARENT, X_API_KEY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    X_REQUEST_ID, merge_raw_headers, push_line,
 };
 use crate::metering::CountingBody;
 use crate::snapshot::Target;
@@ -104,16 +104,7 @@ pub fn client(
 /// True for the hop-by-hop headers (RFC 9110 §7.6.1) that never cross a
 /// proxy (besides those a `Connection` header names).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    match *name {
-        header::CONNECTION
-        | header::PROXY_AUTHENTICATE
-        | header::PROXY_AUTHORIZATION
-        | header::TE
-        | header::TRAILER
-        | header::TRANSFER_ENCODING
-        | header::UPGRADE => true,
-        _ => *name == KEEP_ALIVE,
-    }
+    Hop::is_hop_by_hop(name.as_str().as_bytes())
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
@@ -530,18 +521,16 @@ impl Forwarded {
     /// the client's.
     pub fn set_host(&mut self, host: &HeaderValue) {
         let host = host.as_bytes();
-        if self.host_end == 0 {
-            // The first: the lines start with it.
-            let rest = std::mem::take(&mut self.lines);
-            self.lines.reserve(host.len() + 8 + rest.len().max(504));
-            push_line(&mut self.lines, b"host", host);
-            self.host_end = self.lines.len();
-            self.lines.extend_from_slice(&rest);
-        } else if self.lines.get(6..self.host_end - 2) != Some(host) {
-            let mut lines = Vec::with_capacity(self.lines.len() + host.len());
+        // `host: ` before the value, CRLF after.
+        let current = (self.host_end > 0).then(|| &self.lines[6..self.host_end - 2]);
+        if current != Some(host) {
+            let rest = &self.lines[self.host_end..];
+            // Room for the lines of a typical call (about 500 bytes) when
+            // this is the first.
+            let mut lines = Vec::with_capacity(host.len() + 8 + rest.len().max(504));
             push_line(&mut lines, b"host", host);
             let end = lines.len();
-            lines.extend_from_slice(&self.lines[self.host_end..]);
+            lines.extend_from_slice(rest);
             self.lines = lines;
             self.host_end = end;
         }
@@ -614,7 +603,7 @@ pub fn prepare_headers(
     }
     let mut out = Forwarded {
         skip,
-        // Made with room for a typical call's lines (about 400 bytes).
+        // Made by `set_host` below, with room for the rest.
         lines: Vec::new(),
         host_end: 0,
     };
@@ -646,7 +635,7 @@ pub fn prepare_headers(
     }
     out.set(
         TRACEPARENT,
-        &traceparent_bytes(trace, request_id),
+        &traceparent(trace, request_id),
         trace.is_some(),
     );
     out.set(X_REQUEST_ID, request_id.as_bytes(), rid_sent);
@@ -662,13 +651,7 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
 /// The W3C `traceparent` sent upstream: the caller's trace continues with the
 /// gateway as the parent span; a call without (or with a malformed) one starts a
 /// trace whose id is the request id when that is 32 hex characters.
-pub fn traceparent(incoming: Option<&HeaderValue>, request_id: &HeaderValue) -> HeaderValue {
-    HeaderValue::from_bytes(&traceparent_bytes(incoming, request_id))
-        .expect("hex is a valid header value")
-}
-
-/// [`traceparent`]'s bytes.
-fn traceparent_bytes(incoming: Option<&HeaderValue>, request_id: &HeaderValue) -> [u8; 55] {
+pub fn traceparent(incoming: Option<&HeaderValue>, request_id: &HeaderValue) -> [u8; 55] {
     // "00-" trace (32) "-" span (16) "-" flags (2), written in place.
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
     let span = uuid::Uuid::new_v4().as_u64_pair().0 | 1;
@@ -742,14 +725,14 @@ mod tests {
     fn traceparent_continues_or_starts_a_trace() {
         let rid = HeaderValue::from_static("0192f0c4aabbccddeeff001122334455");
         let started = traceparent(None, &rid);
-        let s = started.to_str().unwrap();
+        let s = std::str::from_utf8(&started).unwrap();
         assert!(s.starts_with("00-0192f0c4aabbccddeeff001122334455-"), "{s}");
         assert!(s.ends_with("-01") && s.len() == 55, "{s}");
 
         let incoming =
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
         let continued = traceparent(Some(&incoming), &rid);
-        let c = continued.to_str().unwrap();
+        let c = std::str::from_utf8(&continued).unwrap();
         assert!(
             c.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && c.ends_with("-00"),
             "{c}"
@@ -766,10 +749,12 @@ mod tests {
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
             let t = traceparent(Some(&HeaderValue::from_static(bad)), &rid);
-            assert!(t.to_str().unwrap().starts_with("00-0192f0c4"), "{bad}");
+            assert!(t.starts_with(b"00-0192f0c4"), "{bad}");
         }
         let odd_rid = HeaderValue::from_static("my-request-1");
-        assert_eq!(traceparent(None, &odd_rid).to_str().unwrap().len(), 55);
+        let t = traceparent(None, &odd_rid);
+        assert!(HeaderValue::from_bytes(&t).is_ok());
+        assert_eq!(std::str::from_utf8(&t).unwrap().len(), 55);
     }
 
     #[test]
@@ -780,7 +765,10 @@ mod tests {
             HeaderValue::from_static("Keep-Alive, X-Private,, close"),
         );
         h.append(header::CONNECTION, HeaderValue::from_static("x-other"));
-        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        h.insert(
+            crate::headers::KEEP_ALIVE,
+            HeaderValue::from_static("timeout=5"),
+        );
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("x-other", HeaderValue::from_static("2"));
         h.insert(
