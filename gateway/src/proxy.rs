@@ -335,13 +335,17 @@ pub async fn forward(
     // For log lines only; a shared-bytes clone, not a copy.
     let target = req.uri().authority().cloned();
     let target = DisplayTarget(target.as_ref());
-    // One deadline (one timer) for the head and a small body.
+    // One deadline for the head and a small body, from `sent` (no second
+    // clock reading).
+    let deadline = tokio::time::Instant::from_std(sent) + timeout;
+    let authority = match route {
+        Route::Pool(..) => req.uri().authority().cloned(),
+        _ => None,
+    };
+    // A target's pool keeps the deadline on the connection's own timer.
+    let pooled = authority.is_some();
     let exchange = async {
         let hyper_reply = |r: Response<Incoming>| r.map(|b| Reply::Stream(Either::Left(b)));
-        let authority = match route {
-            Route::Pool(..) => req.uri().authority().cloned(),
-            _ => None,
-        };
         // Only the pool writes the changes itself.
         if authority.is_none() {
             forwarded.apply(req.headers_mut());
@@ -349,7 +353,7 @@ pub async fn forward(
         let mut response = match route {
             Route::Pool(pool, connect_timeout) => match authority {
                 Some(authority) => pool
-                    .send(&authority, req, &forwarded, connect_timeout)
+                    .send(&authority, req, &forwarded, connect_timeout, deadline)
                     .await
                     .map_err(Failed::Pooled)?
                     .map(|reply| match reply {
@@ -378,7 +382,8 @@ pub async fn forward(
         let (parts, reply) = response.into_parts();
         let body = match reply {
             Reply::Whole(bytes) => Either::Right(Full::new(bytes)),
-            Reply::Stream(stream) if small => {
+            // (Not a pool's: it reads a small body whole itself, by the deadline.)
+            Reply::Stream(stream) if small && !pooled => {
                 let collected = stream.collect().await.map_err(Failed::Body)?;
                 Either::Right(Full::new(collected.to_bytes()))
             }
@@ -390,15 +395,18 @@ pub async fn forward(
             upstream_latency,
         })
     };
-    // The deadline from `sent`: no second clock reading.
-    let deadline = tokio::time::Instant::from_std(sent) + timeout;
     // Pinned where it was made: the timeout holds a reference, not the
     // exchange's 2 KB state, which it would otherwise copy at every move
     // (five per call).
     let exchange = std::pin::pin!(exchange);
-    match tokio::time::timeout_at(deadline, exchange).await {
+    let exchanged = if pooled {
+        Ok(exchange.await)
+    } else {
+        tokio::time::timeout_at(deadline, exchange).await
+    };
+    match exchanged {
         Ok(Ok(proxied)) => Ok(proxied),
-        Err(_) => {
+        Err(_) | Ok(Err(Failed::Pooled(PoolError::TimedOut))) => {
             tracing::warn!(request_id, upstream = %target, timeout_ms = timeout.as_millis() as u64, "upstream timed out");
             Err(GatewayError::UpstreamTimeout)
         }

@@ -44,8 +44,9 @@ use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use crate::headers::{Hop, RawHeaders, decimal, list_items};
 use crate::proxy::{Forwarded, UpstreamBody};
@@ -97,6 +98,9 @@ pub enum PoolError {
     /// The client's request body failed (for example, past the size limit).
     #[error("request body: {0}")]
     RequestBody(Box<dyn std::error::Error + Send + Sync>),
+    /// The answer's head (and a small body) did not come by the deadline.
+    #[error("no answer by the deadline")]
+    TimedOut,
 }
 
 /// True when `req` can go over a target's pool: its body is known and small
@@ -126,13 +130,16 @@ pub struct Http1Pool {
 
 impl Http1Pool {
     /// Sends `req` (an absolute URI to `authority`, a body that [`fits`]) on
-    /// an idle connection, or a new one, and returns the answer.
+    /// an idle connection, or a new one, and returns the answer: its head,
+    /// and a small body whole, by `deadline` ([`PoolError::TimedOut`] after
+    /// it; a streamed body is not bound by it).
     pub async fn send(
         &self,
         authority: &Authority,
         req: Request<UpstreamBody>,
         forwarded: &Forwarded,
         connect_timeout: Duration,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<Reply>, PoolError> {
         let (parts, body) = req.into_parts();
         let body = if body.is_end_stream() {
@@ -168,13 +175,15 @@ impl Http1Pool {
         let mut conn = match self.checkout() {
             Some(conn) => conn,
             // Boxed: a new connection is rare, and its future is large.
-            None => Box::pin(Conn::connect(authority, connect_timeout)).await?,
+            None => Box::pin(Conn::connect_by(authority, connect_timeout, deadline)).await?,
         };
+        conn.deadline = Some(deadline);
         let head = match conn.exchange(&wire, head_only).await {
             Ok(head) => head,
             Err(Failure::BeforeAnswer(e)) if conn.reused && idempotent => {
                 tracing::debug!(upstream = %authority, error = %e, "a kept-alive connection failed before the answer; sending again on a new one");
-                conn = Box::pin(Conn::connect(authority, connect_timeout)).await?;
+                conn = Box::pin(Conn::connect_by(authority, connect_timeout, deadline)).await?;
+                conn.deadline = Some(deadline);
                 conn.exchange(&wire, head_only)
                     .await
                     .map_err(Failure::into_error)?
@@ -194,6 +203,7 @@ impl Http1Pool {
                         return Err(PoolError::Closed);
                     }
                 }
+                conn.deadline = None;
                 let body = conn.rbuf.split_to(n).freeze();
                 // Bytes after the answer: not a connection to reuse.
                 if keep_alive && conn.rbuf.is_empty() {
@@ -202,7 +212,10 @@ impl Http1Pool {
                 Reply::Whole(body)
             }
             framing => Reply::Stream(PooledStream {
-                conn: Some(conn),
+                conn: Some(Conn {
+                    deadline: None,
+                    ..conn
+                }),
                 framing,
                 keep_alive,
                 trailers: 0,
@@ -263,13 +276,20 @@ struct Conn {
     /// Has carried a call before (so the upstream may have closed it meanwhile).
     reused: bool,
     idle_since: Instant,
+    /// When the answer's head (and a small body) must have come; none while
+    /// a streamed body is read or the connection is idle.
+    deadline: Option<tokio::time::Instant>,
+    /// The connection's one timer for the deadline, made at its first wait
+    /// and moved to each call's deadline, which only marks it in place when
+    /// the new deadline is later (no timer-wheel update, no lock per call).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// How an exchange failed.
 enum Failure {
     /// Nothing of an answer came: the request may be sent again if idempotent.
     BeforeAnswer(PoolError),
-    /// Part of the answer came, or it was malformed.
+    /// Part of the answer came, or it was malformed, or the deadline passed.
     Answered(PoolError),
 }
 
@@ -277,6 +297,16 @@ impl Failure {
     fn into_error(self) -> PoolError {
         match self {
             Self::BeforeAnswer(e) | Self::Answered(e) => e,
+        }
+    }
+
+    /// How a failure before or during the answer ends the exchange: a
+    /// passed deadline is never sent again.
+    fn of(e: PoolError, answered: bool) -> Self {
+        if answered || matches!(e, PoolError::TimedOut) {
+            Self::Answered(e)
+        } else {
+            Self::BeforeAnswer(e)
         }
     }
 }
@@ -315,6 +345,17 @@ enum Chunk {
 }
 
 impl Conn {
+    /// A new connection to `authority`, made by `deadline`.
+    async fn connect_by(
+        authority: &Authority,
+        timeout: Duration,
+        deadline: tokio::time::Instant,
+    ) -> Result<Self, PoolError> {
+        tokio::time::timeout_at(deadline, Self::connect(authority, timeout))
+            .await
+            .unwrap_or(Err(PoolError::TimedOut))
+    }
+
     /// A new connection to `authority`.
     async fn connect(authority: &Authority, timeout: Duration) -> Result<Self, PoolError> {
         let host = authority.host();
@@ -335,6 +376,8 @@ impl Conn {
             rbuf: BytesMut::with_capacity(READ_ROOM),
             reused: false,
             idle_since: Instant::now(),
+            deadline: None,
+            timer: None,
         })
     }
 
@@ -352,9 +395,53 @@ impl Conn {
         }
     }
 
-    /// Reads what the socket has into the buffer; 0 at the end of the stream.
-    async fn fill(&mut self) -> std::io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    /// Reads what the socket has into the buffer, by the deadline; 0 at the
+    /// end of the stream.
+    async fn fill(&mut self) -> Result<usize, PoolError> {
+        std::future::poll_fn(|cx| match self.poll_fill(cx) {
+            Poll::Ready(read) => Poll::Ready(read.map_err(PoolError::from)),
+            Poll::Pending => self.poll_deadline(cx),
+        })
+        .await
+    }
+
+    /// Writes all of `wire`, by the deadline.
+    async fn write_all(&mut self, mut wire: &[u8]) -> Result<(), PoolError> {
+        std::future::poll_fn(|cx| {
+            while !wire.is_empty() {
+                match Pin::new(&mut self.io).poll_write(cx, wire) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(std::io::Error::from(
+                            std::io::ErrorKind::WriteZero,
+                        )
+                        .into()));
+                    }
+                    Poll::Ready(Ok(n)) => wire = &wire[n..],
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Pending => return self.poll_deadline(cx),
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    /// `TimedOut` once the deadline has passed; pending until then (the
+    /// timer wakes the task), and always without a deadline.
+    fn poll_deadline<T>(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, PoolError>> {
+        let Some(deadline) = self.deadline else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(PoolError::TimedOut)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
@@ -373,10 +460,9 @@ impl Conn {
     /// (1xx) answers.
     async fn exchange(&mut self, wire: &[u8], head_only: bool) -> Result<Head, Failure> {
         self.rbuf.clear();
-        self.io
-            .write_all(wire)
+        self.write_all(wire)
             .await
-            .map_err(|e| Failure::BeforeAnswer(e.into()))?;
+            .map_err(|e| Failure::of(e, false))?;
         let mut answered = false;
         loop {
             if !self.rbuf.is_empty() {
@@ -392,11 +478,9 @@ impl Conn {
                 }
             }
             match self.fill().await {
-                Ok(0) if answered => return Err(Failure::Answered(PoolError::Closed)),
-                Ok(0) => return Err(Failure::BeforeAnswer(PoolError::Closed)),
+                Ok(0) => return Err(Failure::of(PoolError::Closed, answered)),
                 Ok(_) => {}
-                Err(e) if answered => return Err(Failure::Answered(e.into())),
-                Err(e) => return Err(Failure::BeforeAnswer(e.into())),
+                Err(e) => return Err(Failure::of(e, answered)),
             }
         }
     }
@@ -856,7 +940,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use http_body_util::{BodyExt, Either, Full};
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     use super::*;
@@ -870,6 +954,8 @@ mod tests {
         AnswerThenClose(&'static [u8]),
         /// Closes without answering.
         Close,
+        /// Writes these bytes after this long.
+        AnswerAfter(Duration, &'static [u8]),
     }
 
     /// A scripted upstream: `act(connection, request on it)` for every
@@ -905,6 +991,13 @@ mod tests {
                                 return;
                             }
                             Act::Close => return,
+                            Act::AnswerAfter(wait, bytes) => {
+                                tokio::time::sleep(wait).await;
+                                // The gateway may have given up and closed.
+                                if stream.write_all(bytes).await.is_err() {
+                                    return;
+                                }
+                            }
                         }
                     }
                 });
@@ -968,6 +1061,7 @@ mod tests {
                 request(authority, method, b""),
                 &Forwarded::default(),
                 Duration::from_secs(5),
+                soon(),
             )
             .await?;
         let mut response = response;
@@ -978,6 +1072,11 @@ mod tests {
             Reply::Stream(s) => s.collect().await?.to_bytes(),
         };
         Ok((parts.status, parts.headers, body))
+    }
+
+    /// A deadline no test call reaches.
+    fn soon() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(30)
     }
 
     async fn get(pool: &Http1Pool, authority: &Authority) -> Bytes {
@@ -1082,6 +1181,7 @@ mod tests {
                 request(&up.authority, Method::POST, b"{\"a\":1}"),
                 &Forwarded::default(),
                 Duration::from_secs(5),
+                soon(),
             )
             .await
             .unwrap();
@@ -1137,6 +1237,7 @@ mod tests {
                 request(&authority, Method::GET, b""),
                 &Forwarded::default(),
                 Duration::from_secs(5),
+                soon(),
             )
             .await
             .unwrap();
@@ -1219,6 +1320,7 @@ mod tests {
                 request(&up.authority, method, b""),
                 &forwarded,
                 Duration::from_secs(5),
+                soon(),
             )
         };
         // Names lowercased, order and repeats kept; hop-by-hop ones, those
@@ -1488,11 +1590,72 @@ mod tests {
                 req,
                 &Forwarded::default(),
                 Duration::from_secs(5),
+                soon(),
             )
             .await
             .unwrap_err();
         assert!(matches!(e, PoolError::RequestBody(_)), "{e}");
         assert_eq!(up.accepted.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_answer_later_than_its_deadline_times_out_and_its_connection_is_dropped() {
+        // Answers the second call on the first connection late.
+        let up = scripted(|conn, n| match (conn, n) {
+            (0, 1) => Act::AnswerAfter(Duration::from_millis(400), OK),
+            _ => Act::Answer(OK),
+        })
+        .await;
+        let pool = Http1Pool::default();
+        let forwarded = Forwarded::default();
+        let call = |after: Duration| {
+            pool.send(
+                &up.authority,
+                request(&up.authority, Method::GET, b""),
+                &forwarded,
+                Duration::from_secs(5),
+                tokio::time::Instant::now() + after,
+            )
+        };
+        // The first call's deadline is far off and the second's near: the
+        // connection's timer is moved back for it.
+        assert!(call(Duration::from_secs(30)).await.is_ok());
+        let started = std::time::Instant::now();
+        let e = call(Duration::from_millis(100)).await.unwrap_err();
+        assert!(matches!(e, PoolError::TimedOut), "{e}");
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_millis(350), "waited {waited:?}");
+        // Not sent again on a new connection, and the late one is not kept.
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.len(), 0);
+        // A later deadline on a new connection: answered.
+        assert!(call(Duration::from_secs(5)).await.is_ok());
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_waits_for_each_calls_own_deadline() {
+        // Every answer takes 150 ms; each call's deadline is 1 s after it starts.
+        let up = scripted(|_, _| Act::AnswerAfter(Duration::from_millis(150), OK)).await;
+        let pool = Http1Pool::default();
+        let first_deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        for i in 0..8 {
+            // Past the first call's deadline by the last calls: the timer
+            // must have moved on with each call.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            let answer = pool
+                .send(
+                    &up.authority,
+                    request(&up.authority, Method::GET, b""),
+                    &Forwarded::default(),
+                    Duration::from_secs(5),
+                    deadline,
+                )
+                .await;
+            assert!(answer.is_ok(), "call {i}: {:?}", answer.err());
+        }
+        assert!(tokio::time::Instant::now() > first_deadline);
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
     }
 
     #[test]
