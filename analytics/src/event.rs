@@ -94,7 +94,7 @@ impl UsageEvent {
 /// not two). Ids made in one process increase with their calls, within a
 /// millisecond too (a counter, as `Uuid::now_v7` keeps), so events sorted by
 /// time and id are in the order they were made.
-fn event_id(timestamp_ms: u64) -> Uuid {
+pub fn event_id(timestamp_ms: u64) -> Uuid {
     static CONTEXT: std::sync::Mutex<uuid::ContextV7> =
         std::sync::Mutex::new(uuid::ContextV7::new());
     let context = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());

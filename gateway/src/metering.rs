@@ -99,7 +99,7 @@ pub struct Meter {
 }
 
 impl Meter {
-    fn finish(self, bytes_out: u64) {
+    fn finish(self: Box<Self>, bytes_out: u64) {
         let latency = self.started.elapsed();
         self.record(0, bytes_out, latency);
     }
@@ -108,7 +108,7 @@ impl Meter {
     /// it carried each way are added to the handshake's, and the latency is the
     /// handshake's (the time to the `101`).
     pub fn finish_upgraded(
-        self,
+        self: Box<Self>,
         tunnelled_in: u64,
         tunnelled_out: u64,
         latency: std::time::Duration,
@@ -116,7 +116,7 @@ impl Meter {
         self.record(tunnelled_in, tunnelled_out, latency);
     }
 
-    fn record(mut self, extra_in: u64, bytes_out: u64, latency: std::time::Duration) {
+    fn record(mut self: Box<Self>, extra_in: u64, bytes_out: u64, latency: std::time::Duration) {
         self.event.bytes_out = bytes_out;
         self.event.bytes_in = self.bytes_in.load(Ordering::Relaxed) + extra_in;
         self.event.latency_us = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
@@ -136,12 +136,14 @@ impl Meter {
 pub struct MeteredBody<B> {
     inner: B,
     bytes_out: u64,
-    meter: Option<Meter>,
+    /// Boxed: the answer is moved several times on its way to the client,
+    /// and the event is most of its size.
+    meter: Option<Box<Meter>>,
 }
 
 impl<B> MeteredBody<B> {
     /// Wraps a response body.
-    pub fn new(inner: B, meter: Meter) -> Self {
+    pub fn new(inner: B, meter: Box<Meter>) -> Self {
         Self {
             inner,
             bytes_out: 0,

@@ -29,7 +29,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version, header};
 use http_body_util::{Either, Full};
 use tollgate_analytics::UsageEvent;
-use tollgate_analytics::event::{Text, empty_text};
+use tollgate_analytics::event::{Text, empty_text, event_id};
 use tollgate_core::key::KeyHash;
 use tollgate_core::model::{ApiPolicies, RateScope, SubscriptionStatus};
 
@@ -55,22 +55,48 @@ use hyper::upgrade::OnUpgrade;
 use tollgate_core::model::UpstreamProtocol;
 
 /// The per-call context the phases read and write.
-struct Call {
+struct Call<'s> {
     /// The caller's request id, or a new one; sent upstream and back.
     request_id: HeaderValue,
-    /// The usage event, filled phase by phase.
-    event: UsageEvent,
+    /// When the call arrived, milliseconds since the epoch.
+    timestamp_ms: u64,
+    /// What the phases learn for the usage event.
+    noted: Noted<'s>,
     /// Request body bytes, counted on the way up.
     bytes_in: Arc<AtomicU64>,
     /// The routed API's metrics (the unrouted ones until routed).
     metrics: Arc<RouteMetrics>,
     /// The client end of the connection.
-    client: Arc<Peer>,
+    client: &'s Peer,
     /// The API's policies and the allowed origin, for a CORS call.
     cors: Option<(Arc<ApiPolicies>, HeaderValue)>,
     /// The client's and the upstream's connections of a call the upstream
     /// upgraded (`101`): tunnelled and metered once the answer is sent.
     upgraded: Option<(OnUpgrade, OnUpgrade)>,
+}
+
+/// The usage event's texts as the phases find them: borrowed from the
+/// snapshot (or made for the call) until the event is made, once, when the
+/// answer is ready. Each text is then shared once, instead of an empty text
+/// being shared first and replaced (two reference-count changes each).
+#[derive(Default)]
+struct Noted<'s> {
+    api_id: Option<&'s Text>,
+    api_slug: Option<&'s Text>,
+    route: Option<Cow<'s, Text>>,
+    app_id: Option<Cow<'s, Text>>,
+    key_prefix: Option<&'s Text>,
+    developer_id: Option<&'s Text>,
+    plan_id: Option<&'s Text>,
+    subscription_id: Option<&'s Text>,
+    error_code: Option<&'static str>,
+    upstream_latency_us: u32,
+    overage: bool,
+}
+
+/// A noted text, or the empty one.
+fn shared(text: Option<&Text>) -> Text {
+    text.map_or_else(empty_text, Text::clone)
 }
 
 /// Body of every gateway response: the upstream's, or one the gateway made.
@@ -134,20 +160,16 @@ fn route_text(base_path: &Text, template: &str) -> Text {
 
 impl Gateway {
     /// Answers one call.
-    pub async fn handle(
-        &self,
-        req: Request<RequestBody>,
-        client: Arc<Peer>,
-    ) -> Response<ResponseBody> {
+    pub async fn handle(&self, req: Request<RequestBody>, client: &Peer) -> Response<ResponseBody> {
         let started = Instant::now();
         let snapshot = self.snapshot.load_full();
-        let mut event = UsageEvent::new(now_ms());
-        event.node = self.node.clone();
-        event.method = method_text(req.method());
-        event.client_ip = client.text.clone();
+        let timestamp_ms = now_ms();
+        let event_id = event_id(timestamp_ms);
+        let method = method_text(req.method());
         let mut call = Call {
-            request_id: request_id(req.headers(), event.id),
-            event,
+            request_id: request_id(req.headers(), event_id),
+            timestamp_ms,
+            noted: Noted::default(),
             bytes_in: Arc::new(AtomicU64::new(0)),
             metrics: self.metrics.unrouted().clone(),
             client,
@@ -159,7 +181,7 @@ impl Gateway {
         let mut response = match outcome {
             Ok(upstream) => upstream,
             Err(e) => {
-                call.event.error_code = e.code().into();
+                call.noted.error_code = Some(e.code());
                 let rid = call.request_id.to_str().unwrap_or_default();
                 e.to_response(rid).map(|b| Either::Right(Full::new(b)))
             }
@@ -173,18 +195,40 @@ impl Gateway {
             crate::headers::merge_raw_headers(&mut response);
             access::add_cors_headers(cors, origin, response.headers_mut());
         }
-        call.event.status = response.status().as_u16();
+        let noted = call.noted;
+        let event = UsageEvent {
+            id: event_id,
+            timestamp_ms,
+            node: self.node.clone(),
+            api_id: shared(noted.api_id),
+            api_slug: shared(noted.api_slug),
+            route: noted.route.map_or_else(empty_text, Cow::into_owned),
+            method,
+            status: response.status().as_u16(),
+            latency_us: 0,
+            upstream_latency_us: noted.upstream_latency_us,
+            bytes_in: 0,
+            bytes_out: 0,
+            app_id: noted.app_id.map_or_else(empty_text, Cow::into_owned),
+            key_prefix: shared(noted.key_prefix),
+            developer_id: shared(noted.developer_id),
+            plan_id: shared(noted.plan_id),
+            subscription_id: shared(noted.subscription_id),
+            client_ip: client.text.clone(),
+            error_code: noted.error_code.map_or_else(empty_text, Text::from),
+            overage: noted.overage,
+        };
 
         // Log phase: the event is recorded when the body has been sent, or for
         // an upgraded call when its tunnel closes.
-        let meter = Meter {
-            event: call.event,
+        let meter = Box::new(Meter {
+            event,
             started,
             bytes_in: call.bytes_in,
             recorder: self.recorder.clone(),
             metrics: call.metrics,
             access_log: self.access_log.clone(),
-        };
+        });
         match (call.upgraded, tunnel_request_id) {
             (Some((client, upstream)), Some(rid))
                 if response.status() == http::StatusCode::SWITCHING_PROTOCOLS =>
@@ -196,13 +240,13 @@ impl Gateway {
         }
     }
 
-    async fn run_phases(
+    async fn run_phases<'s>(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &'s Snapshot,
         req: Request<RequestBody>,
-        call: &mut Call,
+        call: &mut Call<'s>,
     ) -> Result<Response<ProxiedBody>, GatewayError> {
-        let event = &mut call.event;
+        let event = &mut call.noted;
         let request_id = &call.request_id;
         let bytes_in = &call.bytes_in;
 
@@ -210,14 +254,14 @@ impl Gateway {
         if let Some(tokens) = &self.tokens
             && req.uri().path() == oauth::TOKEN_PATH
         {
-            event.route = oauth::TOKEN_PATH.into();
+            event.route = Some(Cow::Owned(oauth::TOKEN_PATH.into()));
             let (parts, body) = req.into_parts();
             let (resp, app) =
                 Box::pin(tokens.token_endpoint(snapshot, &parts.method, &parts.headers, body))
                     .await;
             match app {
-                Some(app_id) => event.app_id = app_id.into(),
-                None => event.error_code = "invalid_client".into(),
+                Some(app_id) => event.app_id = Some(Cow::Owned(app_id.into())),
+                None => event.error_code = Some("invalid_client"),
             }
             return Ok(resp.map(Either::Right));
         }
@@ -228,9 +272,9 @@ impl Gateway {
             .route(host.as_deref(), req.uri().path())
             .ok_or(GatewayError::NoRoute)?;
         call.metrics = route.metrics.clone();
-        event.api_id = route.id.clone();
-        event.api_slug = route.slug.clone();
-        event.route = route.base_path.clone();
+        event.api_id = Some(&route.id);
+        event.api_slug = Some(&route.slug);
+        event.route = Some(Cow::Borrowed(&route.base_path));
 
         // 2. operation, when the API documents its paths. A CORS preflight is
         // matched by the method it asks about.
@@ -248,13 +292,13 @@ impl Gateway {
                 template,
                 policies: overridden,
             } => {
-                event.route = route_text(&route.base_path, template);
+                event.route = Some(Cow::Owned(route_text(&route.base_path, template)));
                 if let Some(p) = overridden {
                     policies = p;
                 }
             }
             OperationMatch::MethodNotAllowed { template, allowed } => {
-                event.route = route_text(&route.base_path, template);
+                event.route = Some(Cow::Owned(route_text(&route.base_path, template)));
                 let allowed: Vec<&str> = allowed.iter().map(Method::as_str).collect();
                 return Err(GatewayError::MethodNotAllowed {
                     method: req.method().to_string(),
@@ -305,14 +349,14 @@ impl Gateway {
                     (Principal::from_key(grant), via)
                 }
             };
-            event.app_id = principal.app_id.clone();
-            event.key_prefix = principal.key_prefix.map_or_else(empty_text, Text::clone);
-            event.developer_id = principal.developer_id.clone();
+            event.app_id = Some(Cow::Borrowed(principal.app_id));
+            event.key_prefix = principal.key_prefix;
+            event.developer_id = Some(principal.developer_id);
 
             // 5. authorize
             let access = authorize(principal.access, route)?;
-            event.plan_id = access.plan_id.clone();
-            event.subscription_id = access.subscription_id.clone();
+            event.plan_id = Some(&access.plan_id);
+            event.subscription_id = Some(&access.subscription_id);
             if let Some(used) = principal.used
                 && !used.load(Ordering::Relaxed)
             {
@@ -326,7 +370,7 @@ impl Gateway {
             if let Some(rule) = &access.quota {
                 match self
                     .quotas
-                    .check(&access.subscription_id, rule, event.timestamp_ms as i64)
+                    .check(&access.subscription_id, rule, call.timestamp_ms as i64)
                     .await
                 {
                     QuotaOutcome::Within | QuotaOutcome::Unknown => {}
@@ -391,7 +435,7 @@ impl Gateway {
             proxy::prepare_headers(
                 &parts.headers,
                 &balancer.targets[0].target,
-                &call.client,
+                call.client,
                 request_id,
                 via_authorization,
                 identity,
@@ -442,7 +486,7 @@ impl Gateway {
             &parts.headers,
             // Host is set per target below.
             &balancer.targets[0].target,
-            &call.client,
+            call.client,
             request_id,
             via_authorization,
             identity,

@@ -141,7 +141,7 @@ async fn serve_connection(
             }
         };
         let head_request = call.request.method() == Method::HEAD;
-        let response = gateway.handle(call.request, peer.clone()).await;
+        let response = gateway.handle(call.request, &peer).await;
         match conn.write_response(response, head_request).await {
             Ok(true) if !call.close && !closing.has_changed().unwrap_or(true) => {}
             Ok(_) => {
@@ -216,7 +216,7 @@ async fn hand_off(
         // In progress until the answer's body has been sent or dropped.
         let call = InProgress::start(&calls);
         async move {
-            let mut response = gateway.handle(req.map(Either::Left), peer).await;
+            let mut response = gateway.handle(req.map(Either::Left), &peer).await;
             // hyper writes the header map only.
             crate::headers::merge_raw_headers(&mut response);
             Ok::<_, std::convert::Infallible>(response.map(|body| Tracked { body, _call: call }))

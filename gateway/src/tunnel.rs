@@ -53,7 +53,7 @@ impl Drop for Live<'_> {
 /// Records the call's event with the bytes the tunnel carried, however the
 /// tunnel ends (closed, failed, or cut at shutdown).
 struct Metered {
-    meter: Option<Meter>,
+    meter: Option<Box<Meter>>,
     handshake_latency: Duration,
     up: Arc<AtomicU64>,
     down: Arc<AtomicU64>,
@@ -78,7 +78,7 @@ impl Tunnels {
         self: &Arc<Self>,
         client: OnUpgrade,
         upstream: OnUpgrade,
-        meter: Meter,
+        meter: Box<Meter>,
         request_id: HeaderValue,
     ) {
         let tunnels = Arc::clone(self);
