@@ -65,10 +65,7 @@ done
 [ "$ok" = 1 ] || { echo "the gateway does not answer 2xx at $url" >&2; exit 1; }
 
 calls() { # N CONNS -> prints non-200 count
-  local n=$1 c=$2 cfg=$OUT/curl.cfg par=()
-  for _ in $(seq 1 "$n"); do printf 'url = "%s"\noutput = "/dev/null"\n' "$url"; done >"$cfg"
-  [ "$c" -gt 1 ] && par=(-Z --parallel-max "$c")
-  curl -s --no-progress-meter "${par[@]}" "${headers[@]}" -w '%{http_code}\n' -K "$cfg" 2>/dev/null | grep -cv '^200$' || true
+  curl_calls "$1" "$2" "$url" "$OUT/curl.cfg" "${headers[@]}"
 }
 # Waits until every event of the calls sent so far is in the usage store,
 # reading it from outside (costs the gateway nothing).

@@ -86,7 +86,8 @@ expect_200() {
 }
 
 # nginx in a temporary prefix, one worker: `start_nginx NAME PORT 'LOCATION BODY'`.
-# NGINX_PREFIX (e.g. `taskset -c 1`) is put before the command. Sets NGINX_PIDS.
+# NGINX_PREFIX (e.g. `taskset -c 1`) is put before the command; NGINX_MAIN (e.g.
+# `master_process off;`) goes into the main context. Sets NGINX_PIDS.
 NGINX_PIDS=()
 NGINX_DIRS=()
 start_nginx() {
@@ -94,6 +95,7 @@ start_nginx() {
   dir=$(mktemp -d)
   mkdir -p "$dir/logs" "$dir/tmp"
   cat >"$dir/nginx.conf" <<CONF
+${NGINX_MAIN:-}
 worker_processes 1;
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
@@ -118,7 +120,8 @@ http {
 CONF
   ${NGINX_PREFIX:-} env PATH="$PATH:/usr/sbin" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;' &
   NGINX_PIDS+=($!); NGINX_DIRS+=("$dir")
-  for i in $(seq 1 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && return 0; sleep 0.1; done
+  # Up to 10 s: under valgrind nginx takes seconds to start.
+  for i in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && return 0; sleep 0.1; done
   echo "nginx $name did not start on :$port" >&2
   return 1
 }
@@ -139,6 +142,17 @@ stop_nginx() {
   for p in "${NGINX_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   rm -rf "${NGINX_DIRS[@]}"
   NGINX_PIDS=(); NGINX_DIRS=()
+}
+
+# Exactly N keep-alive calls with curl over CONNS connections at once:
+# `curl_calls N CONNS URL CFG_FILE [curl options...]` prints how many did not
+# answer 200.
+curl_calls() {
+  local n=$1 c=$2 url=$3 cfg=$4 par=()
+  shift 4
+  for _ in $(seq 1 "$n"); do printf 'url = "%s"\noutput = "/dev/null"\n' "$url"; done >"$cfg"
+  [ "$c" -gt 1 ] && par=(-Z --parallel-max "$c")
+  curl -s --no-progress-meter "${par[@]}" "$@" -w '%{http_code}\n' -K "$cfg" 2>/dev/null | grep -cv '^200$' || true
 }
 
 # One wrk run from CPU `CPU` (one thread): `wrk_point CPU URL CONNS SECS [HEADER]`
