@@ -100,10 +100,6 @@ for c in $CONNS; do
   callgrind_control -z "$GW_PID" >/dev/null 2>&1
   bad=$(calls "$CALLS" "$c"); sent=$((sent + CALLS))
   flush_wait
-  callgrind_control -d "c$c" "$GW_PID" >/dev/null 2>&1
-  dump=$(ls -t "$OUT"/callgrind.out* | head -1)
-  total=$(awk '/^totals:/ {print $2}' "$dump")
-  printf '%-8s %14s %12s %8s\n' "$c" "$total" "$((total / CALLS))" "$bad"
-  cp "$dump" "$OUT/c$c.callgrind"
+  callgrind_row "$GW_PID" "$c" "$CALLS" "$bad" "$OUT"
 done
 echo "# dumps: $OUT/c*.callgrind (callgrind_annotate --inclusive=yes FILE)"

@@ -155,6 +155,18 @@ curl_calls() {
   curl -s --no-progress-meter "${par[@]}" "$@" -w '%{http_code}\n' -K "$cfg" 2>/dev/null | grep -cv '^200$' || true
 }
 
+# Ends a callgrind window: dumps the counters of process PID into OUT (kept as
+# OUT/cCONNS.callgrind) and prints "conns instructions per_call non200":
+# `callgrind_row PID CONNS CALLS NON200 OUT`.
+callgrind_row() {
+  local pid=$1 c=$2 calls=$3 bad=$4 out=$5 dump total
+  callgrind_control -d "c$c" "$pid" >/dev/null 2>&1
+  dump=$(ls -t "$out"/callgrind.out* | head -1)
+  total=$(awk '/^totals:/ {print $2}' "$dump")
+  printf '%-8s %14s %12s %8s\n' "$c" "$total" "$((total / calls))" "$bad"
+  cp "$dump" "$out/c$c.callgrind"
+}
+
 # One wrk run from CPU `CPU` (one thread): `wrk_point CPU URL CONNS SECS [HEADER]`
 # prints "req/s p50_us non2xx".
 wrk_point() {

@@ -40,10 +40,6 @@ for c in $CONNS; do
   curl_calls 2000 "$c" "$url" "$OUT/curl.cfg" >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>&1
   bad=$(curl_calls "$CALLS" "$c" "$url" "$OUT/curl.cfg")
-  callgrind_control -d "c$c" "$pid" >/dev/null 2>&1
-  dump=$(ls -t "$OUT"/callgrind.out* | head -1)
-  total=$(awk '/^totals:/ {print $2}' "$dump")
-  printf '%-8s %14s %12s %8s\n' "$c" "$total" "$((total / CALLS))" "$bad"
-  cp "$dump" "$OUT/c$c.callgrind"
+  callgrind_row "$pid" "$c" "$CALLS" "$bad" "$OUT"
 done
 echo "# dumps: $OUT/c*.callgrind (callgrind_annotate --inclusive=yes FILE)"
