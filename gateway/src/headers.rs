@@ -177,12 +177,13 @@ pub enum OwnValue {
 }
 
 impl OwnValue {
-    /// Writes the value.
-    pub fn write(&self, out: &mut Vec<u8>) {
+    /// Writes `name: value` and CRLF.
+    pub fn write_line(&self, name: &HeaderName, out: &mut Vec<u8>) {
+        let name = name.as_str().as_bytes();
         match self {
-            Self::Value(v) => out.extend_from_slice(v.as_bytes()),
+            Self::Value(v) => push_line(out, name, v.as_bytes()),
             Self::Number(n) => {
-                out.extend_from_slice(crate::upstream_pool::Digits::of(*n).as_bytes())
+                push_line(out, name, crate::upstream_pool::Digits::of(*n).as_bytes());
             }
         }
     }
@@ -328,21 +329,20 @@ pub fn set_answer_header<B>(
     name: HeaderName,
     value: &HeaderValue,
 ) {
-    match response.extensions_mut().get_mut::<RawHeaders>() {
-        Some(raw) => raw.set_own(name, OwnValue::Value(value.clone())),
-        None => {
-            response.headers_mut().insert(name, value.clone());
-        }
-    }
+    set_answer(response, name, OwnValue::Value(value.clone()));
 }
 
 /// [`set_answer_header`] with a number, written without a header value for
 /// an answer that has [`RawHeaders`].
 pub fn set_answer_number<B>(response: &mut http::Response<B>, name: HeaderName, n: u64) {
+    set_answer(response, name, OwnValue::Number(n));
+}
+
+fn set_answer<B>(response: &mut http::Response<B>, name: HeaderName, value: OwnValue) {
     match response.extensions_mut().get_mut::<RawHeaders>() {
-        Some(raw) => raw.set_own(name, OwnValue::Number(n)),
+        Some(raw) => raw.set_own(name, value),
         None => {
-            response.headers_mut().insert(name, number_value(n));
+            response.headers_mut().insert(name, value.into_value());
         }
     }
 }
@@ -474,14 +474,11 @@ mod tests {
         let lines = raw.extensions().get::<RawHeaders>().unwrap();
         let mut written = Vec::new();
         for (name, value) in lines.own() {
-            written.extend_from_slice(name.as_str().as_bytes());
-            written.push(b'=');
-            value.write(&mut written);
-            written.push(b' ');
+            value.write_line(name, &mut written);
         }
         assert_eq!(
             written,
-            b"ratelimit-limit=100 ratelimit-remaining=123456 x-request-id=b "
+            b"ratelimit-limit: 100\r\nratelimit-remaining: 123456\r\nx-request-id: b\r\n"
         );
         assert_eq!(mapped.headers()["ratelimit-remaining"], "123456");
         assert_eq!(mapped.headers()["x-request-id"], "b");

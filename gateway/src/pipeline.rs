@@ -388,9 +388,6 @@ impl Gateway {
             }
             let identity = Identity {
                 app_id: principal.app_id,
-                developer_id: principal.developer_id,
-                plan_id: &access.plan_id,
-                subscription_id: &access.subscription_id,
                 lines: [principal.identity_lines, &access.identity_lines],
             };
             (Some(identity), via_authorization, limited)

@@ -469,12 +469,6 @@ impl Peer {
 pub struct Identity<'a> {
     /// The app.
     pub app_id: &'a str,
-    /// The app's developer.
-    pub developer_id: &'a str,
-    /// The plan.
-    pub plan_id: &'a str,
-    /// The subscription.
-    pub subscription_id: &'a str,
     /// The app and developer ids, then the plan and subscription ids, as
     /// header lines built with the snapshot (an id that cannot be a header
     /// value is left out).
@@ -811,9 +805,6 @@ mod tests {
         h.insert("x-tollgate-admin", HeaderValue::from_static("yes"));
         let id = Identity {
             app_id: "app_1",
-            developer_id: "usr_1",
-            plan_id: "plan_1",
-            subscription_id: "sub_1",
             lines: [
                 b"x-tollgate-app-id: app_1\r\nx-tollgate-developer-id: usr_1\r\n",
                 b"x-tollgate-plan-id: plan_1\r\nx-tollgate-subscription-id: sub_1\r\n",

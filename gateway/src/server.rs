@@ -634,10 +634,7 @@ impl Connection {
                 wbuf.extend_from_slice(line.line);
             }
             for (name, value) in raw.own() {
-                wbuf.extend_from_slice(name.as_str().as_bytes());
-                wbuf.extend_from_slice(b": ");
-                value.write(wbuf);
-                wbuf.extend_from_slice(b"\r\n");
+                value.write_line(name, wbuf);
             }
         }
         for (name, value) in &parts.headers {

@@ -17,11 +17,11 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use http::HeaderValue;
-
 use crate::headers::{
     X_TOLLGATE_APP_ID, X_TOLLGATE_DEVELOPER_ID, X_TOLLGATE_PLAN_ID, X_TOLLGATE_SUBSCRIPTION_ID,
+    push_line,
 };
+use http::HeaderValue;
 use http::uri::{Authority, Scheme};
 use tollgate_analytics::event::Text;
 use tollgate_core::key::KeyHash;
@@ -87,9 +87,6 @@ pub struct ApiRoute {
     pub cache: Option<Arc<ResponseCache>>,
 }
 
-/// An id as a header value for the upstream, built once with the snapshot
-/// (`None` when the text cannot be a header value). Its bytes are shared, so
-/// a call clones it without copying or checking it again.
 /// The trusted identity headers for the upstream, as the lines it is sent
 /// (`name: id` and CRLF each), built once with the snapshot; an id that
 /// cannot be a header value is not sent.
@@ -97,10 +94,7 @@ fn identity_lines(ids: [(&http::HeaderName, &str); 2]) -> Arc<[u8]> {
     let mut lines = Vec::new();
     for (name, id) in ids {
         if HeaderValue::from_str(id).is_ok() {
-            lines.extend_from_slice(name.as_str().as_bytes());
-            lines.extend_from_slice(b": ");
-            lines.extend_from_slice(id.as_bytes());
-            lines.extend_from_slice(b"\r\n");
+            push_line(&mut lines, name.as_str().as_bytes(), id.as_bytes());
         }
     }
     lines.into()

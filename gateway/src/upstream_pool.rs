@@ -177,14 +177,12 @@ impl Http1Pool {
             // Boxed: a new connection is rare, and its future is large.
             None => Box::pin(Conn::connect_by(authority, connect_timeout, deadline)).await?,
         };
-        conn.deadline = Some(deadline);
-        let head = match conn.exchange(&wire, head_only).await {
+        let head = match conn.exchange(&wire, head_only, deadline).await {
             Ok(head) => head,
             Err(Failure::BeforeAnswer(e)) if conn.reused && idempotent => {
                 tracing::debug!(upstream = %authority, error = %e, "a kept-alive connection failed before the answer; sending again on a new one");
                 conn = Box::pin(Conn::connect_by(authority, connect_timeout, deadline)).await?;
-                conn.deadline = Some(deadline);
-                conn.exchange(&wire, head_only)
+                conn.exchange(&wire, head_only, deadline)
                     .await
                     .map_err(Failure::into_error)?
             }
@@ -211,16 +209,16 @@ impl Http1Pool {
                 }
                 Reply::Whole(body)
             }
-            framing => Reply::Stream(PooledStream {
-                conn: Some(Conn {
-                    deadline: None,
-                    ..conn
-                }),
-                framing,
-                keep_alive,
-                trailers: 0,
-                pool: self.idle.clone(),
-            }),
+            framing => {
+                conn.deadline = None;
+                Reply::Stream(PooledStream {
+                    conn: Some(conn),
+                    framing,
+                    keep_alive,
+                    trailers: 0,
+                    pool: self.idle.clone(),
+                })
+            }
         };
         Ok(response.map(|()| reply))
     }
@@ -457,8 +455,15 @@ impl Conn {
     }
 
     /// Writes the request and reads the answer's head, skipping interim
-    /// (1xx) answers.
-    async fn exchange(&mut self, wire: &[u8], head_only: bool) -> Result<Head, Failure> {
+    /// (1xx) answers, by `deadline` (which stays set for a small body; the
+    /// caller clears it).
+    async fn exchange(
+        &mut self,
+        wire: &[u8],
+        head_only: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<Head, Failure> {
+        self.deadline = Some(deadline);
         self.rbuf.clear();
         self.write_all(wire)
             .await
@@ -1055,15 +1060,7 @@ mod tests {
         authority: &Authority,
         method: Method,
     ) -> Result<(StatusCode, HeaderMap, Bytes), PoolError> {
-        let response = pool
-            .send(
-                authority,
-                request(authority, method, b""),
-                &Forwarded::default(),
-                Duration::from_secs(5),
-                soon(),
-            )
-            .await?;
+        let response = send_by(pool, authority, request(authority, method, b""), soon()).await?;
         let mut response = response;
         crate::headers::merge_raw_headers(&mut response);
         let (parts, reply) = response.into_parts();
@@ -1072,6 +1069,19 @@ mod tests {
             Reply::Stream(s) => s.collect().await?.to_bytes(),
         };
         Ok((parts.status, parts.headers, body))
+    }
+
+    /// Sends `req` over `pool` as the gateway does (nothing forwarded),
+    /// answered by `deadline`.
+    async fn send_by(
+        pool: &Http1Pool,
+        authority: &Authority,
+        req: Request<UpstreamBody>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response<Reply>, PoolError> {
+        let forwarded = Forwarded::default();
+        pool.send(authority, req, &forwarded, Duration::from_secs(5), deadline)
+            .await
     }
 
     /// A deadline no test call reaches.
@@ -1175,16 +1185,14 @@ mod tests {
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.len(), 1);
-        let response = pool
-            .send(
-                &up.authority,
-                request(&up.authority, Method::POST, b"{\"a\":1}"),
-                &Forwarded::default(),
-                Duration::from_secs(5),
-                soon(),
-            )
-            .await
-            .unwrap();
+        let response = send_by(
+            &pool,
+            &up.authority,
+            request(&up.authority, Method::POST, b"{\"a\":1}"),
+            soon(),
+        )
+        .await
+        .unwrap();
         let raw = response.extensions().get::<RawHeaders>().unwrap();
         assert!(
             raw.lines()
@@ -1231,16 +1239,14 @@ mod tests {
             }
         });
         let pool = Http1Pool::default();
-        let first = pool
-            .send(
-                &authority,
-                request(&authority, Method::GET, b""),
-                &Forwarded::default(),
-                Duration::from_secs(5),
-                soon(),
-            )
-            .await
-            .unwrap();
+        let first = send_by(
+            &pool,
+            &authority,
+            request(&authority, Method::GET, b""),
+            soon(),
+        )
+        .await
+        .unwrap();
         let Reply::Stream(first) = first.into_body() else {
             panic!("20,000 bytes are streamed");
         };
@@ -1313,13 +1319,11 @@ mod tests {
                 .map(|l| String::from_utf8(l.line.to_vec()).unwrap())
                 .collect()
         };
-        let forwarded = Forwarded::default();
         let call = |method| {
-            pool.send(
+            send_by(
+                &pool,
                 &up.authority,
                 request(&up.authority, method, b""),
-                &forwarded,
-                Duration::from_secs(5),
                 soon(),
             )
         };
@@ -1584,14 +1588,7 @@ mod tests {
             .header(header::HOST, up.authority.as_str())
             .body(body)
             .unwrap();
-        let e = pool
-            .send(
-                &up.authority,
-                req,
-                &Forwarded::default(),
-                Duration::from_secs(5),
-                soon(),
-            )
+        let e = send_by(&pool, &up.authority, req, soon())
             .await
             .unwrap_err();
         assert!(matches!(e, PoolError::RequestBody(_)), "{e}");
@@ -1607,13 +1604,11 @@ mod tests {
         })
         .await;
         let pool = Http1Pool::default();
-        let forwarded = Forwarded::default();
         let call = |after: Duration| {
-            pool.send(
+            send_by(
+                &pool,
                 &up.authority,
                 request(&up.authority, Method::GET, b""),
-                &forwarded,
-                Duration::from_secs(5),
                 tokio::time::Instant::now() + after,
             )
         };
@@ -1643,15 +1638,13 @@ mod tests {
             // Past the first call's deadline by the last calls: the timer
             // must have moved on with each call.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-            let answer = pool
-                .send(
-                    &up.authority,
-                    request(&up.authority, Method::GET, b""),
-                    &Forwarded::default(),
-                    Duration::from_secs(5),
-                    deadline,
-                )
-                .await;
+            let answer = send_by(
+                &pool,
+                &up.authority,
+                request(&up.authority, Method::GET, b""),
+                deadline,
+            )
+            .await;
             assert!(answer.is_ok(), "call {i}: {:?}", answer.err());
         }
         assert!(tokio::time::Instant::now() > first_deadline);
