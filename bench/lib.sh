@@ -1,6 +1,7 @@
 # Shared by the bench scripts (sourced, not run): start a `tollgate up` built
-# with the production profile (what ships: release with whole-program LTO)
-# on a temporary data dir and provision APIs, plans and keys through the admin API.
+# with the production profile (release with whole-program LTO; with PGO=1 also
+# profile-guided, which is what ships: scripts/pgo-build.sh) on a temporary
+# data dir and provision APIs, plans and keys through the admin API.
 #
 #   start_gateway PORT_BASE [command prefix...]   # sets GW_PID, GW_WORK, GW_TOKEN, GW_ADMIN, GW_URL
 #   add_api SLUG [POLICIES_JSON]                  # an API on the peers' upstream, at /SLUG
@@ -13,8 +14,15 @@
 UPSTREAM=${UPSTREAM:-http://127.0.0.1:9101}
 TOLLGATE_BIN=${TOLLGATE_BIN:-${CARGO_TARGET_DIR:-target}/production/tollgate}
 
+# Builds the gateway into TOLLGATE_BIN: the production profile (about 12
+# minutes from scratch), or with PGO=1 the profile-guided build that ships
+# (scripts/pgo-build.sh, about 35 minutes: two builds and a training run).
 build_gateway() {
-  cargo build --profile production --locked --bin tollgate >&2
+  if [ "${PGO:-0}" = 1 ]; then
+    TOLLGATE_BIN=$(scripts/pgo-build.sh)
+  else
+    cargo build --profile production --locked --bin tollgate >&2
+  fi
 }
 
 start_gateway() { # PORT_BASE [prefix...]

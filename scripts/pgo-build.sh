@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Builds the shipped binary with profile-guided optimisation (PGO): the
+# production profile built once with instrumentation, run under a training
+# load, and built again with the counts it gathered, so the compiler lays out
+# and inlines the hot paths (the gateway's call path first) as they run.
+#
+#   scripts/pgo-build.sh            # ~35 minutes on two cores; prints the binary's path last
+#   OUT=/usr/local/bin/tollgate scripts/pgo-build.sh
+#
+# Needs: rustup's llvm-tools component (installed here if missing), nginx and
+# wrk (the training's upstream and load; `apt-get install nginx wrk`), curl.
+#
+# The training (train() below) runs `tollgate up` twice, with one worker and
+# with two, on a fresh data dir each, with the usage writer on (the embedded
+# store): key-authenticated calls with a rate limit and a quota at 50
+# connections and at one, keyless calls, refused calls (no key, a wrong key,
+# no route), a POST with a small body, the admin API (provisioning) and the
+# portal's public pages. Code the training does not run is treated as cold
+# and built for size; it still works the same, only its speed is not tuned.
+#
+# The build dirs are target/pgo-generate and target/pgo-use (RUSTFLAGS apply
+# only to the target's crates, not to build scripts and proc-macros); the
+# plain `--profile production` build in target/production is not touched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+export PATH="$PATH:/usr/sbin"
+
+for tool in nginx wrk curl; do
+  command -v "$tool" >/dev/null || { echo "pgo-build: $tool is needed for the training run (apt-get install nginx wrk curl)" >&2; exit 2; }
+done
+HOST=$(rustc -vV | sed -n 's/^host: //p')
+PROFDATA=$(rustc --print sysroot)/lib/rustlib/$HOST/bin/llvm-profdata
+if [ ! -x "$PROFDATA" ]; then
+  rustup component add llvm-tools >&2
+fi
+[ -x "$PROFDATA" ] || { echo "pgo-build: no llvm-profdata at $PROFDATA (rustup component add llvm-tools)" >&2; exit 2; }
+
+PGO_DIR=$PWD/target/pgo
+OUT=${OUT:-$PGO_DIR/tollgate}
+rm -rf "$PGO_DIR/raw"
+mkdir -p "$PGO_DIR/raw"
+
+echo "pgo-build: 1/4 instrumented build" >&2
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$PGO_DIR/raw" \
+  cargo build --profile production --locked --bin tollgate --target "$HOST" --target-dir target/pgo-generate >&2
+
+# Calls, from CPU 0 when there are two, with wrk (one thread).
+load() { # URL CONNS SECS [HEADER]
+  local args=(); [ -n "${4:-}" ] && args=(-H "$4")
+  wrk -t1 -c"$2" -d"$3s" "${args[@]}" "$1" >/dev/null
+}
+
+train() { # WORKERS
+  LLVM_PROFILE_FILE=$PGO_DIR/raw/tollgate-%p-%m.profraw TOLLGATE_WORKERS=$1 start_gateway "$((18700 + $1 * 100))"
+  add_api train
+  add_api open '{"keyless":true}'
+  local key code=
+  key=$(add_key train "$FULL_PLAN")
+  # The key reaches the gateway's snapshot within moments. A training run
+  # of refused calls would tune the wrong path.
+  for _ in $(seq 1 40); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $key" "$GW_URL/train/")
+    [ "$code" = 200 ] && break
+    sleep 0.25
+  done
+  [ "$code" = 200 ] || { echo "pgo-build: the training gateway answers $code, not 200; its log:" >&2; tail -20 "$GW_WORK/err.log" >&2; exit 1; }
+  load "$GW_URL/train/" 50 "${TRAIN_SECS:-15}" "x-api-key: $key"
+  load "$GW_URL/train/" 1 5 "x-api-key: $key"
+  load "$GW_URL/open/" 50 5
+  load "$GW_URL/train/" 10 2
+  load "$GW_URL/train/" 10 2 "x-api-key: tg_live_not_a_key"
+  load "$GW_URL/nowhere/" 10 2
+  for _ in $(seq 1 200); do
+    curl -s -o /dev/null -H "x-api-key: $key" -H 'content-type: application/json' \
+      -d '{"n":1}' "$GW_URL/train/items"
+  done
+  for page in / /apis /apis/train /login /signup; do
+    curl -s -o /dev/null "${GW_URL%:*}:$((18700 + $1 * 100 + 80))$page"
+  done
+  curl -s -o /dev/null -H "Authorization: Bearer $GW_TOKEN" "$GW_ADMIN/usage/summary" || true
+  stop_gateway
+}
+
+echo "pgo-build: 2/4 training run" >&2
+trap 'stop_gateway; stop_nginx' EXIT
+TOLLGATE_BIN=target/pgo-generate/$HOST/production/tollgate
+start_upstream
+train 1
+train 2
+stop_nginx
+raw=$(find "$PGO_DIR/raw" -name '*.profraw' | wc -l)
+[ "$raw" -ge 2 ] || { echo "pgo-build: the training wrote $raw profiles, expected one per run" >&2; exit 1; }
+
+echo "pgo-build: 3/4 merging $raw profiles" >&2
+"$PROFDATA" merge -o "$PGO_DIR/tollgate.profdata" "$PGO_DIR/raw"
+
+echo "pgo-build: 4/4 optimised build" >&2
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PGO_DIR/tollgate.profdata" \
+  cargo build --profile production --locked --bin tollgate --target "$HOST" --target-dir target/pgo-use >&2
+mkdir -p "$(dirname "$OUT")"
+cp "target/pgo-use/$HOST/production/tollgate" "$OUT"
+echo "$OUT"
