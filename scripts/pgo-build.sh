@@ -6,6 +6,7 @@
 #
 #   scripts/pgo-build.sh            # ~35 minutes on two cores; prints the binary's path last
 #   OUT=/usr/local/bin/tollgate scripts/pgo-build.sh
+#   TRAIN_SECS=30 scripts/pgo-build.sh   # longer keyed load at 50 connections (default 15 s)
 #
 # Needs: rustup's llvm-tools component (installed here if missing), nginx and
 # wrk (the training's upstream and load; `apt-get install nginx wrk`), curl.
@@ -45,7 +46,7 @@ echo "pgo-build: 1/4 instrumented build" >&2
 RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$PGO_DIR/raw" \
   cargo build --profile production --locked --bin tollgate --target "$HOST" --target-dir target/pgo-generate >&2
 
-# Calls, from CPU 0 when there are two, with wrk (one thread).
+# Calls with wrk (one thread).
 load() { # URL CONNS SECS [HEADER]
   local args=(); [ -n "${4:-}" ] && args=(-H "$4")
   wrk -t1 -c"$2" -d"$3s" "${args[@]}" "$1" >/dev/null
@@ -78,7 +79,7 @@ train() { # WORKERS
   for page in / /apis /apis/train /login /signup; do
     curl -s -o /dev/null "${GW_URL%:*}:$((18700 + $1 * 100 + 80))$page"
   done
-  curl -s -o /dev/null -H "Authorization: Bearer $GW_TOKEN" "$GW_ADMIN/usage/summary" || true
+  curl -s -o /dev/null -H "Authorization: Bearer $GW_TOKEN" "$GW_ADMIN/usage/summary"
   stop_gateway
 }
 
