@@ -94,10 +94,15 @@ raw=$(find "$PGO_DIR/raw" -name '*.profraw' | wc -l)
 [ "$raw" -ge 2 ] || { echo "pgo-build: the training wrote $raw profiles, expected one per run" >&2; exit 1; }
 
 echo "pgo-build: 3/4 merging $raw profiles" >&2
-"$PROFDATA" merge -o "$PGO_DIR/tollgate.profdata" "$PGO_DIR/raw"
+rm -f "$PGO_DIR"/*.profdata
+"$PROFDATA" merge -o "$PGO_DIR/merged.profdata" "$PGO_DIR/raw"
+# Named by its contents: cargo rebuilds when RUSTFLAGS change, not when a
+# file they name does, and a crate built with an older profile would keep it.
+profile=$PGO_DIR/tollgate-$(sha256sum "$PGO_DIR/merged.profdata" | cut -c1-16).profdata
+mv "$PGO_DIR/merged.profdata" "$profile"
 
 echo "pgo-build: 4/4 optimised build" >&2
-RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PGO_DIR/tollgate.profdata" \
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$profile" \
   cargo build --profile production --locked --bin tollgate --target "$HOST" --target-dir target/pgo-use >&2
 mkdir -p "$(dirname "$OUT")"
 cp "target/pgo-use/$HOST/production/tollgate" "$OUT"
