@@ -3,7 +3,7 @@
 # profile-guided, which is what ships: scripts/pgo-build.sh) on a temporary
 # data dir and provision APIs, plans and keys through the admin API.
 #
-#   start_gateway PORT_BASE [command prefix...]   # sets GW_PID, GW_WORK, GW_TOKEN, GW_ADMIN, GW_URL
+#   start_gateway PORT_BASE [command prefix...]   # sets GW_PID, GW_WORK, GW_TOKEN, GW_ADMIN, GW_URL, GW_PORTAL
 #   add_api SLUG [POLICIES_JSON]                  # an API on the peers' upstream, at /SLUG
 #   add_key SLUG PLAN_FIELDS_JSON                 # plan + developer + app + subscription; prints a key
 #   stop_gateway                                  # TERM, wait, remove the data dirs (all started)
@@ -31,9 +31,10 @@ start_gateway() { # PORT_BASE [prefix...]
   GW_TOKEN=bench-admin-token-$(date +%s)
   GW_ADMIN=http://127.0.0.1:$((base + 1))/admin
   GW_URL=http://127.0.0.1:$base
+  GW_PORTAL=http://127.0.0.1:$((base + 80))
   TOLLGATE_WORKERS=${TOLLGATE_WORKERS:-1} TOLLGATE_DATA_DIR=$GW_WORK TOLLGATE_ADMIN_TOKEN=$GW_TOKEN \
   TOLLGATE_LOG=${TOLLGATE_LOG:-warn} TOLLGATE_GATEWAY_ADDR=127.0.0.1:$base \
-  TOLLGATE_ADMIN_ADDR=127.0.0.1:$((base + 1)) TOLLGATE_PORTAL_ADDR=127.0.0.1:$((base + 80)) \
+  TOLLGATE_ADMIN_ADDR=127.0.0.1:$((base + 1)) TOLLGATE_PORTAL_ADDR=${GW_PORTAL#http://} \
     "$@" "$TOLLGATE_BIN" up >"$GW_WORK/out.log" 2>"$GW_WORK/err.log" &
   GW_PID=$!
   GW_PIDS+=("$GW_PID"); GW_DIRS+=("$GW_WORK")

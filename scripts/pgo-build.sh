@@ -56,16 +56,12 @@ train() { # WORKERS
   LLVM_PROFILE_FILE=$PGO_DIR/raw/tollgate-%p-%m.profraw TOLLGATE_WORKERS=$1 start_gateway "$((18700 + $1 * 100))"
   add_api train
   add_api open '{"keyless":true}'
-  local key code=
+  local key
   key=$(add_key train "$FULL_PLAN")
-  # The key reaches the gateway's snapshot within moments. A training run
-  # of refused calls would tune the wrong path.
-  for _ in $(seq 1 40); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $key" "$GW_URL/train/")
-    [ "$code" = 200 ] && break
-    sleep 0.25
-  done
-  [ "$code" = 200 ] || { echo "pgo-build: the training gateway answers $code, not 200; its log:" >&2; tail -20 "$GW_WORK/err.log" >&2; exit 1; }
+  # Waits for the key to reach the snapshot, and fails if it does not: a
+  # training run of refused calls would tune the wrong path.
+  names=(train open); urls=("$GW_URL/train/" "$GW_URL/open/"); hdrs=("x-api-key: $key" "")
+  expect_200
   load "$GW_URL/train/" 50 "${TRAIN_SECS:-15}" "x-api-key: $key"
   load "$GW_URL/train/" 1 5 "x-api-key: $key"
   load "$GW_URL/open/" 50 5
@@ -77,7 +73,7 @@ train() { # WORKERS
       -d '{"n":1}' "$GW_URL/train/items"
   done
   for page in / /apis /apis/train /login /signup; do
-    curl -s -o /dev/null "${GW_URL%:*}:$((18700 + $1 * 100 + 80))$page"
+    curl -s -o /dev/null "$GW_PORTAL$page"
   done
   curl -s -o /dev/null -H "Authorization: Bearer $GW_TOKEN" "$GW_ADMIN/usage/summary"
   stop_gateway
