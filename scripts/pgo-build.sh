@@ -52,16 +52,21 @@ load() { # URL CONNS SECS [HEADER]
   wrk -t1 -c"$2" -d"$3s" "${args[@]}" "$1" >/dev/null
 }
 
-train() { # WORKERS
+# Starts TOLLGATE_BIN with WORKERS worker threads, provisions a keyed API
+# (sets `key`) and a keyless one, and waits until both answer 200; fails if
+# they do not (a training run of refused calls would tune the wrong path).
+serve() { # WORKERS
   LLVM_PROFILE_FILE=$PGO_DIR/raw/tollgate-%p-%m.profraw TOLLGATE_WORKERS=$1 start_gateway "$((18700 + $1 * 100))"
   add_api train
   add_api open '{"keyless":true}'
-  local key
   key=$(add_key train "$FULL_PLAN")
-  # Waits for the key to reach the snapshot, and fails if it does not: a
-  # training run of refused calls would tune the wrong path.
   names=(train open); urls=("$GW_URL/train/" "$GW_URL/open/"); hdrs=("x-api-key: $key" "")
   expect_200
+}
+
+train() { # WORKERS
+  local key
+  serve "$1"
   load "$GW_URL/train/" 50 "${TRAIN_SECS:-15}" "x-api-key: $key"
   load "$GW_URL/train/" 1 5 "x-api-key: $key"
   load "$GW_URL/open/" 50 5
@@ -102,4 +107,16 @@ RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$profile" \
   cargo build --profile production --locked --bin tollgate --target "$HOST" --target-dir target/pgo-use >&2
 mkdir -p "$(dirname "$OUT")"
 cp "target/pgo-use/$HOST/production/tollgate" "$OUT"
+
+# A binary that cannot serve must not be shipped.
+echo "pgo-build: checking that the binary serves calls" >&2
+TOLLGATE_BIN=$OUT
+start_upstream
+for workers in 1 2; do
+  serve "$workers"
+  load "$GW_URL/train/" 10 1 "x-api-key: $key"
+  expect_200
+  stop_gateway
+done
+stop_nginx
 echo "$OUT"
