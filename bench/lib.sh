@@ -53,7 +53,9 @@ GW_PIDS=()
 GW_DIRS=()
 stop_gateway() { # every gateway started
   local p
-  for p in "${GW_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  # `|| true`: under `set -e` (also in an EXIT trap) a gateway that already
+  # exited would end the cleanup here, leaving the rest running.
+  for p in "${GW_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   rm -rf "${GW_DIRS[@]}"
   GW_PIDS=(); GW_DIRS=()
 }
@@ -148,7 +150,7 @@ start_nginx_proxy() { # PORT
 
 stop_nginx() {
   local p
-  for p in "${NGINX_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  for p in "${NGINX_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   rm -rf "${NGINX_DIRS[@]}"
   NGINX_PIDS=(); NGINX_DIRS=()
 }
