@@ -2,7 +2,9 @@
 # Builds the shipped binary with profile-guided optimisation (PGO): the
 # production profile built once with instrumentation, run under a training
 # load, and built again with the counts it gathered, so the compiler lays out
-# and inlines the hot paths (the gateway's call path first) as they run.
+# and inlines the hot paths (the gateway's call path first) as they run. The
+# result must start and answer calls, with one worker and with two, before it
+# is copied to OUT.
 #
 #   scripts/pgo-build.sh            # ~35 minutes on two cores; prints the binary's path last
 #   OUT=/usr/local/bin/tollgate scripts/pgo-build.sh
@@ -55,6 +57,7 @@ load() { # URL CONNS SECS [HEADER]
 # Starts TOLLGATE_BIN with WORKERS worker threads, provisions a keyed API
 # (sets `key`) and a keyless one, and waits until both answer 200; fails if
 # they do not (a training run of refused calls would tune the wrong path).
+# LLVM_PROFILE_FILE matters only to the instrumented build.
 serve() { # WORKERS
   LLVM_PROFILE_FILE=$PGO_DIR/raw/tollgate-%p-%m.profraw TOLLGATE_WORKERS=$1 start_gateway "$((18700 + $1 * 100))"
   add_api train
@@ -105,12 +108,11 @@ mv "$PGO_DIR/merged.profdata" "$profile"
 echo "pgo-build: 4/4 optimised build" >&2
 RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$profile" \
   cargo build --profile production --locked --bin tollgate --target "$HOST" --target-dir target/pgo-use >&2
-mkdir -p "$(dirname "$OUT")"
-cp "target/pgo-use/$HOST/production/tollgate" "$OUT"
 
-# A binary that cannot serve must not be shipped.
+# A binary that cannot serve must not be shipped: it is checked where it was
+# built, and only then copied to OUT.
 echo "pgo-build: checking that the binary serves calls" >&2
-TOLLGATE_BIN=$OUT
+TOLLGATE_BIN=target/pgo-use/$HOST/production/tollgate
 start_upstream
 for workers in 1 2; do
   serve "$workers"
@@ -119,4 +121,6 @@ for workers in 1 2; do
   stop_gateway
 done
 stop_nginx
+mkdir -p "$(dirname "$OUT")"
+cp "$TOLLGATE_BIN" "$OUT"
 echo "$OUT"
