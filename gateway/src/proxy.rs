@@ -156,18 +156,7 @@ fn remove_all(headers: &mut HeaderMap, doomed: Vec<HeaderName>) {
 /// The upstream URI for `rest` (the path after the API's base path) and the
 /// original query.
 pub fn upstream_uri(target: &Target, rest: &str, query: Option<&str>) -> Result<Uri, http::Error> {
-    let mut path_and_query = String::with_capacity(
-        target.path.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1,
-    );
-    path_and_query.push_str(&target.path);
-    path_and_query.push_str(rest);
-    if path_and_query.is_empty() {
-        path_and_query.push('/');
-    }
-    if let Some(q) = query {
-        path_and_query.push('?');
-        path_and_query.push_str(q);
-    }
+    let path_and_query = upstream_path(target, rest, query);
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(target.scheme.clone());
     parts.authority = Some(target.authority.clone());
@@ -175,6 +164,26 @@ pub fn upstream_uri(target: &Target, rest: &str, query: Option<&str>) -> Result<
         bytes::Bytes::from(path_and_query),
     )?);
     Ok(Uri::from_parts(parts)?)
+}
+
+/// The upstream request's path and query, in a buffer exactly as long as
+/// the text: `Bytes` takes such a buffer as it is, and allocates a second
+/// time for one with spare room.
+fn upstream_path(target: &Target, rest: &str, query: Option<&str>) -> String {
+    let slash = target.path.is_empty() && rest.is_empty();
+    let mut path_and_query = String::with_capacity(
+        target.path.len() + rest.len() + usize::from(slash) + query.map_or(0, |q| q.len() + 1),
+    );
+    path_and_query.push_str(&target.path);
+    path_and_query.push_str(rest);
+    if slash {
+        path_and_query.push('/');
+    }
+    if let Some(q) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    path_and_query
 }
 
 /// The body passed back to the client: streamed (under the read and total
@@ -721,6 +730,24 @@ mod tests {
         let t = target("https://up/v2/");
         assert_eq!(upstream_uri(&t, "/a", None).unwrap(), "https://up/v2/a");
         assert_eq!(upstream_uri(&t, "", None).unwrap(), "https://up/v2");
+    }
+
+    #[test]
+    fn upstream_paths_have_no_spare_room() {
+        for (url, rest, query) in [
+            ("http://up:9000", "/a/b", Some("x=1")),
+            ("http://up:9000", "", None),
+            ("http://up:9000", "", Some("")),
+            ("https://up/v2/", "/a", None),
+            ("https://up/v2/", "", Some("q=1&r=2")),
+        ] {
+            let path = upstream_path(&target(url), rest, query);
+            assert_eq!(
+                path.len(),
+                path.capacity(),
+                "{url} {rest} {query:?}: {path}"
+            );
+        }
     }
 
     #[test]
