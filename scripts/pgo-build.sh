@@ -90,10 +90,10 @@ train() { # WORKERS
 echo "pgo-build: 2/4 training run" >&2
 trap 'stop_gateway; stop_nginx' EXIT
 TOLLGATE_BIN=target/pgo-generate/$HOST/production/tollgate
+# The upstream serves the training and, after the last build, the check.
 start_upstream
 train 1
 train 2
-stop_nginx
 raw=$(find "$PGO_DIR/raw" -name '*.profraw' | wc -l)
 [ "$raw" -ge 2 ] || { echo "pgo-build: the training wrote $raw profiles, expected one per run" >&2; exit 1; }
 
@@ -113,7 +113,6 @@ RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$profile" \
 # built, and only then copied to OUT.
 echo "pgo-build: checking that the binary serves calls" >&2
 TOLLGATE_BIN=target/pgo-use/$HOST/production/tollgate
-start_upstream
 for workers in 1 2; do
   serve "$workers"
   load "$GW_URL/train/" 10 1 "x-api-key: $key"
