@@ -31,7 +31,7 @@ use http_body_util::{Either, Full};
 use tollgate_analytics::UsageEvent;
 use tollgate_analytics::event::{Text, empty_text, event_id};
 use tollgate_core::key::KeyHash;
-use tollgate_core::model::{ApiPolicies, RateScope, SubscriptionStatus};
+use tollgate_core::model::{ApiPolicies, RateLimit, RateScope, SubscriptionStatus};
 
 use crate::aggregate;
 use crate::balancer::Outcome;
@@ -718,22 +718,26 @@ impl Gateway {
         if access.rate_limits.is_empty() {
             return Ok(None);
         }
-        let budgets: Vec<Budget> = access
-            .rate_limits
-            .iter()
-            .enumerate()
-            .map(|(i, limit)| {
-                let counted: &str = match limit.per {
-                    RateScope::Key => principal.key_id.unwrap_or(principal.app_id),
-                    RateScope::App => principal.app_id,
-                };
-                Budget {
-                    id: budget_id(&access.plan_id, i, counted),
-                    limit: *limit,
-                }
-            })
-            .collect();
-        match self.rate_limiter.check(&budgets).await {
+        let budget = |(index, limit): (usize, &RateLimit)| Budget {
+            plan_id: &access.plan_id,
+            index,
+            counted: match limit.per {
+                RateScope::Key => principal.key_id.unwrap_or(principal.app_id),
+                RateScope::App => principal.app_id,
+            },
+            limit: *limit,
+        };
+        // Most plans have one limit: no list is made for it.
+        let one;
+        let many: Vec<Budget<'_>>;
+        let budgets: &[Budget<'_>] = if let [limit] = &access.rate_limits[..] {
+            one = [budget((0, limit))];
+            &one
+        } else {
+            many = access.rate_limits.iter().enumerate().map(budget).collect();
+            &many
+        };
+        match self.rate_limiter.check(budgets).await {
             Ok((d, _)) if d.allowed => Ok(Some(d)),
             Ok((d, _)) => Err(GatewayError::RateLimited {
                 limit: d.limit,
@@ -743,21 +747,6 @@ impl Gateway {
             Err(_) => Err(GatewayError::RateLimiterUnavailable),
         }
     }
-}
-
-/// A rate budget's id, `plan:limit index:key or app` (the same text in Redis).
-fn budget_id(plan_id: &str, index: usize, counted: &str) -> String {
-    use std::fmt::Write;
-    let mut id = String::with_capacity(plan_id.len() + counted.len() + 8);
-    id.push_str(plan_id);
-    id.push(':');
-    match u8::try_from(index) {
-        Ok(i @ 0..=9) => id.push(char::from(b'0' + i)),
-        _ => write!(id, "{index}").expect("writing to a String cannot fail"),
-    }
-    id.push(':');
-    id.push_str(counted);
-    id
 }
 
 /// The request's host name, lowercase and without a port: from the URI
@@ -919,12 +908,6 @@ mod tests {
             HeaderValue::from_static("Basic Zm9vOmJhcg=="),
         );
         assert_eq!(presented_key(&basic), None);
-    }
-
-    #[test]
-    fn budget_ids_name_plan_limit_and_key() {
-        assert_eq!(budget_id("plan_1", 0, "key_1"), "plan_1:0:key_1");
-        assert_eq!(budget_id("plan_1", 12, "app_1"), "plan_1:12:app_1");
     }
 
     #[test]

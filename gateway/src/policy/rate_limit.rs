@@ -20,18 +20,36 @@ use std::time::{Duration, Instant};
 use tollgate_core::model::RateLimit;
 
 use super::redis_link::RedisLink;
-use crate::FastMap;
+use hashbrown::HashTable;
 
 /// Shards of the local limiter's table, to keep lock contention low.
 const SHARDS: usize = 32;
 
-/// One budget a call must fit in.
-#[derive(Debug, Clone)]
-pub struct Budget {
-    /// Identifies the budget: plan, limit index, and the key or app it counts.
-    pub id: String,
+/// One budget a call must fit in: one of a plan's limits, counted for one
+/// key or app. Borrowed from the snapshot, so deciding a call locally makes
+/// no text: the budget's name ([`Budget::id`]) is written only for Redis and
+/// the first time this node sees the budget.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget<'a> {
+    /// The plan.
+    pub plan_id: &'a str,
+    /// The limit's place among the plan's limits.
+    pub index: usize,
+    /// The key or app the budget counts.
+    pub counted: &'a str,
     /// The limit.
     pub limit: RateLimit,
+}
+
+impl Budget<'_> {
+    /// The budget's name, `plan:limit index:key or app` (the same text in Redis).
+    pub fn id(&self) -> String {
+        use std::fmt::Write;
+        let mut id = String::with_capacity(self.plan_id.len() + self.counted.len() + 8);
+        write!(id, "{}:{}:{}", self.plan_id, self.index, self.counted)
+            .expect("writing to a String cannot fail");
+        id
+    }
 }
 
 /// The outcome for one call.
@@ -81,28 +99,58 @@ pub struct Unavailable;
 #[derive(Debug)]
 pub struct LocalLimiter {
     epoch: Instant,
-    shards: Vec<Mutex<FastMap<String, u64>>>,
+    /// Hashes budgets by their parts; the shard is taken from bits the
+    /// tables do not use.
+    hasher: foldhash::fast::RandomState,
+    shards: Vec<Mutex<HashTable<Tracked>>>,
+}
+
+/// A budget this node tracks: its name, where the plan id and the counted
+/// id end in it (so a lookup compares parts, exactly, without writing the
+/// name), its hash, and its TAT.
+#[derive(Debug)]
+struct Tracked {
+    hash: u64,
+    id: Box<str>,
+    plan_len: usize,
+    counted_len: usize,
+    tat: u64,
+}
+
+impl Tracked {
+    fn new(hash: u64, b: &Budget<'_>, tat: u64) -> Self {
+        Self {
+            hash,
+            id: b.id().into_boxed_str(),
+            plan_len: b.plan_id.len(),
+            counted_len: b.counted.len(),
+            tat,
+        }
+    }
+
+    /// Whether this is budget `b`.
+    fn is(&self, b: &Budget<'_>) -> bool {
+        self.plan_len == b.plan_id.len()
+            && self.counted_len == b.counted.len()
+            && self.id.len() > self.plan_len + self.counted_len + 1
+            && self.id[..self.plan_len] == *b.plan_id
+            && self.id[self.id.len() - self.counted_len..] == *b.counted
+            && self.id[self.plan_len..self.id.len() - self.counted_len]
+                .strip_prefix(':')
+                .and_then(|s| s.strip_suffix(':'))
+                .and_then(|s| s.parse::<usize>().ok())
+                == Some(b.index)
+    }
 }
 
 impl Default for LocalLimiter {
     fn default() -> Self {
         Self {
             epoch: Instant::now(),
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(FastMap::default()))
-                .collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
         }
     }
-}
-
-fn shard_of(id: &str) -> usize {
-    // FNV-1a: cheap and good enough to spread ids over shards.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    (h % SHARDS as u64) as usize
 }
 
 /// One GCRA step over microsecond times: the new TAT if admitted, and the
@@ -146,46 +194,59 @@ impl LocalLimiter {
         self.epoch.elapsed().as_micros() as u64
     }
 
+    /// The budget's hash (parts, not its name: nothing is written to hash it).
+    fn hash(&self, b: &Budget<'_>) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one((b.plan_id, b.index, b.counted))
+    }
+
+    /// The shard of a hash: bits 32-36, which a table of fewer than 2^32
+    /// slots does not use for the slot or its tag (the low and the top bits).
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, HashTable<Tracked>> {
+        self.shards[(hash >> 32) as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Decides a call against every budget; updates them only if all admit.
-    pub fn check(&self, budgets: &[Budget]) -> Decision {
+    pub fn check(&self, budgets: &[Budget<'_>]) -> Decision {
         let now = self.now();
         // What each budget took, to give back if a later one refuses: none
         // to keep with one budget.
-        let mut taken: Vec<(usize, u64)> = Vec::new();
+        let mut taken: Vec<(usize, u64, u64)> = Vec::new();
         let mut result: Option<Decision> = None;
         for (i, b) in budgets.iter().enumerate() {
-            let mut shard = self.shards[shard_of(&b.id)]
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let hash = self.hash(b);
+            let mut shard = self.shard(hash);
             // One lookup for a budget seen before (the common case).
-            let slot = shard.get_mut(&b.id);
-            let tat = slot.as_deref().copied().unwrap_or(0);
+            let slot = shard.find_mut(hash, |t| t.is(b));
+            let tat = slot.as_ref().map_or(0, |t| t.tat);
             let (new_tat, d) = gcra(tat, now, &b.limit);
             match new_tat {
                 Some(nt) => {
                     match slot {
-                        Some(slot) => *slot = nt,
+                        Some(slot) => slot.tat = nt,
                         None => {
-                            shard.insert(b.id.clone(), nt);
+                            shard.insert_unique(hash, Tracked::new(hash, b, nt), |t| t.hash);
                         }
                     }
                     if i + 1 < budgets.len() {
-                        taken.push((i, tat));
+                        taken.push((i, hash, tat));
                     }
                     result = Some(result.map_or(d, |r| tighter(r, d)));
                 }
                 None => {
                     drop(shard);
                     // Give back what earlier budgets took: a refused call costs nothing.
-                    for (j, old) in taken {
-                        let id = &budgets[j].id;
-                        let mut shard = self.shards[shard_of(id)]
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner());
-                        if old == 0 {
-                            shard.remove(id);
-                        } else {
-                            shard.insert(id.clone(), old);
+                    for (j, hash, old) in taken {
+                        let b = &budgets[j];
+                        let mut shard = self.shard(hash);
+                        if let Ok(entry) = shard.find_entry(hash, |t| t.is(b)) {
+                            if old == 0 {
+                                entry.remove();
+                            } else {
+                                entry.into_mut().tat = old;
+                            }
                         }
                     }
                     return d;
@@ -208,7 +269,7 @@ impl LocalLimiter {
             shard
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .retain(|_, tat| *tat > now);
+                .retain(|t| t.tat > now);
         }
     }
 
@@ -284,7 +345,7 @@ impl RedisLimiter {
     }
 
     /// Decides a call in one round trip.
-    pub async fn check(&self, budgets: &[Budget]) -> Result<Decision, Unavailable> {
+    pub async fn check(&self, budgets: &[Budget<'_>]) -> Result<Decision, Unavailable> {
         let Some(mut conn) = self.link.connection().await else {
             return Err(Unavailable);
         };
@@ -292,7 +353,7 @@ impl RedisLimiter {
         for b in budgets {
             let t = b.limit.interval_micros();
             invocation
-                .key(format!("tollgate:rl:{}", b.id))
+                .key(format!("tollgate:rl:{}", b.id()))
                 .arg(t)
                 .arg(t.saturating_mul(u64::from(b.limit.capacity())));
         }
@@ -353,7 +414,7 @@ impl RateLimiter {
     }
 
     /// Decides a call against its budgets.
-    pub async fn check(&self, budgets: &[Budget]) -> Result<(Decision, Source), Unavailable> {
+    pub async fn check(&self, budgets: &[Budget<'_>]) -> Result<(Decision, Source), Unavailable> {
         let (decision, source) = match &self.redis {
             None => (self.local.check(budgets), Source::Local),
             // Boxed, so local checks do not carry the Redis call's large future.
@@ -410,6 +471,56 @@ mod tests {
         }
     }
 
+    /// Limit 0 of plan `plan` for key `counted`.
+    fn budget(counted: &str, limit: RateLimit) -> Budget<'_> {
+        Budget {
+            plan_id: "plan",
+            index: 0,
+            counted,
+            limit,
+        }
+    }
+
+    #[test]
+    fn budgets_are_named_and_told_apart_by_their_parts() {
+        let per_minute = limit(1, RateWindow::Minute, None);
+        let b = |plan_id, index, counted| Budget {
+            plan_id,
+            index,
+            counted,
+            limit: per_minute,
+        };
+        assert_eq!(b("plan_1", 0, "key_1").id(), "plan_1:0:key_1");
+        assert_eq!(b("plan_1", 12, "app_1").id(), "plan_1:12:app_1");
+        // Parts that would run together in one text are still other budgets,
+        // and each has its own single call a minute.
+        let limiter = LocalLimiter::default();
+        let all = [
+            b("p", 1, "k"),
+            b("p", 11, "k"),
+            b("p:1", 1, "k"),
+            b("p", 1, "1:k"),
+            b("p", 1, "k:"),
+            b("p", 0, "k"),
+        ];
+        for one in &all {
+            assert!(
+                limiter.check(std::slice::from_ref(one)).allowed,
+                "{}",
+                one.id()
+            );
+        }
+        assert_eq!(limiter.len(), all.len());
+        for one in &all {
+            assert!(
+                !limiter.check(std::slice::from_ref(one)).allowed,
+                "{}",
+                one.id()
+            );
+        }
+        assert_eq!(limiter.len(), all.len(), "refusals track nothing new");
+    }
+
     #[test]
     fn gcra_admits_the_burst_then_the_steady_rate() {
         let l = limit(10, RateWindow::Second, Some(3)); // one per 100 ms, 3 at once
@@ -434,23 +545,9 @@ mod tests {
         let limiter = LocalLimiter::default();
         let per_minute = limit(2, RateWindow::Minute, None);
         // Right after start the clock is near zero: the first call still sees a full budget.
-        assert_eq!(
-            limiter
-                .check(&[Budget {
-                    id: "fresh".into(),
-                    limit: per_minute
-                }])
-                .remaining,
-            1
-        );
-        let a = [Budget {
-            id: "a".into(),
-            limit: per_minute,
-        }];
-        let b = [Budget {
-            id: "b".into(),
-            limit: per_minute,
-        }];
+        assert_eq!(limiter.check(&[budget("fresh", per_minute)]).remaining, 1);
+        let a = [budget("a", per_minute)];
+        let b = [budget("b", per_minute)];
         assert!(limiter.check(&a).allowed);
         assert!(limiter.check(&a).allowed);
         assert!(!limiter.check(&a).allowed);
@@ -458,16 +555,7 @@ mod tests {
 
         // Two limits: the second refuses, so the first is given back.
         let tight = limit(1, RateWindow::Hour, None);
-        let both = [
-            Budget {
-                id: "c1".into(),
-                limit: per_minute,
-            },
-            Budget {
-                id: "c2".into(),
-                limit: tight,
-            },
-        ];
+        let both = [budget("c1", per_minute), budget("c2", tight)];
         let d = limiter.check(&both);
         assert!(d.allowed);
         assert_eq!(
@@ -476,10 +564,7 @@ mod tests {
             "the tightest budget is reported"
         );
         assert!(!limiter.check(&both).allowed);
-        let c1_only = [Budget {
-            id: "c1".into(),
-            limit: per_minute,
-        }];
+        let c1_only = [budget("c1", per_minute)];
         assert_eq!(
             limiter.check(&c1_only).remaining,
             0,
@@ -491,10 +576,7 @@ mod tests {
     fn sweep_forgets_full_budgets() {
         let limiter = LocalLimiter::default();
         let fast = limit(1_000_000, RateWindow::Second, Some(1));
-        limiter.check(&[Budget {
-            id: "x".into(),
-            limit: fast,
-        }]);
+        limiter.check(&[budget("x", fast)]);
         assert_eq!(limiter.len(), 1);
         std::thread::sleep(Duration::from_millis(2));
         limiter.sweep();
