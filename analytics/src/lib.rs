@@ -8,6 +8,7 @@ pub mod embedded;
 pub mod error;
 pub mod event;
 pub mod latency;
+pub mod priority;
 pub mod query;
 pub mod record;
 pub mod retention;

@@ -269,6 +269,7 @@ impl UsageWriter {
             std::thread::Builder::new()
                 .name("usage-spool".into())
                 .spawn(move || {
+                    crate::priority::lower_this_thread();
                     // The claim's lock lives as long as the thread writes.
                     let _claim = claim;
                     spool_loop(rx, spool, sealed_tx, &stop, &settings, &stats);
@@ -669,7 +670,11 @@ async fn ship_segment(
     let loaded = loop {
         let (s, st) = (segment.clone(), stats.clone());
         let decode = store.takes_events();
-        match tokio::task::spawn_blocking(move || load(&s, decode, &st)).await {
+        // At the background priority: reading a segment through checks
+        // every record (milliseconds for a second of traffic), which on a
+        // thread as urgent as the serving ones held them up each second.
+        match crate::priority::run_in_background("usage-load", move || load(&s, decode, &st)).await
+        {
             Ok(Ok(l)) => break l,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 let _ = spool::remove_segment(&segment, &stats.spool);

@@ -1,0 +1,167 @@
+//! The usage path's background threads — the spool thread, the shipper's
+//! segment reads, the embedded store's SQLite workers and its rollup fold —
+//! run at a lower CPU priority than the threads that serve calls:
+//! [`BACKGROUND_NICE`] more nice (10 under a process started at 0, at most 19).
+//!
+//! They still get the CPU whenever it has room, and a share of it when it has
+//! none (at nice 10 against 0, about a tenth: far more than the usage path
+//! needs). What changes is who waits when both want the CPU at once: a
+//! serving thread that wakes up for a call takes the CPU at once, instead of
+//! waiting for the background thread's time slice to end. At the same
+//! priority, the shipper's read of each second's segment (about 5 ms) and
+//! the store's inserts and checkpoints (1 to 4.5 ms) held the serving thread
+//! up once a second or more (docs/PERFORMANCE.md, "Background threads at a
+//! lower priority").
+//!
+//! Raising a thread's nice value needs no privilege. Where it cannot be set
+//! (not Linux, or refused), the thread runs at the normal priority and a
+//! debug line says so.
+
+/// How much nicer than the serving threads the usage path's background
+/// threads run.
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority by [`BACKGROUND_NICE`] (a new
+/// thread, which starts at the priority of the thread that made it).
+pub fn lower_this_thread() {
+    #[cfg(target_os = "linux")]
+    {
+        let me = rustix::thread::gettid();
+        if let Ok(base) = rustix::process::getpriority_process(Some(me)) {
+            lower(me, base);
+        }
+    }
+}
+
+/// Runs `work` on a new thread named `name`, at the background priority,
+/// and waits for its result without holding up the runtime. (A thread of
+/// tokio's blocking pool cannot be lowered for one task: a thread may make
+/// its priority lower, not higher again, and the pool reuses its threads.)
+/// Fails if the thread cannot be started or `work` panics.
+pub async fn run_in_background<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            lower_this_thread();
+            let _ = tx.send(work());
+        })?;
+    rx.await
+        .map_err(|_| std::io::Error::other(format!("the {name} thread ended without an answer")))
+}
+
+/// Lowers the priority of every thread of this process whose name starts
+/// with `prefix` (threads a library starts, such as sqlx's SQLite workers,
+/// named through its options) to [`BACKGROUND_NICE`] below the calling
+/// thread's. Threads already that low are left as they are, so it can run
+/// again as the library starts more.
+pub fn lower_threads_named(prefix: &str) {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(base) = rustix::process::getpriority_process(Some(rustix::thread::gettid())) else {
+            return;
+        };
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            tracing::debug!(
+                "cannot list this process's threads; background threads keep their priority"
+            );
+            return;
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse().ok())
+                .and_then(rustix::process::Pid::from_raw)
+            else {
+                continue;
+            };
+            let named = std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.starts_with(prefix));
+            if named {
+                lower(tid, base);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = prefix;
+}
+
+/// Sets thread `tid`'s nice value to [`BACKGROUND_NICE`] above `base`
+/// unless it is that high already. On Linux the nice value is per thread:
+/// the id is the thread's.
+#[cfg(target_os = "linux")]
+fn lower(tid: rustix::process::Pid, base: i32) {
+    let target = (base + BACKGROUND_NICE).min(19);
+    if rustix::process::getpriority_process(Some(tid)).is_ok_and(|now| now >= target) {
+        return;
+    }
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), target) {
+        tracing::debug!(
+            error = %e,
+            tid = tid.as_raw_nonzero().get(),
+            "cannot lower a background thread's priority"
+        );
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The thread's nice value, as the kernel reports it (`/proc`, field 19).
+    fn nice_of(tid: i32) -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        // The name (field 2) is in parentheses and may hold spaces.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn threads_are_lowered_by_name_and_others_are_left_alone() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let named = std::thread::Builder::new()
+            .name("prio-test-bg".into())
+            .spawn(move || {
+                tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                    .unwrap();
+                done_rx.recv().unwrap();
+            })
+            .unwrap();
+        let tid = rx.recv().unwrap();
+        let me = rustix::thread::gettid().as_raw_nonzero().get();
+        let mine_before = nice_of(me);
+        assert_eq!(
+            nice_of(tid),
+            mine_before,
+            "a new thread starts at its parent's"
+        );
+
+        let lowered = (mine_before + BACKGROUND_NICE).min(19);
+        lower_threads_named("prio-test-");
+        assert_eq!(nice_of(tid), lowered);
+        assert_eq!(
+            nice_of(me),
+            mine_before,
+            "a thread of another name is left alone"
+        );
+        lower_threads_named("prio-test-");
+        assert_eq!(nice_of(tid), lowered, "lowered once, not again");
+        done_tx.send(()).unwrap();
+        named.join().unwrap();
+
+        let lowered = std::thread::spawn(|| {
+            lower_this_thread();
+            nice_of(rustix::thread::gettid().as_raw_nonzero().get())
+        });
+        assert_eq!(
+            lowered.join().unwrap(),
+            (mine_before + BACKGROUND_NICE).min(19)
+        );
+        assert_eq!(nice_of(me), mine_before, "only the calling thread");
+    }
+}
