@@ -1,7 +1,8 @@
 //! The usage path's background threads — the spool thread, the shipper's
 //! segment reads, the embedded store's SQLite workers and its rollup fold —
 //! run at a lower CPU priority than the threads that serve calls:
-//! [`BACKGROUND_NICE`] more nice (10 under a process started at 0, at most 19).
+//! [`BACKGROUND_NICE`] more nice than the process's main thread (10 under a
+//! process started at 0, at most 19), whichever thread lowers them.
 //!
 //! They still get the CPU whenever it has room, and a share of it when it has
 //! none (at nice 10 against 0, about a tenth: far more than the usage path
@@ -10,8 +11,8 @@
 //! waiting for the background thread's time slice to end. At the same
 //! priority, the shipper's read of each second's segment (about 5 ms) and
 //! the store's inserts and checkpoints (1 to 4.5 ms) held the serving thread
-//! up once a second or more (docs/PERFORMANCE.md, "Background threads at a
-//! lower priority").
+//! up once a second or more (docs/PERFORMANCE.md, "A faster box; the
+//! recorder, the rate limiter, background priorities").
 //!
 //! Raising a thread's nice value needs no privilege. Where it cannot be set
 //! (not Linux, or refused), the thread runs at the normal priority and a
@@ -21,16 +22,20 @@
 /// threads run.
 pub const BACKGROUND_NICE: i32 = 10;
 
-/// Lowers the calling thread's priority by [`BACKGROUND_NICE`] (a new
-/// thread, which starts at the priority of the thread that made it).
+/// Lowers the calling thread's priority to [`BACKGROUND_NICE`] below the
+/// main thread's.
 pub fn lower_this_thread() {
     #[cfg(target_os = "linux")]
-    {
-        let me = rustix::thread::gettid();
-        if let Ok(base) = rustix::process::getpriority_process(Some(me)) {
-            lower(me, base);
-        }
+    if let Some(base) = base() {
+        lower(rustix::thread::gettid(), base);
     }
+}
+
+/// The main thread's nice value: the serving threads' (they start at it),
+/// where a background thread that lowers another would give its own.
+#[cfg(target_os = "linux")]
+fn base() -> Option<i32> {
+    rustix::process::getpriority_process(Some(rustix::process::getpid())).ok()
 }
 
 /// Runs `work` on a new thread named `name`, at the background priority,
@@ -55,13 +60,13 @@ pub async fn run_in_background<T: Send + 'static>(
 
 /// Lowers the priority of every thread of this process whose name starts
 /// with `prefix` (threads a library starts, such as sqlx's SQLite workers,
-/// named through its options) to [`BACKGROUND_NICE`] below the calling
+/// named through its options) to [`BACKGROUND_NICE`] below the main
 /// thread's. Threads already that low are left as they are, so it can run
 /// again as the library starts more.
 pub fn lower_threads_named(prefix: &str) {
     #[cfg(target_os = "linux")]
     {
-        let Ok(base) = rustix::process::getpriority_process(Some(rustix::thread::gettid())) else {
+        let Some(base) = base() else {
             return;
         };
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -135,6 +140,12 @@ mod tests {
         let tid = rx.recv().unwrap();
         let me = rustix::thread::gettid().as_raw_nonzero().get();
         let mine_before = nice_of(me);
+        let main = rustix::process::getpid().as_raw_nonzero().get();
+        assert_eq!(
+            nice_of(main),
+            mine_before,
+            "the test runs at the main thread's"
+        );
         assert_eq!(
             nice_of(tid),
             mine_before,
@@ -154,14 +165,32 @@ mod tests {
         done_tx.send(()).unwrap();
         named.join().unwrap();
 
+        // A lowered thread that lowers another (the fold, opening a store
+        // connection) lowers it as far as itself, not further.
         let lowered = std::thread::spawn(|| {
             lower_this_thread();
-            nice_of(rustix::thread::gettid().as_raw_nonzero().get())
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+            let other = std::thread::Builder::new()
+                .name("prio-test-2".into())
+                .spawn(move || {
+                    tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                        .unwrap();
+                    done_rx.recv().unwrap();
+                })
+                .unwrap();
+            let other_tid = rx.recv().unwrap();
+            lower_threads_named("prio-test-2");
+            let theirs = nice_of(other_tid);
+            done_tx.send(()).unwrap();
+            other.join().unwrap();
+            (
+                nice_of(rustix::thread::gettid().as_raw_nonzero().get()),
+                theirs,
+            )
         });
-        assert_eq!(
-            lowered.join().unwrap(),
-            (mine_before + BACKGROUND_NICE).min(19)
-        );
+        let lowered_nice = (mine_before + BACKGROUND_NICE).min(19);
+        assert_eq!(lowered.join().unwrap(), (lowered_nice, lowered_nice));
         assert_eq!(nice_of(me), mine_before, "only the calling thread");
     }
 }
