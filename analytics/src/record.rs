@@ -29,7 +29,7 @@ use crate::event::{Text, UsageEvent};
 /// The encoding written today.
 pub const VERSION: u8 = 1;
 /// A record is closed at this many events...
-pub const MAX_EVENTS: usize = 1024;
+const MAX_EVENTS: usize = 1024;
 /// ...or once its encoded size passes this many bytes (well under the spool's
 /// 1 MiB record limit: one more event adds at most 12 texts).
 const SOFT_MAX_BYTES: usize = 128 << 10;

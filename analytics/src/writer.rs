@@ -5,12 +5,10 @@
 //!    bounded in-memory queue with `try_send` (never waits). A full queue drops
 //!    the event and counts it.
 //! 2. The spool thread (an OS thread: file writes and `fdatasync` must not stall
-//!    a runtime worker) takes the queued events whenever a record's worth is
-//!    queued (the recorder wakes it then, not for every event, and the queue
-//!    stays small) and at every sync interval. It
-//!    encodes them into records ([`crate::record`]) and appends each full
-//!    record to the spool; at each sync interval it appends the part-filled
-//!    one too and syncs the spool. It seals the open segment every flush interval
+//!    a runtime worker) takes the queued events every sync interval — sooner
+//!    when a full batch is queued: the recorder wakes it then, not for every
+//!    event —, encodes them into records ([`crate::record`]), appends them to
+//!    the spool and syncs it. It seals the open segment every flush interval
 //!    (or when it is full) and hands it to the shipper. A full spool (the size
 //!    cap) or a disk error drops the events and counts them by reason. A disk
 //!    error also seals the segment, which is shipped with what it holds; the
@@ -27,7 +25,7 @@
 //! Shutdown stops the queue, the spool thread writes and seals what it holds,
 //! and the shipper ships what the store accepts; what it cannot ship stays on
 //! disk for the next start. A SIGKILL loses at most what was recorded since the
-//! spool thread's last sync (one sync interval): the rest is on disk.
+//! spool thread's last pass (one sync interval): the rest is on disk.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -287,7 +285,8 @@ impl UsageWriter {
             stats: stats.clone(),
             last_warning: Arc::default(),
             spool_thread: spool_thread.thread().clone(),
-            wake_at: wake_at(&settings),
+            // Early enough that a burst never fills the queue between passes.
+            wake_at: settings.batch_size.min(settings.queue_capacity / 4).max(1),
         }));
         Ok((
             recorder,
@@ -412,18 +411,6 @@ fn disk_error(
     );
 }
 
-/// How many queued events wake the spool thread before its next sync: a
-/// record's worth at most, so the queue between passes stays small (about
-/// 250 KB of events instead of a sync interval's worth: 2.5 MB at 50,000
-/// calls a second and 200 ms). Never more than a quarter of the queue, so a
-/// burst does not fill it between passes, nor more than a batch.
-fn wake_at(settings: &WriterSettings) -> usize {
-    settings
-        .batch_size
-        .min(settings.queue_capacity / 4)
-        .clamp(1, record::MAX_EVENTS)
-}
-
 fn spool_loop(
     mut rx: mpsc::Receiver<UsageEvent>,
     mut spool: SpoolWriter,
@@ -449,18 +436,19 @@ fn spool_loop(
         }
         let mut closed = false;
         loop {
-            // A record is appended when it is full; a part-filled one waits
-            // for more events until the next sync or seal (below), as the
-            // events would have waited in the queue.
-            match rx.try_recv() {
-                Ok(event) => enc.push(&event),
-                Err(TryRecvError::Empty) => break,
+            // A record is appended when it is full and when the queue is empty.
+            let drained = match rx.try_recv() {
+                Ok(event) => {
+                    enc.push(&event);
+                    false
+                }
+                Err(TryRecvError::Empty) => true,
                 Err(TryRecvError::Disconnected) => {
                     closed = true;
-                    break;
+                    true
                 }
-            }
-            if enc.is_full() {
+            };
+            if (drained || enc.is_full()) && !enc.is_empty() {
                 let ok = append(
                     &mut enc,
                     &mut buf,
@@ -472,21 +460,12 @@ fn spool_loop(
                 unsynced |= ok;
                 unsealed |= ok;
             }
+            if drained {
+                break;
+            }
         }
         let now = Instant::now();
         let finishing = closed || (stopping && rx.is_empty());
-        if (finishing || now >= next_sync || now >= next_seal) && !enc.is_empty() {
-            let ok = append(
-                &mut enc,
-                &mut buf,
-                &mut spool,
-                &sealed,
-                stats,
-                &mut warnings,
-            );
-            unsynced |= ok;
-            unsealed |= ok;
-        }
         if finishing || (unsealed && now >= next_seal) {
             seal(&mut spool, &sealed, stats, &mut warnings);
             unsealed = false;
