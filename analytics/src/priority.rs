@@ -125,20 +125,51 @@ mod tests {
         after_name.split(' ').nth(16).unwrap().parse().unwrap()
     }
 
+    /// The calling thread's id.
+    fn tid() -> i32 {
+        rustix::thread::gettid().as_raw_nonzero().get()
+    }
+
+    /// A thread named `name` that waits until dropped.
+    struct Waiting {
+        tid: i32,
+        done: Option<std::sync::mpsc::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Waiting {
+        fn named(name: &str) -> Self {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (done, wait) = std::sync::mpsc::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    tx.send(tid()).unwrap();
+                    // Ends when the sender is dropped.
+                    let _ = wait.recv();
+                })
+                .unwrap();
+            Self {
+                tid: rx.recv().unwrap(),
+                done: Some(done),
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            drop(self.done.take());
+            if let Some(t) = self.thread.take() {
+                t.join().unwrap();
+            }
+        }
+    }
+
     #[test]
     fn threads_are_lowered_by_name_and_others_are_left_alone() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let named = std::thread::Builder::new()
-            .name("prio-test-bg".into())
-            .spawn(move || {
-                tx.send(rustix::thread::gettid().as_raw_nonzero().get())
-                    .unwrap();
-                done_rx.recv().unwrap();
-            })
-            .unwrap();
-        let tid = rx.recv().unwrap();
-        let me = rustix::thread::gettid().as_raw_nonzero().get();
+        let named = Waiting::named("prio-test-bg");
+        let me = tid();
         let mine_before = nice_of(me);
         let main = rustix::process::getpid().as_raw_nonzero().get();
         assert_eq!(
@@ -147,50 +178,32 @@ mod tests {
             "the test runs at the main thread's"
         );
         assert_eq!(
-            nice_of(tid),
+            nice_of(named.tid),
             mine_before,
             "a new thread starts at its parent's"
         );
 
         let lowered = (mine_before + BACKGROUND_NICE).min(19);
         lower_threads_named("prio-test-");
-        assert_eq!(nice_of(tid), lowered);
+        assert_eq!(nice_of(named.tid), lowered);
         assert_eq!(
             nice_of(me),
             mine_before,
             "a thread of another name is left alone"
         );
         lower_threads_named("prio-test-");
-        assert_eq!(nice_of(tid), lowered, "lowered once, not again");
-        done_tx.send(()).unwrap();
-        named.join().unwrap();
+        assert_eq!(nice_of(named.tid), lowered, "lowered once, not again");
+        drop(named);
 
         // A lowered thread that lowers another (the fold, opening a store
         // connection) lowers it as far as itself, not further.
-        let lowered = std::thread::spawn(|| {
+        let from_lowered = std::thread::spawn(|| {
             lower_this_thread();
-            let (tx, rx) = std::sync::mpsc::channel();
-            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-            let other = std::thread::Builder::new()
-                .name("prio-test-2".into())
-                .spawn(move || {
-                    tx.send(rustix::thread::gettid().as_raw_nonzero().get())
-                        .unwrap();
-                    done_rx.recv().unwrap();
-                })
-                .unwrap();
-            let other_tid = rx.recv().unwrap();
+            let other = Waiting::named("prio-test-2");
             lower_threads_named("prio-test-2");
-            let theirs = nice_of(other_tid);
-            done_tx.send(()).unwrap();
-            other.join().unwrap();
-            (
-                nice_of(rustix::thread::gettid().as_raw_nonzero().get()),
-                theirs,
-            )
+            (nice_of(tid()), nice_of(other.tid))
         });
-        let lowered_nice = (mine_before + BACKGROUND_NICE).min(19);
-        assert_eq!(lowered.join().unwrap(), (lowered_nice, lowered_nice));
+        assert_eq!(from_lowered.join().unwrap(), (lowered, lowered));
         assert_eq!(nice_of(me), mine_before, "only the calling thread");
     }
 }
