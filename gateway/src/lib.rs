@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod aggregate;
 pub mod balancer;
+mod closing;
 pub mod error;
 pub mod headers;
 pub mod metering;
@@ -194,9 +195,8 @@ impl Gateway {
     /// accepting and waits (up to 30 s) for calls in flight; idle connections
     /// close at once.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        // Every connection holds a receiver: the sender's `closed` is the end
-        // of the last one.
-        let (closing, _) = tokio::sync::watch::channel(());
+        // Every connection holds a signal: `drained` is the end of the last one.
+        let closing = closing::Closing::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -212,14 +212,14 @@ impl Gateway {
                     };
                     let _ = stream.set_nodelay(true);
                     let peer = Arc::new(proxy::Peer::new(peer));
-                    tokio::spawn(server::serve(self.clone(), stream, peer, closing.subscribe()));
+                    tokio::spawn(server::serve(self.clone(), stream, peer, closing.signal()));
                 }
                 () = &mut shutdown => break,
             }
         }
         drop(listener);
-        let _ = closing.send(());
-        if tokio::time::timeout(DRAIN_TIMEOUT, closing.closed())
+        closing.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, closing.drained())
             .await
             .is_err()
         {

@@ -50,10 +50,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use crate::Gateway;
+use crate::closing::Signal;
 use crate::headers::{RawHeaders, decimal, lists};
 use crate::pipeline::ResponseBody;
 use crate::proxy::{Peer, RequestBody};
@@ -82,12 +82,12 @@ const IDLE_RELEASE: Duration = Duration::from_secs(1);
 const COPIED_DATA: usize = 16 * 1024;
 
 /// Serves one accepted connection until it closes, the client asks to close
-/// it, or `closing` changes (the gateway shuts down).
+/// it, or `closing` is set (the gateway shuts down).
 pub(crate) fn serve(
     gateway: Arc<Gateway>,
     io: TcpStream,
     peer: Arc<Peer>,
-    closing: watch::Receiver<()>,
+    closing: Signal,
 ) -> impl Future<Output = ()> + Send {
     let conn = Connection {
         io,
@@ -110,10 +110,12 @@ async fn serve_connection(
     gateway: Arc<Gateway>,
     mut conn: Connection,
     peer: Arc<Peer>,
-    mut closing: watch::Receiver<()>,
+    closing: Signal,
 ) {
+    // Woken at shutdown whatever it waits for; idle, it then closes.
+    let enrolment = closing.enrol().await;
     loop {
-        let call = match conn.read_request(&mut closing).await {
+        let call = match conn.read_request(&closing).await {
             Ok(Next::Call(call)) => call,
             Ok(Next::Closed) => return,
             Ok(Next::TimedOut) => return conn.timed_out().await,
@@ -122,6 +124,7 @@ async fn serve_connection(
                 conn.rbuf = BytesMut::new();
                 conn.wbuf = Vec::new();
                 conn.headers = Vec::new();
+                drop(enrolment);
                 tokio::spawn(park(gateway, conn, peer, closing, since));
                 return;
             }
@@ -133,6 +136,7 @@ async fn serve_connection(
                     read.extend_from_slice(&conn.rbuf);
                     read.freeze()
                 };
+                drop(enrolment);
                 return hand_off(gateway, conn.io, read, peer, closing).await;
             }
             Err(e) => {
@@ -143,7 +147,7 @@ async fn serve_connection(
         let head_request = call.request.method() == Method::HEAD;
         let response = gateway.handle(call.request, &peer).await;
         match conn.write_response(response, head_request).await {
-            Ok(true) if !call.close && !closing.has_changed().unwrap_or(true) => {}
+            Ok(true) if !call.close && !closing.is_set() => {}
             Ok(_) => {
                 let _ = conn.io.shutdown().await;
                 return;
@@ -165,7 +169,7 @@ fn park(
     gateway: Arc<Gateway>,
     mut conn: Connection,
     peer: Arc<Peer>,
-    mut closing: watch::Receiver<()>,
+    mut closing: Signal,
     since: Instant,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
@@ -205,7 +209,7 @@ async fn hand_off(
     io: TcpStream,
     read: Bytes,
     peer: Arc<Peer>,
-    mut closing: watch::Receiver<()>,
+    mut closing: Signal,
 ) {
     let timeout = gateway.client_timeout;
     let activity = Arc::new(Activity::new());
@@ -406,7 +410,7 @@ impl Connection {
 
     /// Reads until the buffer holds a whole call (head and body), the
     /// connection must go to hyper, or the client closes it.
-    async fn read_request(&mut self, closing: &mut watch::Receiver<()>) -> io::Result<Next> {
+    async fn read_request(&mut self, closing: &Signal) -> io::Result<Next> {
         let mut waiting_since = self.waiting_since.take();
         loop {
             if !self.rbuf.is_empty() {
@@ -436,10 +440,15 @@ impl Connection {
             } = self;
             // Reads, or waits for the socket bounded by the client timeout:
             // the wait for this call starts at its first empty read. An idle
-            // connection is parked after IDLE_RELEASE.
-            let wait = std::future::poll_fn(|cx| {
+            // connection is parked after IDLE_RELEASE, and closed when the
+            // gateway shuts down (the task is enrolled to be woken then).
+            let waited = std::future::poll_fn(|cx| {
+                // The read first: a call already waiting is answered.
                 if let Poll::Ready(read) = poll_fill(io, rbuf, cx) {
                     return Poll::Ready(Waited::Read(read));
+                }
+                if idle && closing.is_set() {
+                    return Poll::Ready(Waited::Closing);
                 }
                 let since = *waiting_since.get_or_insert_with(Instant::now);
                 let deadline = since + *timeout;
@@ -452,23 +461,13 @@ impl Connection {
                     return Poll::Ready(Waited::TimedOut);
                 }
                 Poll::Pending
-            });
-            let waited = if idle {
-                // Idle between calls: a shutdown closes the connection.
-                tokio::select! {
-                    // The read first: a call already waiting costs no
-                    // wake-up registration on `closing`.
-                    biased;
-                    waited = wait => waited,
-                    _ = closing.changed() => return Ok(Next::Closed),
-                }
-            } else {
-                wait.await
-            };
+            })
+            .await;
             let read = match waited {
                 Waited::Read(read) => read?,
                 Waited::Idle(since) => return Ok(Next::Idle(since)),
                 Waited::TimedOut => return Ok(Next::TimedOut),
+                Waited::Closing => return Ok(Next::Closed),
             };
             if read == 0 {
                 // Closed between calls, or half-way through a head or body
@@ -793,6 +792,8 @@ enum Waited {
     /// Idle since then for [`IDLE_RELEASE`].
     Idle(Instant),
     TimedOut,
+    /// The gateway is shutting down (checked when idle only).
+    Closing,
 }
 
 /// What [`Connection::parse_head`] found.
