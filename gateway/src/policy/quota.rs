@@ -112,12 +112,33 @@ fn next_lease(min: i64, current: i64, last: Option<Instant>, rule: &QuotaRule) -
     size.clamp(min, max)
 }
 
+/// One subscription's block, and the turn its leases take.
+#[derive(Debug, Default)]
+struct Cell {
+    block: Block,
+    /// Held while the block is leased: the subscription's other calls that
+    /// find it used up wait for the lease and take from the new block,
+    /// instead of each leasing one. Calls that find calls in the block take
+    /// one without it.
+    leasing: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What a call's block says before any lease.
+enum Step {
+    /// Decided from the block.
+    Decided(QuotaOutcome),
+    /// The block is used up: lease for this period (start, end).
+    Lease((i64, i64)),
+}
+
 /// Per-subscription blocks of leased calls.
 #[derive(Debug)]
 pub struct QuotaKeeper {
     counter: QuotaCounter,
     lease_size: i64,
-    blocks: Mutex<FastMap<String, Arc<tokio::sync::Mutex<Block>>>>,
+    /// A call that takes from its block holds this lock for that only: one
+    /// lock round trip per call, none across a lease.
+    blocks: Mutex<FastMap<String, Cell>>,
     /// Until when the counter is not asked after a failure.
     unavailable_until: Mutex<Option<Instant>>,
     last_warning: Mutex<Option<Instant>>,
@@ -156,18 +177,96 @@ impl QuotaKeeper {
         outcome
     }
 
-    async fn decide(&self, subscription_id: &str, rule: &QuotaRule, now_ms: i64) -> QuotaOutcome {
-        let cell = {
-            let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
-            match blocks.get(subscription_id) {
-                Some(cell) => cell.clone(),
-                None => blocks
-                    .entry(subscription_id.to_owned())
-                    .or_default()
-                    .clone(),
-            }
+    /// Runs `f` on the subscription's cell, under the lock.
+    fn with_cell<T>(&self, subscription_id: &str, f: impl FnOnce(&mut Cell) -> T) -> T {
+        let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        let cell = match blocks.get_mut(subscription_id) {
+            Some(cell) => cell,
+            None => blocks.entry(subscription_id.to_owned()).or_default(),
         };
-        let mut block = cell.lock().await;
+        f(cell)
+    }
+
+    async fn decide(&self, subscription_id: &str, rule: &QuotaRule, now_ms: i64) -> QuotaOutcome {
+        let leasing = match self.with_cell(subscription_id, |cell| {
+            match self.take(subscription_id, &mut cell.block, rule, now_ms) {
+                Step::Decided(outcome) => Err(outcome),
+                Step::Lease(_) => Ok(cell.leasing.clone()),
+            }
+        }) {
+            Ok(leasing) => leasing,
+            Err(outcome) => return outcome,
+        };
+        let _turn = leasing.lock().await;
+        loop {
+            // A lease taken while this call waited for its turn serves it.
+            let (period, size) = match self.with_cell(subscription_id, |cell| {
+                let block = &mut cell.block;
+                match self.take(subscription_id, block, rule, now_ms) {
+                    Step::Decided(outcome) => Err(outcome),
+                    Step::Lease(period) => Ok((
+                        period,
+                        next_lease(self.lease_size, block.lease, block.leased_at, rule),
+                    )),
+                }
+            }) {
+                Ok(lease) => lease,
+                Err(outcome) => return outcome,
+            };
+            if self.counter_unavailable() {
+                return QuotaOutcome::Unknown;
+            }
+            let cap = (!rule.overage).then_some(rule.included);
+            // Boxed: a lease is rare, and its future (a store round trip)
+            // would otherwise make every call's future that much larger.
+            let lease = Box::pin(self.counter.lease(subscription_id, period, size, cap)).await;
+            let lease = match lease {
+                Ok(lease) => lease,
+                Err(e) => {
+                    self.counter_failed(&e);
+                    return QuotaOutcome::Unknown;
+                }
+            };
+            if lease.granted > 0 {
+                self.stats.leases.fetch_add(1, Ordering::Relaxed);
+            }
+            let exhausted = self.with_cell(subscription_id, |cell| {
+                let block = &mut cell.block;
+                if block.period_start != period.0 {
+                    // The period turned while this call leased: what it
+                    // leased is the last period's, and goes back.
+                    self.give_back_calls(subscription_id, period.0, lease.granted);
+                    return false;
+                }
+                if lease.granted > 0 {
+                    block.lease = size;
+                    block.leased_at = Some(Instant::now());
+                    block.next = lease.start;
+                    block.end = lease.start + lease.granted;
+                    false
+                } else {
+                    block.exhausted_until = Some(Instant::now() + RETRY_EXHAUSTED);
+                    true
+                }
+            });
+            if exhausted {
+                return QuotaOutcome::Exceeded {
+                    reset_at_ms: period.1,
+                    included: rule.included,
+                };
+            }
+        }
+    }
+
+    /// Brings `block` to `rule`'s period at `now_ms` and takes the call from
+    /// it, unless it must be leased first.
+    fn take(
+        &self,
+        subscription_id: &str,
+        block: &mut Block,
+        rule: &QuotaRule,
+        now_ms: i64,
+    ) -> Step {
         let (period_start, period_end) = if block.rule.as_ref() == Some(rule)
             && (block.period_start..block.period_end).contains(&now_ms)
         {
@@ -176,7 +275,7 @@ impl QuotaKeeper {
             period(rule, now_ms)
         };
         if block.period_start != period_start {
-            self.give_back(subscription_id, &mut block);
+            self.give_back(subscription_id, block);
             *block = Block {
                 period_start,
                 ..Block::default()
@@ -192,56 +291,25 @@ impl QuotaKeeper {
             reset_at_ms: period_end,
             included: rule.included,
         };
-        loop {
-            if block.next < block.end {
-                let ordinal = block.next;
-                block.next += 1;
-                if ordinal < rule.included {
-                    return QuotaOutcome::Within;
-                }
-                if rule.overage {
-                    return QuotaOutcome::Overage;
-                }
-                // The hard quota was lowered below calls already leased.
-                block.next -= 1;
-                self.give_back(subscription_id, &mut block);
-                block.exhausted_until = Some(Instant::now() + RETRY_EXHAUSTED);
-                return exceeded;
+        if block.next < block.end {
+            let ordinal = block.next;
+            block.next += 1;
+            if ordinal < rule.included {
+                return Step::Decided(QuotaOutcome::Within);
             }
-            if block.exhausted_until.is_some_and(|t| Instant::now() < t) {
-                return exceeded;
+            if rule.overage {
+                return Step::Decided(QuotaOutcome::Overage);
             }
-            if self.counter_unavailable() {
-                return QuotaOutcome::Unknown;
-            }
-            let cap = (!rule.overage).then_some(rule.included);
-            let size = next_lease(self.lease_size, block.lease, block.leased_at, rule);
-            // Boxed: a lease is rare, and its future (a store round trip)
-            // would otherwise make every call's future that much larger.
-            let lease = Box::pin(self.counter.lease(
-                subscription_id,
-                (period_start, period_end),
-                size,
-                cap,
-            ));
-            match lease.await {
-                Ok(lease) if lease.granted > 0 => {
-                    self.stats.leases.fetch_add(1, Ordering::Relaxed);
-                    block.lease = size;
-                    block.leased_at = Some(Instant::now());
-                    block.next = lease.start;
-                    block.end = lease.start + lease.granted;
-                }
-                Ok(_) => {
-                    block.exhausted_until = Some(Instant::now() + RETRY_EXHAUSTED);
-                    return exceeded;
-                }
-                Err(e) => {
-                    self.counter_failed(&e);
-                    return QuotaOutcome::Unknown;
-                }
-            }
+            // The hard quota was lowered below calls already leased.
+            block.next -= 1;
+            self.give_back(subscription_id, block);
+            block.exhausted_until = Some(Instant::now() + RETRY_EXHAUSTED);
+            return Step::Decided(exceeded);
         }
+        if block.exhausted_until.is_some_and(|t| Instant::now() < t) {
+            return Step::Decided(exceeded);
+        }
+        Step::Lease((period_start, period_end))
     }
 
     /// True while the counter is not asked after a failure.
@@ -277,12 +345,17 @@ impl QuotaKeeper {
     fn give_back(&self, subscription_id: &str, block: &mut Block) {
         let unused = block.end - block.next;
         block.end = block.next;
+        self.give_back_calls(subscription_id, block.period_start, unused);
+    }
+
+    /// Returns `unused` calls of the period starting at `period_start` to the
+    /// shared counter, in the background.
+    fn give_back_calls(&self, subscription_id: &str, period_start: i64, unused: i64) {
         if unused <= 0 {
             return;
         }
         let counter = self.counter.clone();
         let id = subscription_id.to_owned();
-        let period_start = block.period_start;
         tokio::spawn(async move {
             if let Err(e) = counter.release(&id, period_start, unused).await {
                 tracing::debug!(error = %e, "cannot give back unused quota");
@@ -290,19 +363,23 @@ impl QuotaKeeper {
         });
     }
 
-    /// Gives back every unused block (at shutdown); waits for the writes.
+    /// Gives back every unused block (at shutdown, after the last call);
+    /// waits for the writes.
     pub async fn release_all(&self) {
-        let cells: Vec<(String, Arc<tokio::sync::Mutex<Block>>)> = {
-            let blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
-            blocks.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        let unused: Vec<(String, i64, i64)> = {
+            let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+            blocks
+                .iter_mut()
+                .filter_map(|(id, cell)| {
+                    let block = &mut cell.block;
+                    let unused = block.end - block.next;
+                    block.end = block.next;
+                    (unused > 0).then(|| (id.clone(), block.period_start, unused))
+                })
+                .collect()
         };
-        for (id, cell) in cells {
-            let mut block = cell.lock().await;
-            let unused = block.end - block.next;
-            block.end = block.next;
-            if unused > 0
-                && let Err(e) = self.counter.release(&id, block.period_start, unused).await
-            {
+        for (id, period_start, unused) in unused {
+            if let Err(e) = self.counter.release(&id, period_start, unused).await {
                 tracing::warn!(error = %e, subscription = %id, "cannot give back unused quota at shutdown");
             }
         }
@@ -364,6 +441,38 @@ mod tests {
         assert_eq!(keeper.stats.within.load(Ordering::Relaxed), 7);
         assert_eq!(keeper.stats.exceeded.load(Ordering::Relaxed), 2);
         assert_eq!(keeper.stats.leases.load(Ordering::Relaxed), 4);
+        cleanup(&redis).await;
+    }
+
+    #[tokio::test]
+    async fn calls_that_find_the_block_used_up_together_share_one_lease() {
+        let redis = counter(&prefix()).await;
+        let keeper = QuotaKeeper::new(QuotaCounter::Redis(redis.clone()), 10);
+        let hard = rule(1_000, false);
+        let at = now();
+        // Eight calls at once, the block empty: one leases, the others wait
+        // for its block and take from it.
+        let outcomes =
+            futures_util::future::join_all((0..8).map(|_| keeper.check("sub", &hard, at))).await;
+        assert!(
+            outcomes.iter().all(|o| *o == QuotaOutcome::Within),
+            "{outcomes:?}"
+        );
+        assert_eq!(keeper.stats.leases.load(Ordering::Relaxed), 1);
+        // Three more than the block holds: a second lease.
+        let outcomes =
+            futures_util::future::join_all((0..5).map(|_| keeper.check("sub", &hard, at))).await;
+        assert!(
+            outcomes.iter().all(|o| *o == QuotaOutcome::Within),
+            "{outcomes:?}"
+        );
+        assert_eq!(keeper.stats.leases.load(Ordering::Relaxed), 2);
+        let leased: i64 = cmd(
+            &redis,
+            redis::cmd("GET").arg(redis.key("sub", period(&hard, at).0)),
+        )
+        .await;
+        assert_eq!(leased, 20, "two blocks of ten");
         cleanup(&redis).await;
     }
 
