@@ -187,8 +187,10 @@ fn upstream_path(target: &Target, rest: &str, query: Option<&str>) -> String {
 }
 
 /// The body passed back to the client: streamed (under the read and total
-/// timeouts), or read whole when small.
-pub type ProxiedBody = Either<TimedBody<StreamedBody>, Full<Bytes>>;
+/// timeouts), or read whole when small. The streamed one is boxed: it is
+/// five times the size of a whole body, and every answer (most of them
+/// small) is moved several times on its way to the client.
+pub type ProxiedBody = Either<Box<TimedBody<StreamedBody>>, Full<Bytes>>;
 
 /// An upstream's streamed body: from the general client (hyper's), or off a
 /// target's own connection.
@@ -396,7 +398,7 @@ pub async fn forward(
                 let collected = stream.collect().await.map_err(Failed::Body)?;
                 Either::Right(Full::new(collected.to_bytes()))
             }
-            Reply::Stream(stream) => Either::Left(TimedBody::new(stream, timeouts, sent)),
+            Reply::Stream(stream) => Either::Left(Box::new(TimedBody::new(stream, timeouts, sent))),
         };
         let response = Response::from_parts(parts, body);
         Ok(Proxied {
