@@ -64,8 +64,9 @@ struct Call<'s> {
     noted: Noted<'s>,
     /// Request body bytes, counted on the way up.
     bytes_in: Arc<AtomicU64>,
-    /// The routed API's metrics (the unrouted ones until routed).
-    metrics: Arc<RouteMetrics>,
+    /// The routed API's metrics (the unrouted ones until routed): borrowed,
+    /// and shared once, by the meter.
+    metrics: &'s Arc<RouteMetrics>,
     /// The client end of the connection.
     client: &'s Peer,
     /// The API's policies and the allowed origin, for a CORS call.
@@ -171,7 +172,7 @@ impl Gateway {
             timestamp_ms,
             noted: Noted::default(),
             bytes_in: Arc::new(AtomicU64::new(0)),
-            metrics: self.metrics.unrouted().clone(),
+            metrics: self.metrics.unrouted(),
             client,
             cors: None,
             upgraded: None,
@@ -226,7 +227,7 @@ impl Gateway {
             started,
             bytes_in: call.bytes_in,
             recorder: self.recorder.clone(),
-            metrics: call.metrics,
+            metrics: call.metrics.clone(),
             access_log: self.access_log.clone(),
         });
         match (call.upgraded, tunnel_request_id) {
@@ -271,7 +272,7 @@ impl Gateway {
         let (route, rest) = snapshot
             .route(host.as_deref(), req.uri().path())
             .ok_or(GatewayError::NoRoute)?;
-        call.metrics = route.metrics.clone();
+        call.metrics = &route.metrics;
         event.api_id = Some(&route.id);
         event.api_slug = Some(&route.slug);
         event.route = Some(Cow::Borrowed(&route.base_path));
