@@ -108,7 +108,7 @@ pub async fn answer(
         json_body::apply(&mut doc, ops);
     }
     let body = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
-    let mut response = Response::new(Either::Right(Full::new(body)));
+    let mut response = Response::new(ProxiedBody::whole(body));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

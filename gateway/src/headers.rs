@@ -151,8 +151,9 @@ pub fn number_value(n: u64) -> HeaderValue {
 /// ones already left out. A target's own connections read answers into
 /// these instead of a `HeaderMap`, which hashes every name on insert and is
 /// hashed and walked again to remove the hop-by-hop ones: the own HTTP/1.1
-/// listener copies the lines to the client as they are. They travel in the
-/// answer's extensions, beside the (at first empty) header map into which
+/// listener copies the lines to the client as they are. They travel with the
+/// answer's body ([`CarriesRawHeaders`]; not in its extensions, a map made
+/// per answer), beside the (at first empty) header map into which
 /// the gateway inserts its own headers; a step that reads or edits the
 /// answer's headers (transforms, the cache, CORS, hyper's server) first
 /// merges them into the map ([`merge_raw_headers`]). The headers the gateway
@@ -321,10 +322,23 @@ impl RawHeadersBuilder {
     }
 }
 
+/// An answer's body that carries the upstream's [`RawHeaders`] lines, when
+/// it has them, from the target's connection to the listener.
+pub trait CarriesRawHeaders {
+    /// The lines not yet merged into the answer's header map.
+    fn raw_headers(&mut self) -> &mut Option<RawHeaders>;
+}
+
+impl CarriesRawHeaders for Option<RawHeaders> {
+    fn raw_headers(&mut self) -> &mut Option<RawHeaders> {
+        self
+    }
+}
+
 /// Sets a header of the gateway's own on an answer, replacing any of that
 /// name: among the answer's [`RawHeaders`] lines when it has them, else in
 /// its header map.
-pub fn set_answer_header<B>(
+pub fn set_answer_header<B: CarriesRawHeaders>(
     response: &mut http::Response<B>,
     name: HeaderName,
     value: &HeaderValue,
@@ -334,12 +348,20 @@ pub fn set_answer_header<B>(
 
 /// [`set_answer_header`] with a number, written without a header value for
 /// an answer that has [`RawHeaders`].
-pub fn set_answer_number<B>(response: &mut http::Response<B>, name: HeaderName, n: u64) {
+pub fn set_answer_number<B: CarriesRawHeaders>(
+    response: &mut http::Response<B>,
+    name: HeaderName,
+    n: u64,
+) {
     set_answer(response, name, OwnValue::Number(n));
 }
 
-fn set_answer<B>(response: &mut http::Response<B>, name: HeaderName, value: OwnValue) {
-    match response.extensions_mut().get_mut::<RawHeaders>() {
+fn set_answer<B: CarriesRawHeaders>(
+    response: &mut http::Response<B>,
+    name: HeaderName,
+    value: OwnValue,
+) {
+    match response.body_mut().raw_headers() {
         Some(raw) => raw.set_own(name, value),
         None => {
             response.headers_mut().insert(name, value.into_value());
@@ -349,8 +371,8 @@ fn set_answer<B>(response: &mut http::Response<B>, name: HeaderName, value: OwnV
 
 /// Merges the answer's [`RawHeaders`], if it has any, into its header map:
 /// for a step that reads or edits the answer's headers.
-pub fn merge_raw_headers<B>(response: &mut http::Response<B>) {
-    if let Some(raw) = response.extensions_mut().remove::<RawHeaders>() {
+pub fn merge_raw_headers<B: CarriesRawHeaders>(response: &mut http::Response<B>) {
+    if let Some(raw) = response.body_mut().raw_headers().take() {
         raw.merge_into(response.headers_mut());
     }
 }
@@ -460,9 +482,8 @@ mod tests {
         for h in parsed.headers.iter() {
             builder.push(h);
         }
-        let mut raw = http::Response::new(());
-        raw.extensions_mut().insert(builder.finish());
-        let mut mapped = http::Response::new(());
+        let mut raw = http::Response::new(Some(builder.finish()));
+        let mut mapped = http::Response::new(None);
         for response in [&mut raw, &mut mapped] {
             set_answer_number(response, RATELIMIT_LIMIT, 100);
             set_answer_number(response, RATELIMIT_REMAINING, 123_456);
@@ -471,7 +492,7 @@ mod tests {
             set_answer_header(response, X_REQUEST_ID, &HeaderValue::from_static("b"));
         }
         assert!(raw.headers().is_empty());
-        let lines = raw.extensions().get::<RawHeaders>().unwrap();
+        let lines = raw.body().as_ref().unwrap();
         let mut written = Vec::new();
         for (name, value) in lines.own() {
             value.write_line(name, &mut written);
@@ -493,7 +514,7 @@ mod tests {
         );
         assert_eq!(raw.headers()["x-up"], "1");
         assert_eq!(raw.headers()["x-request-id"], "b");
-        assert!(raw.extensions().get::<RawHeaders>().is_none());
+        assert!(raw.body().is_none());
     }
 
     #[test]

@@ -203,6 +203,12 @@ where
     }
 }
 
+impl<B: crate::headers::CarriesRawHeaders> crate::headers::CarriesRawHeaders for MeteredBody<B> {
+    fn raw_headers(&mut self) -> &mut Option<crate::headers::RawHeaders> {
+        self.inner.raw_headers()
+    }
+}
+
 impl<B> Drop for MeteredBody<B> {
     fn drop(&mut self) {
         self.finish();

@@ -184,7 +184,7 @@ impl Gateway {
             Err(e) => {
                 call.noted.error_code = Some(e.code());
                 let rid = call.request_id.to_str().unwrap_or_default();
-                e.to_response(rid).map(|b| Either::Right(Full::new(b)))
+                e.to_response(rid).map(ProxiedBody::whole)
             }
         };
         let tunnel_request_id = call.upgraded.is_some().then(|| call.request_id.clone());
@@ -264,7 +264,7 @@ impl Gateway {
                 Some(app_id) => event.app_id = Some(Cow::Owned(app_id.into())),
                 None => event.error_code = Some("invalid_client"),
             }
-            return Ok(resp.map(Either::Right));
+            return Ok(resp.map(ProxiedBody::from));
         }
 
         // 1. route
@@ -313,7 +313,7 @@ impl Gateway {
         access::check_ip(policies, call.client.ip)?;
         if let Some(cors) = &policies.cors {
             if let Some(answer) = access::preflight(cors, req.method(), req.headers()) {
-                return Ok(answer.map(Either::Right));
+                return Ok(answer.map(ProxiedBody::from));
             }
             call.cors = access::allowed_origin(cors, req.headers()).map(|o| (policies.clone(), o));
         }
@@ -786,7 +786,10 @@ fn ceil_secs(d: std::time::Duration) -> u64 {
 
 /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds) of
 /// the tightest budget.
-fn rate_limit_headers<B>(response: &mut Response<B>, d: &Decision) {
+fn rate_limit_headers<B: crate::headers::CarriesRawHeaders>(
+    response: &mut Response<B>,
+    d: &Decision,
+) {
     set_answer_number(response, RATELIMIT_LIMIT, d.limit.into());
     set_answer_number(response, RATELIMIT_REMAINING, d.remaining.into());
     set_answer_number(response, RATELIMIT_RESET, ceil_secs(d.reset));

@@ -18,8 +18,8 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::error::GatewayError;
 use crate::headers::{
-    APIKEY, Hop, TRACEPARENT, X_API_KEY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
-    X_REQUEST_ID, merge_raw_headers, push_line,
+    APIKEY, CarriesRawHeaders, Hop, RawHeaders, TRACEPARENT, X_API_KEY, X_FORWARDED_FOR,
+    X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, push_line,
 };
 use crate::metering::CountingBody;
 use crate::snapshot::Target;
@@ -187,10 +187,71 @@ fn upstream_path(target: &Target, rest: &str, query: Option<&str>) -> String {
 }
 
 /// The body passed back to the client: streamed (under the read and total
-/// timeouts), or read whole when small. The streamed one is boxed: it is
-/// five times the size of a whole body, and every answer (most of them
-/// small) is moved several times on its way to the client.
-pub type ProxiedBody = Either<Box<TimedBody<StreamedBody>>, Full<Bytes>>;
+/// timeouts), or read whole when small; with the upstream's header lines
+/// when they came off a target's own connection and are not yet merged into
+/// the answer's header map ([`RawHeaders`]).
+#[derive(Debug)]
+pub struct ProxiedBody {
+    /// The streamed one is boxed: it is five times the size of a whole
+    /// body, and every answer (most of them small) is moved several times on
+    /// its way to the client.
+    body: Either<Box<TimedBody<StreamedBody>>, Full<Bytes>>,
+    raw: Option<RawHeaders>,
+}
+
+impl ProxiedBody {
+    /// A body the gateway has whole.
+    pub fn whole(bytes: Bytes) -> Self {
+        Self::from(Full::new(bytes))
+    }
+
+    fn streamed(body: TimedBody<StreamedBody>) -> Self {
+        Self {
+            body: Either::Left(Box::new(body)),
+            raw: None,
+        }
+    }
+
+    /// The body, streamed or whole, without the header lines.
+    pub fn into_inner(self) -> Either<Box<TimedBody<StreamedBody>>, Full<Bytes>> {
+        self.body
+    }
+}
+
+impl From<Full<Bytes>> for ProxiedBody {
+    fn from(body: Full<Bytes>) -> Self {
+        Self {
+            body: Either::Right(body),
+            raw: None,
+        }
+    }
+}
+
+impl CarriesRawHeaders for ProxiedBody {
+    fn raw_headers(&mut self) -> &mut Option<RawHeaders> {
+        &mut self.raw
+    }
+}
+
+impl http_body::Body for ProxiedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// An upstream's streamed body: from the general client (hyper's), or off a
 /// target's own connection.
@@ -327,7 +388,7 @@ pub enum Route<'a> {
 /// streamed body then runs under the read and total timeouts.
 ///
 /// With `raw_headers`, an answer from a target's pool keeps its headers as
-/// [`crate::headers::RawHeaders`] lines in its extensions (for a caller that only inserts
+/// [`RawHeaders`] lines with its body (for a caller that only inserts
 /// headers into the answer); without, they are in its
 /// header map, as every other route's answers are.
 pub async fn forward(
@@ -361,26 +422,42 @@ pub async fn forward(
         if authority.is_none() {
             forwarded.apply(req.headers_mut());
         }
-        let mut response = match route {
+        let (mut response, raw) = match route {
             Route::Pool(pool, connect_timeout) => match authority {
-                Some(authority) => pool
-                    .send(&authority, req, &forwarded, connect_timeout, deadline)
-                    .await
-                    .map_err(Failed::Pooled)?
-                    .map(|reply| match reply {
+                Some(authority) => {
+                    let (response, raw) = pool
+                        .send(&authority, req, &forwarded, connect_timeout, deadline)
+                        .await
+                        .map_err(Failed::Pooled)?;
+                    let response = response.map(|reply| match reply {
                         Reply::Stream(s) => Reply::Stream(Either::Right(s)),
                         Reply::Whole(b) => Reply::Whole(b),
-                    }),
-                None => hyper_reply(client.request(req).await.map_err(Failed::Request)?),
+                    });
+                    (response, Some(raw))
+                }
+                None => (
+                    hyper_reply(client.request(req).await.map_err(Failed::Request)?),
+                    None,
+                ),
             },
-            Route::Client => hyper_reply(client.request(req).await.map_err(Failed::Request)?),
-            Route::H2c(h2c) => hyper_reply(h2c.request(req).await.map_err(Failed::Request)?),
+            Route::Client => (
+                hyper_reply(client.request(req).await.map_err(Failed::Request)?),
+                None,
+            ),
+            Route::H2c(h2c) => (
+                hyper_reply(h2c.request(req).await.map_err(Failed::Request)?),
+                None,
+            ),
         };
         let upstream_latency = sent.elapsed();
         // The pool's lines come without hop-by-hop headers.
-        if !raw_headers {
-            merge_raw_headers(&mut response);
-        }
+        let raw = match raw {
+            Some(raw) if !raw_headers => {
+                raw.merge_into(response.headers_mut());
+                None
+            }
+            raw => raw,
+        };
         strip_hop_by_hop(response.headers_mut());
         // A small body announced by Content-Length is read whole, so the
         // response goes out in one write instead of a head and a body.
@@ -391,15 +468,16 @@ pub async fn forward(
             .and_then(|v| v.parse::<u64>().ok())
             .is_some_and(|n| n <= SMALL_BODY);
         let (parts, reply) = response.into_parts();
-        let body = match reply {
-            Reply::Whole(bytes) => Either::Right(Full::new(bytes)),
+        let mut body = match reply {
+            Reply::Whole(bytes) => ProxiedBody::whole(bytes),
             // (Not a pool's: it reads a small body whole itself, by the deadline.)
             Reply::Stream(stream) if small && !pooled => {
                 let collected = stream.collect().await.map_err(Failed::Body)?;
-                Either::Right(Full::new(collected.to_bytes()))
+                ProxiedBody::whole(collected.to_bytes())
             }
-            Reply::Stream(stream) => Either::Left(Box::new(TimedBody::new(stream, timeouts, sent))),
+            Reply::Stream(stream) => ProxiedBody::streamed(TimedBody::new(stream, timeouts, sent)),
         };
+        body.raw = raw;
         let response = Response::from_parts(parts, body);
         Ok(Proxied {
             response,

@@ -54,7 +54,7 @@ use tokio::time::Sleep;
 
 use crate::Gateway;
 use crate::closing::Signal;
-use crate::headers::{RawHeaders, decimal, lists};
+use crate::headers::{CarriesRawHeaders, decimal, lists};
 use crate::pipeline::ResponseBody;
 use crate::proxy::{Peer, RequestBody};
 use crate::upstream_pool::Digits;
@@ -591,6 +591,7 @@ impl Connection {
         head_request: bool,
     ) -> io::Result<bool> {
         let (parts, mut body) = response.into_parts();
+        let raw = body.raw_headers().take();
         let status = parts.status;
         let may_have_length = !(status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -609,7 +610,7 @@ impl Connection {
         // An upstream's header lines as they came (hop-by-hop ones already
         // left out), less those the gateway's own headers replace; then the
         // gateway's own.
-        if let Some(raw) = parts.extensions.get::<RawHeaders>() {
+        if let Some(raw) = &raw {
             for line in raw.lines() {
                 if raw
                     .own()

@@ -130,9 +130,10 @@ pub struct Http1Pool {
 
 impl Http1Pool {
     /// Sends `req` (an absolute URI to `authority`, a body that [`fits`]) on
-    /// an idle connection, or a new one, and returns the answer: its head,
-    /// and a small body whole, by `deadline` ([`PoolError::TimedOut`] after
-    /// it; a streamed body is not bound by it).
+    /// an idle connection, or a new one, and returns the answer: its head
+    /// (its headers as lines, beside an empty header map), and a small body
+    /// whole, by `deadline` ([`PoolError::TimedOut`] after it; a streamed body
+    /// is not bound by it).
     pub async fn send(
         &self,
         authority: &Authority,
@@ -140,7 +141,7 @@ impl Http1Pool {
         forwarded: &Forwarded,
         connect_timeout: Duration,
         deadline: tokio::time::Instant,
-    ) -> Result<Response<Reply>, PoolError> {
+    ) -> Result<(Response<Reply>, RawHeaders), PoolError> {
         let (parts, body) = req.into_parts();
         let body = if body.is_end_stream() {
             Bytes::new()
@@ -190,6 +191,7 @@ impl Http1Pool {
         };
         let Head {
             response,
+            raw,
             framing,
             keep_alive,
         } = head;
@@ -220,7 +222,7 @@ impl Http1Pool {
                 })
             }
         };
-        Ok(response.map(|()| reply))
+        Ok((response.map(|()| reply), raw))
     }
 
     /// An idle connection still open, dropping closed and old ones on the
@@ -312,6 +314,8 @@ impl Failure {
 /// A parsed response head and how its body is framed.
 struct Head {
     response: Response<()>,
+    /// Its headers, less the hop-by-hop ones.
+    raw: RawHeaders,
     framing: Framing,
     keep_alive: bool,
 }
@@ -578,9 +582,9 @@ impl Conn {
             let mut response = Response::new(());
             *response.status_mut() = status;
             *response.version_mut() = version;
-            response.extensions_mut().insert(raw.finish());
             return Ok(Some(Head {
                 response,
+                raw: raw.finish(),
                 framing,
                 keep_alive,
             }));
@@ -1060,9 +1064,9 @@ mod tests {
         authority: &Authority,
         method: Method,
     ) -> Result<(StatusCode, HeaderMap, Bytes), PoolError> {
-        let response = send_by(pool, authority, request(authority, method, b""), soon()).await?;
-        let mut response = response;
-        crate::headers::merge_raw_headers(&mut response);
+        let (mut response, raw) =
+            send_by(pool, authority, request(authority, method, b""), soon()).await?;
+        raw.merge_into(response.headers_mut());
         let (parts, reply) = response.into_parts();
         let body = match reply {
             Reply::Whole(b) => b,
@@ -1078,7 +1082,7 @@ mod tests {
         authority: &Authority,
         req: Request<UpstreamBody>,
         deadline: tokio::time::Instant,
-    ) -> Result<Response<Reply>, PoolError> {
+    ) -> Result<(Response<Reply>, RawHeaders), PoolError> {
         let forwarded = Forwarded::default();
         pool.send(authority, req, &forwarded, Duration::from_secs(5), deadline)
             .await
@@ -1185,7 +1189,7 @@ mod tests {
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.len(), 1);
-        let response = send_by(
+        let (_, raw) = send_by(
             &pool,
             &up.authority,
             request(&up.authority, Method::POST, b"{\"a\":1}"),
@@ -1193,7 +1197,6 @@ mod tests {
         )
         .await
         .unwrap();
-        let raw = response.extensions().get::<RawHeaders>().unwrap();
         assert!(
             raw.lines()
                 .any(|l| l.line == b"content-type: text/plain\r\n")
@@ -1247,7 +1250,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let Reply::Stream(first) = first.into_body() else {
+        let Reply::Stream(first) = first.0.into_body() else {
             panic!("20,000 bytes are streamed");
         };
         assert_eq!(first.size_hint().exact(), Some(20000));
@@ -1312,8 +1315,7 @@ mod tests {
         })
         .await;
         let pool = Http1Pool::default();
-        let lines = |response: &Response<Reply>| -> Vec<String> {
-            let raw = response.extensions().get::<RawHeaders>().unwrap();
+        let lines = |(response, raw): &(Response<Reply>, RawHeaders)| -> Vec<String> {
             assert!(response.headers().is_empty());
             raw.lines()
                 .map(|l| String::from_utf8(l.line.to_vec()).unwrap())
@@ -1338,7 +1340,7 @@ mod tests {
                 "set-cookie: b=2\r\n"
             ]
         );
-        let Reply::Stream(body) = response.into_body() else {
+        let Reply::Stream(body) = response.0.into_body() else {
             panic!("a chunked body is streamed");
         };
         assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");

@@ -249,12 +249,15 @@ pub async fn request_phase(
 /// is read and mapped. A `HEAD` answer loses its `Content-Length`, which
 /// would describe the unmapped body.
 pub async fn response_phase(
-    response: Response<ProxiedBody>,
+    mut response: Response<ProxiedBody>,
     method: &Method,
     ops: &BodyOps,
     max_body_bytes: Option<u64>,
     timeout: Duration,
 ) -> Result<Response<ProxiedBody>, GatewayError> {
+    // The headers are read and edited in the map (the proxy phase merged
+    // the lines already for a route with transforms).
+    crate::headers::merge_raw_headers(&mut response);
     let status = response.status();
     if !is_json(response.headers())
         || status.is_informational()
@@ -276,10 +279,7 @@ pub async fn response_phase(
         timeout,
     ))
     .await?;
-    Ok(Response::from_parts(
-        parts,
-        Either::Right(Full::new(mapped)),
-    ))
+    Ok(Response::from_parts(parts, ProxiedBody::whole(mapped)))
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Either, Limited};
 use moka::sync::Cache;
 use tollgate_core::model::{ApiPolicies, CachePolicy};
 
@@ -136,7 +136,7 @@ impl ResponseCache {
         } else {
             hit.body.clone()
         };
-        let mut response = Response::new(Either::Right(Full::new(body)));
+        let mut response = Response::new(ProxiedBody::whole(body));
         *response.status_mut() = hit.status;
         *response.headers_mut() = hit.headers.clone();
         let h = response.headers_mut();
@@ -165,12 +165,15 @@ impl ResponseCache {
             return Ok(response);
         }
         let mut response = response;
+        // The headers are read and stored from the map (the proxy phase
+        // merged the lines already for a cached route).
+        crate::headers::merge_raw_headers(&mut response);
         let ttl = (*method == Method::GET)
             .then(|| storable_for(policy, response.status(), response.headers()))
             .flatten();
         if let (Some(key), Some(ttl)) = (key, ttl) {
             let (parts, body) = response.into_parts();
-            let bytes = match body {
+            let bytes = match body.into_inner() {
                 Either::Right(full) => full.collect().await.ok().map(|c| c.to_bytes()),
                 Either::Left(incoming) => {
                     let limit = usize::try_from(policy.max_entry_bytes).unwrap_or(usize::MAX);
@@ -198,7 +201,7 @@ impl ResponseCache {
                     }),
                 );
             }
-            response = Response::from_parts(parts, Either::Right(Full::new(bytes)));
+            response = Response::from_parts(parts, ProxiedBody::whole(bytes));
         }
         response
             .headers_mut()
@@ -457,7 +460,7 @@ mod tests {
         let cache = ResponseCache::for_api(std::iter::once(&api), 1).unwrap();
         let k = key(&p, &Method::GET, "/x", None, &HeaderMap::new(), None, false).unwrap();
         assert!(cache.lookup(&k, &Method::GET).is_none());
-        let mut upstream = Response::new(Either::Right(Full::new(Bytes::from_static(b"hello"))));
+        let mut upstream = Response::new(ProxiedBody::whole(Bytes::from_static(b"hello")));
         upstream
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(5));
@@ -508,8 +511,7 @@ mod tests {
                 // /a was used since /b was stored: /b is the least recent.
                 assert!(cache.lookup(&k("/a"), &Method::GET).is_some());
             }
-            let mut upstream =
-                Response::new(Either::Right(Full::new(Bytes::from(vec![b'x'; 700]))));
+            let mut upstream = Response::new(ProxiedBody::whole(Bytes::from(vec![b'x'; 700])));
             upstream
                 .headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(700));
