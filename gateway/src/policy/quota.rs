@@ -450,23 +450,21 @@ mod tests {
         let keeper = QuotaKeeper::new(QuotaCounter::Redis(redis.clone()), 10);
         let hard = rule(1_000, false);
         let at = now();
-        // Eight calls at once, the block empty: one leases, the others wait
-        // for its block and take from it.
-        let outcomes =
-            futures_util::future::join_all((0..8).map(|_| keeper.check("sub", &hard, at))).await;
-        assert!(
-            outcomes.iter().all(|o| *o == QuotaOutcome::Within),
-            "{outcomes:?}"
-        );
-        assert_eq!(keeper.stats.leases.load(Ordering::Relaxed), 1);
+        // `n` calls at once, each within the quota; the leases taken so far.
+        let at_once = async |n: usize| {
+            let calls = (0..n).map(|_| keeper.check("sub", &hard, at));
+            let outcomes = futures_util::future::join_all(calls).await;
+            assert!(
+                outcomes.iter().all(|o| *o == QuotaOutcome::Within),
+                "{outcomes:?}"
+            );
+            keeper.stats.leases.load(Ordering::Relaxed)
+        };
+        // Eight calls, the block empty: one leases, the others wait for its
+        // block and take from it.
+        assert_eq!(at_once(8).await, 1);
         // Three more than the block holds: a second lease.
-        let outcomes =
-            futures_util::future::join_all((0..5).map(|_| keeper.check("sub", &hard, at))).await;
-        assert!(
-            outcomes.iter().all(|o| *o == QuotaOutcome::Within),
-            "{outcomes:?}"
-        );
-        assert_eq!(keeper.stats.leases.load(Ordering::Relaxed), 2);
+        assert_eq!(at_once(5).await, 2);
         let leased: i64 = cmd(
             &redis,
             redis::cmd("GET").arg(redis.key("sub", period(&hard, at).0)),
