@@ -27,8 +27,8 @@ const SHARDS: usize = 32;
 
 /// One budget a call must fit in: one of a plan's limits, counted for one
 /// key or app. Borrowed from the snapshot, so deciding a call locally makes
-/// no text: the budget's name ([`Budget::id`]) is written only for Redis and
-/// the first time this node sees the budget.
+/// no text: the budget's name ([`Budget::id`]) is written only for Redis;
+/// the local table keeps the ids once, when it first sees the budget.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget<'a> {
     /// The plan.
@@ -105,15 +105,16 @@ pub struct LocalLimiter {
     shards: Vec<Mutex<HashTable<Tracked>>>,
 }
 
-/// A budget this node tracks: its name, where the plan id and the counted
-/// id end in it (so a lookup compares parts, exactly, without writing the
-/// name), its hash, and its TAT.
+/// A budget this node tracks: its parts (the plan id and the counted id
+/// side by side, where the plan id ends, and the limit's index), so a lookup
+/// compares them exactly without writing a name; its hash, and its TAT.
 #[derive(Debug)]
 struct Tracked {
     hash: u64,
-    id: Box<str>,
+    /// The plan id, then the counted id.
+    ids: Box<str>,
     plan_len: usize,
-    counted_len: usize,
+    index: usize,
     tat: u64,
 }
 
@@ -121,25 +122,20 @@ impl Tracked {
     fn new(hash: u64, b: &Budget<'_>, tat: u64) -> Self {
         Self {
             hash,
-            id: b.id().into_boxed_str(),
+            ids: [b.plan_id, b.counted].concat().into_boxed_str(),
             plan_len: b.plan_id.len(),
-            counted_len: b.counted.len(),
+            index: b.index,
             tat,
         }
     }
 
     /// Whether this is budget `b`.
     fn is(&self, b: &Budget<'_>) -> bool {
-        self.plan_len == b.plan_id.len()
-            && self.counted_len == b.counted.len()
-            && self.id.len() > self.plan_len + self.counted_len + 1
-            && self.id[..self.plan_len] == *b.plan_id
-            && self.id[self.id.len() - self.counted_len..] == *b.counted
-            && self.id[self.plan_len..self.id.len() - self.counted_len]
-                .strip_prefix(':')
-                .and_then(|s| s.strip_suffix(':'))
-                .and_then(|s| s.parse::<usize>().ok())
-                == Some(b.index)
+        self.index == b.index
+            && self.plan_len == b.plan_id.len()
+            && self.ids.len() == self.plan_len + b.counted.len()
+            && self.ids[..self.plan_len] == *b.plan_id
+            && self.ids[self.plan_len..] == *b.counted
     }
 }
 
