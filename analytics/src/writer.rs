@@ -135,7 +135,7 @@ pub struct UsageRecorder(Arc<Recorder>);
 struct Recorder {
     tx: mpsc::Sender<UsageEvent>,
     stats: Arc<UsageStats>,
-    last_warning: Arc<std::sync::Mutex<DropWarnings>>,
+    last_warning: std::sync::Mutex<DropWarnings>,
     /// The spool thread, woken when `wake_at` events are queued.
     spool_thread: Thread,
     wake_at: usize,
@@ -283,7 +283,7 @@ impl UsageWriter {
         let recorder = UsageRecorder(Arc::new(Recorder {
             tx,
             stats: stats.clone(),
-            last_warning: Arc::default(),
+            last_warning: std::sync::Mutex::default(),
             spool_thread: spool_thread.thread().clone(),
             // Early enough that a burst never fills the queue between passes.
             wake_at: settings.batch_size.min(settings.queue_capacity / 4).max(1),
